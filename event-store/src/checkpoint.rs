@@ -1,0 +1,116 @@
+//! Checkpoints: how far each named reader has read, advanced together with its effects.
+
+use std::error::Error as StdError;
+
+use event_schemas::{LogPosition, RecordedEvent};
+use sqlx::{PgConnection, PgExecutor, PgPool, Row};
+
+use crate::log::{GlobalLog, LogError};
+
+/// The `checkpoints` table.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoints;
+
+impl Checkpoints {
+    /// Where `name` stands (the start of the log for a reader never seen before).
+    pub async fn load<'c>(
+        executor: impl PgExecutor<'c>,
+        name: &str,
+    ) -> Result<LogPosition, sqlx::Error> {
+        let row = sqlx::query(
+            "select tx_id::text::bigint as tx_id, global_position from checkpoints where name = $1",
+        )
+        .bind(name)
+        .fetch_optional(executor)
+        .await?;
+        Ok(match row {
+            Some(row) => LogPosition {
+                tx_id: row.try_get::<i64, _>("tx_id")? as u64,
+                global_position: row.try_get("global_position")?,
+            },
+            None => LogPosition::START,
+        })
+    }
+
+    /// Locks `name`'s row for the rest of the transaction (creating it at the start of the log)
+    /// and returns its position. A second worker of the same reader waits here, then sees the
+    /// position the first one committed.
+    pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
+        sqlx::query("insert into checkpoints (name) values ($1) on conflict (name) do nothing")
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+        let row = sqlx::query(
+            "select tx_id::text::bigint as tx_id, global_position from checkpoints \
+             where name = $1 for update",
+        )
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(LogPosition {
+            tx_id: row.try_get::<i64, _>("tx_id")? as u64,
+            global_position: row.try_get("global_position")?,
+        })
+    }
+
+    /// Moves `name` to `position`.
+    pub async fn save<'c>(
+        executor: impl PgExecutor<'c>,
+        name: &str,
+        position: LogPosition,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into checkpoints (name, tx_id, global_position, updated_at) \
+             values ($1, $2::text::xid8, $3, now()) \
+             on conflict (name) do update \
+             set tx_id = excluded.tx_id, global_position = excluded.global_position, \
+                 updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(position.tx_id.to_string())
+        .bind(position.global_position)
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Why a batch was not applied. Nothing of it took effect: the checkpoint did not move.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError<E: StdError + 'static> {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("checkpoint storage failed")]
+    Checkpoint(#[from] sqlx::Error),
+    #[error("the reader failed on its batch")]
+    Apply(#[source] E),
+}
+
+/// Reads the next batch of up to `limit` events after `name`'s checkpoint, hands it to `apply`
+/// inside a transaction, and advances the checkpoint in that same transaction.
+///
+/// Returns the new position, or `None` when there was nothing to read. Either the batch's
+/// effects and the new checkpoint both commit, or neither does: each event takes effect exactly
+/// once, across crashes and concurrent workers of the same reader.
+pub async fn process_batch<E, F>(
+    pool: &PgPool,
+    name: &str,
+    limit: i64,
+    apply: F,
+) -> Result<Option<LogPosition>, BatchError<E>>
+where
+    E: StdError + 'static,
+    F: AsyncFnOnce(&mut PgConnection, &[RecordedEvent]) -> Result<(), E>,
+{
+    let mut tx = pool.begin().await?;
+    let after = Checkpoints::lock(&mut tx, name).await?;
+    let batch = GlobalLog::read(&mut *tx, after, limit).await?;
+    let Some(last) = batch.last().map(|e| e.position) else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    apply(&mut tx, &batch).await.map_err(BatchError::Apply)?;
+    Checkpoints::save(&mut *tx, name, last).await?;
+    tx.commit().await?;
+    Ok(Some(last))
+}

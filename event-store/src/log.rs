@@ -1,0 +1,122 @@
+//! The global log: every event of every aggregate, in one gap-free order.
+//!
+//! Positions are handed out when a row is inserted, not when its transaction commits, so
+//! "position > checkpoint" would skip an event whose transaction commits after a later one's.
+//! The reader only takes rows of transactions older than the oldest one still running
+//! (`tx_id < pg_snapshot_xmin(pg_current_snapshot())`: all of those have ended) and orders
+//! them by `(tx_id, global_position)`. Nothing can appear behind a position once it was read.
+
+use chrono::{DateTime, Utc};
+use event_schemas::{LogPosition, RecordedEvent};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("could not read the global log")]
+    Read(#[from] sqlx::Error),
+}
+
+/// Reads the global log.
+#[derive(Debug, Clone, Copy)]
+pub struct GlobalLog;
+
+const COLUMNS: &str = "global_position, tx_id::text::bigint as tx_id, event_id, aggregate_type, \
+     aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
+
+impl GlobalLog {
+    /// Up to `limit` events after `after`, in log order; empty when the reader is caught up
+    /// with everything that can be read now.
+    pub async fn read<'c>(
+        executor: impl PgExecutor<'c>,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let sql = format!(
+            "select {COLUMNS} from events \
+             where (tx_id, global_position) > ($1::text::xid8, $2) \
+               and tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             order by tx_id, global_position \
+             limit $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.tx_id.to_string())
+            .bind(after.global_position)
+            .bind(limit)
+            .fetch_all(executor)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Whether events exist that are not readable yet because a transaction older than theirs
+    /// is still running: a reader that finds nothing should look again soon rather than sleep.
+    pub async fn has_unreadable<'c>(executor: impl PgExecutor<'c>) -> Result<bool, LogError> {
+        Ok(sqlx::query_scalar(
+            "select exists(select 1 from events \
+             where tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+        )
+        .fetch_one(executor)
+        .await?)
+    }
+
+    /// The position of the last readable event, or [`LogPosition::START`] for an empty log.
+    pub async fn head<'c>(executor: impl PgExecutor<'c>) -> Result<LogPosition, LogError> {
+        let row = sqlx::query(
+            "select tx_id::text::bigint as tx_id, global_position from events \
+             where tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             order by tx_id desc, global_position desc limit 1",
+        )
+        .fetch_optional(executor)
+        .await?;
+        Ok(match row {
+            Some(row) => position(&row)?,
+            None => LogPosition::START,
+        })
+    }
+
+    /// The log position of one stored event, whether or not it is readable yet: the
+    /// consistency token of the command that appended it.
+    pub async fn position_of<'c>(
+        executor: impl PgExecutor<'c>,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+    ) -> Result<Option<LogPosition>, LogError> {
+        let row = sqlx::query(
+            "select tx_id::text::bigint as tx_id, global_position from events \
+             where aggregate_type = $1 and aggregate_id = $2 and sequence = $3",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(sequence)
+        .fetch_optional(executor)
+        .await?;
+        row.as_ref().map(position).transpose()
+    }
+}
+
+fn position(row: &PgRow) -> Result<LogPosition, LogError> {
+    let tx_id: i64 = row.try_get("tx_id")?;
+    Ok(LogPosition {
+        // xid8 values are below 2^63 in practice (and Postgres itself caps them there)
+        tx_id: tx_id as u64,
+        global_position: row.try_get("global_position")?,
+    })
+}
+
+fn decode(row: &PgRow) -> Result<RecordedEvent, LogError> {
+    Ok(RecordedEvent {
+        position: position(row)?,
+        event_id: row.try_get::<Uuid, _>("event_id")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get::<Value, _>("payload")?,
+        metadata: row.try_get::<Value, _>("metadata")?,
+        recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
+    })
+}
