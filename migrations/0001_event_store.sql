@@ -31,16 +31,17 @@ create table events (
 -- the global log, in delivery order
 create index events_log_order on events (tx_id, global_position);
 
--- postgres-es's snapshot store: the latest snapshot of an aggregate with a long history
+-- postgres-es's snapshot store: the latest snapshot of an aggregate with a long history, so
+-- loading it never replays more than a few dozen events. One row per aggregate.
 create table snapshots (
     aggregate_type   text   not null,
     aggregate_id     text   not null,
+    -- the sequence of the last event the snapshot includes
     last_sequence    bigint not null check (last_sequence >= 0),
     current_snapshot bigint not null check (current_snapshot >= 0),
     payload          jsonb  not null,
-    primary key (aggregate_type, aggregate_id, last_sequence)
+    primary key (aggregate_type, aggregate_id)
 );
-create index snapshots_aggregate on snapshots (aggregate_type, aggregate_id);
 
 -- How far each named reader (projector, reactor, publisher) has read the global log. A reader
 -- advances its row in the same transaction as the effects of the events it read.

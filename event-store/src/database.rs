@@ -69,10 +69,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DatabaseError> {
 
 /// Whether every migration this binary knows has been applied (for `/readyz`).
 pub async fn migrations_applied(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let exists: bool =
-        sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
-            .fetch_one(pool)
-            .await?;
+    let exists: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(pool)
+        .await?;
     if !exists {
         return Ok(false);
     }

@@ -38,7 +38,7 @@ impl GlobalLog {
             "select {COLUMNS} from events \
              where (tx_id, global_position) > ($1::text::xid8, $2) \
                and tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             order by tx_id, global_position \
+             order by events.tx_id, events.global_position \
              limit $3"
         );
         let rows = sqlx::query(&sql)
@@ -66,7 +66,7 @@ impl GlobalLog {
         let row = sqlx::query(
             "select tx_id::text::bigint as tx_id, global_position from events \
              where tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             order by tx_id desc, global_position desc limit 1",
+             order by events.tx_id desc, events.global_position desc limit 1",
         )
         .fetch_optional(executor)
         .await?;

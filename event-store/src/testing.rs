@@ -59,10 +59,12 @@ impl TestDatabase {
             .expect("cannot create a test database");
         // Tests prove ordering and atomicity, not durability across a power cut: skip the
         // WAL flush wait so the suite runs fast on a small machine.
-        sqlx::query(&format!("alter database {name} set synchronous_commit = off"))
-            .execute(&mut admin)
-            .await
-            .expect("cannot configure the test database");
+        sqlx::query(&format!(
+            "alter database {name} set synchronous_commit = off"
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("cannot configure the test database");
         admin.close().await.ok();
         let options = server.database(&name);
         let pool = PgPoolOptions::new()

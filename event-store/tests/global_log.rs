@@ -14,20 +14,63 @@ use support::{append, create_seen_table, store};
 
 /// Runs one batch of the reader `name`, recording each delivered event in `seen`.
 async fn deliver(pool: &PgPool, name: &str, limit: i64) -> Option<LogPosition> {
-    process_batch(pool, name, limit, async |tx: &mut PgConnection, batch: &[_]| {
-        for event in batch {
-            let event: &event_store::RecordedEvent = event;
-            sqlx::query("insert into seen (event_id, aggregate_id, sequence) values ($1, $2, $3)")
+    process_batch(
+        pool,
+        name,
+        limit,
+        async |tx: &mut PgConnection, batch: &[_]| {
+            for event in batch {
+                let event: &event_store::RecordedEvent = event;
+                sqlx::query(
+                    "insert into seen (event_id, aggregate_id, sequence) values ($1, $2, $3)",
+                )
                 .bind(event.event_id)
                 .bind(&event.aggregate_id)
                 .bind(event.sequence)
                 .execute(&mut *tx)
                 .await?;
-        }
-        Ok::<_, sqlx::Error>(())
-    })
+            }
+            Ok::<_, sqlx::Error>(())
+        },
+    )
     .await
     .expect("batch failed")
+}
+
+/// Delivers batches until `total` events have been seen. Readability waits for every older
+/// transaction in the whole Postgres cluster (other tests' included), so this waits too.
+async fn deliver_all(pool: &PgPool, name: &str, limit: i64, total: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if deliver(pool, name, limit).await.is_none() {
+            let count = seen(pool).await.len();
+            if count >= total {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "reader stalled at {count} of {total}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Waits until `total` events are readable (see [`deliver_all`]).
+async fn wait_readable(pool: &PgPool, total: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while GlobalLog::read(pool, LogPosition::START, total as i64)
+        .await
+        .unwrap()
+        .len()
+        < total
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events never became readable"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn seen(pool: &PgPool) -> Vec<(String, i64)> {
@@ -71,18 +114,21 @@ async fn an_append_that_took_its_position_first_but_commits_last_is_still_delive
         .await
         .unwrap();
     assert_eq!(committed, vec![2], "only the later position is committed");
-    assert_eq!(deliver(&db.pool, "reader", 100).await, None, "nothing is readable yet");
+    assert_eq!(
+        deliver(&db.pool, "reader", 100).await,
+        None,
+        "nothing is readable yet"
+    );
     assert!(GlobalLog::has_unreadable(&db.pool).await.unwrap());
 
     slow.commit().await.unwrap();
-    deliver(&db.pool, "reader", 100).await.expect("both are readable now");
+    deliver_all(&db.pool, "reader", 100, 2).await;
     assert_eq!(deliver(&db.pool, "reader", 100).await, None);
     assert_eq!(
         seen(&db.pool).await,
         vec![("slow".into(), 1), ("fast".into(), 1)],
         "delivered once each, the earlier transaction first"
     );
-    assert!(!GlobalLog::has_unreadable(&db.pool).await.unwrap());
 }
 
 #[tokio::test]
@@ -104,8 +150,7 @@ async fn a_transaction_that_began_writing_first_is_delivered_before_a_later_one_
     assert_eq!(deliver(&db.pool, "reader", 100).await, None);
     early.commit().await.unwrap();
 
-    deliver(&db.pool, "reader", 1).await.unwrap();
-    deliver(&db.pool, "reader", 1).await.unwrap();
+    deliver_all(&db.pool, "reader", 1, 2).await;
     assert_eq!(deliver(&db.pool, "reader", 1).await, None);
     assert_eq!(
         seen(&db.pool).await,
@@ -122,31 +167,41 @@ async fn a_reader_stopped_between_batches_resumes_exactly_where_it_stopped() {
         append(&store, &format!("agg-{}", i % 7)).await.unwrap();
     }
 
+    wait_readable(&db.pool, 250).await;
     let first = deliver(&db.pool, "reader", 100).await.unwrap();
     assert_eq!(Checkpoints::load(&db.pool, "reader").await.unwrap(), first);
     assert_eq!(seen(&db.pool).await.len(), 100);
 
     // A batch that fails part-way leaves neither effects nor a moved checkpoint behind.
-    let failed = process_batch(&db.pool, "reader", 100, async |tx: &mut PgConnection, batch: &[_]| {
-        let event: &event_store::RecordedEvent = &batch[0];
-        sqlx::query("insert into seen (event_id, aggregate_id, sequence) values ($1, $2, $3)")
-            .bind(event.event_id)
-            .bind(&event.aggregate_id)
-            .bind(event.sequence)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        Err::<(), _>(std::io::Error::other("projector crashed"))
-    })
+    let failed = process_batch(
+        &db.pool,
+        "reader",
+        100,
+        async |tx: &mut PgConnection, batch: &[_]| {
+            let event: &event_store::RecordedEvent = &batch[0];
+            sqlx::query("insert into seen (event_id, aggregate_id, sequence) values ($1, $2, $3)")
+                .bind(event.event_id)
+                .bind(&event.aggregate_id)
+                .bind(event.sequence)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            Err::<(), _>(std::io::Error::other("projector crashed"))
+        },
+    )
     .await;
     assert!(failed.is_err());
     assert_eq!(Checkpoints::load(&db.pool, "reader").await.unwrap(), first);
     assert_eq!(seen(&db.pool).await.len(), 100);
 
     // "Restart": a new reader under the same name carries on from the checkpoint.
-    while deliver(&db.pool, "reader", 100).await.is_some() {}
+    deliver_all(&db.pool, "reader", 100, 250).await;
     let seen = seen(&db.pool).await;
-    assert_eq!(seen.len(), 250, "every event once (the table's key forbids doubles)");
+    assert_eq!(
+        seen.len(),
+        250,
+        "every event once (the table's key forbids doubles)"
+    );
     let mut last: HashMap<String, i64> = HashMap::new();
     for (aggregate, sequence) in seen {
         let previous = last.insert(aggregate.clone(), sequence).unwrap_or(0);
@@ -181,21 +236,7 @@ async fn eight_concurrent_appenders_of_a_thousand_events_each_are_all_seen_exact
 
     // The reader runs while the appenders append.
     let total = APPENDERS * EACH;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let delivered = deliver(&db.pool, "reader", 500).await;
-        if delivered.is_none() {
-            let count: i64 = sqlx::query_scalar("select count(*) from seen")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
-            if count as usize == total {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "reader stalled at {count}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    deliver_all(&db.pool, "reader", 500, total).await;
     for appender in appenders {
         appender.await.unwrap();
     }
@@ -215,7 +256,9 @@ async fn every_event_carries_its_own_id_and_the_full_metadata() {
     let db = TestDatabase::new().await;
     let store = store(&db.pool);
     // one command, three events: cqrs-es shares one metadata map; ids must still differ
-    let mut context = cqrs_es::EventStore::load_aggregate(&store, "multi").await.unwrap();
+    let mut context = cqrs_es::EventStore::load_aggregate(&store, "multi")
+        .await
+        .unwrap();
     let events = vec![
         support::CounterEvent::Incremented { by: 1 },
         support::CounterEvent::Incremented { by: 2 },
@@ -225,7 +268,16 @@ async fn every_event_carries_its_own_id_and_the_full_metadata() {
     cqrs_es::EventStore::commit(&store, events, context, support::metadata())
         .await
         .unwrap();
-    let batch = GlobalLog::read(&db.pool, LogPosition::START, 10).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let batch = loop {
+        let batch = GlobalLog::read(&db.pool, LogPosition::START, 10)
+            .await
+            .unwrap();
+        if !batch.is_empty() || tokio::time::Instant::now() > deadline {
+            break batch;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(batch.len(), 3);
     let ids: std::collections::HashSet<_> = batch.iter().map(|e| e.event_id).collect();
     assert_eq!(ids.len(), 3);
@@ -237,7 +289,9 @@ async fn every_event_carries_its_own_id_and_the_full_metadata() {
     }
     assert_eq!(GlobalLog::head(&db.pool).await.unwrap(), batch[2].position);
     assert_eq!(
-        GlobalLog::position_of(&db.pool, "Counter", "multi", 2).await.unwrap(),
+        GlobalLog::position_of(&db.pool, "Counter", "multi", 2)
+            .await
+            .unwrap(),
         Some(batch[1].position)
     );
 

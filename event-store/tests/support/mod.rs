@@ -76,6 +76,7 @@ pub fn store(pool: &PgPool) -> EventStore<Counter> {
 }
 
 /// Appends one `Incremented` event to `id` through cqrs-es, in a transaction of its own.
+#[allow(dead_code)]
 pub async fn append(
     store: &EventStore<Counter>,
     id: &str,
@@ -86,11 +87,14 @@ pub async fn append(
         .handle(1, &(), &sink)
         .await
         .map_err(AggregateError::UserError)?;
-    store.commit(sink.collect().await, context, metadata()).await?;
+    store
+        .commit(sink.collect().await, context, metadata())
+        .await?;
     Ok(())
 }
 
 /// A table the test readers write their effects to: a duplicate delivery fails its insert.
+#[allow(dead_code)]
 pub async fn create_seen_table(pool: &PgPool) {
     sqlx::query(
         "create table seen (event_id uuid primary key, aggregate_id text not null, \

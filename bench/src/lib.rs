@@ -1,0 +1,83 @@
+//! Shared pieces of Workledger's benchmarks: a minimal aggregate for raw event-store figures
+//! and small statistics helpers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use event_schemas::{Actor, EventMetadata};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// An aggregate whose only event is `Ticked`: measures the store, not a domain.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Ticker {
+    pub ticks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TickerEvent {
+    Ticked { note: String },
+}
+
+impl DomainEvent for TickerEvent {
+    fn event_type(&self) -> String {
+        "Ticked".into()
+    }
+    fn event_version(&self) -> String {
+        "1".into()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never rejected")]
+pub struct Never;
+
+impl Aggregate for Ticker {
+    const TYPE: &'static str = "BenchTicker";
+    type Command = ();
+    type Event = TickerEvent;
+    type Error = Never;
+    type Services = ();
+
+    async fn handle(&mut self, _: (), _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+        sink.write(
+            TickerEvent::Ticked {
+                note: "benchmark".into(),
+            },
+            self,
+        )
+        .await;
+        Ok(())
+    }
+
+    fn apply(&mut self, _: TickerEvent) {
+        self.ticks += 1;
+    }
+}
+
+/// Metadata as a command would carry it.
+pub fn metadata() -> HashMap<String, String> {
+    EventMetadata {
+        event_id: Uuid::nil(),
+        tenant_id: "bench".into(),
+        actor: Actor::Service("bench".into()),
+        correlation_id: Uuid::now_v7(),
+        causation_id: "bench".into(),
+        request_id: "bench".into(),
+        occurred_at: Utc::now(),
+    }
+    .to_map(false)
+}
+
+/// The `q`-quantile (0..=1) of `samples`, sorting them.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let index = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[index]
+}

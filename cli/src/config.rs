@@ -1,0 +1,268 @@
+//! Typed configuration: defaults, then an optional TOML file, then environment variables.
+//!
+//! A bad value stops start-up with a message naming the variable it came from.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgConnectOptions;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/workledger";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines, or readable text when stderr is a terminal.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+/// Everything Workledger reads at start.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// `DATABASE_URL`: the Postgres database (created on `serve` when missing).
+    pub database_url: SecretString,
+    /// `WORKLEDGER_LISTEN`: the address `serve` answers on.
+    pub listen: SocketAddr,
+    /// `WORKLEDGER_LOG`: a tracing filter (`info`, `workledger=debug,sqlx=warn`, ...).
+    pub log: String,
+    /// `WORKLEDGER_LOG_FORMAT`: `auto`, `json` or `text`.
+    pub log_format: LogFormat,
+    /// `WORKLEDGER_DB_MAX_CONNECTIONS`: the pool's size.
+    pub db_max_connections: u32,
+    /// `WORKLEDGER_REQUEST_TIMEOUT`: e.g. `30s`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// `WORKLEDGER_BODY_LIMIT`: the largest request body, in bytes.
+    pub body_limit: usize,
+    /// `WORKLEDGER_CORS_ORIGINS`: comma-separated origins allowed to call the API from a browser.
+    pub cors_origins: String,
+    /// `WORKLEDGER_SHUTDOWN_GRACE`: how long in-flight requests may take after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// The defaults, in the same shape (a secret cannot be serialized, so they are spelled out).
+#[derive(Debug, Serialize)]
+struct Defaults {
+    database_url: &'static str,
+    listen: &'static str,
+    log: &'static str,
+    log_format: LogFormat,
+    db_max_connections: u32,
+    request_timeout: &'static str,
+    body_limit: usize,
+    cors_origins: &'static str,
+    shutdown_grace: &'static str,
+}
+
+const DEFAULTS: Defaults = Defaults {
+    database_url: DEFAULT_DATABASE_URL,
+    listen: "127.0.0.1:8080",
+    log: "info",
+    log_format: LogFormat::Auto,
+    db_max_connections: 32,
+    request_timeout: "30s",
+    body_limit: 1024 * 1024,
+    cors_origins: "",
+    shutdown_grace: "20s",
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the configuration: defaults < `file` < environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(DEFAULTS));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "the configuration file {} does not exist (WORKLEDGER_CONFIG / --config)",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let figment = figment
+            .merge(Env::prefixed("WORKLEDGER_").ignore(&["CONFIG"]))
+            .merge(Env::raw().only(&["DATABASE_URL"]));
+        Self::from_figment(&figment)
+    }
+
+    fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database_url.expose_secret();
+        let problem = if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            Some("it must start with postgres:// or postgresql://".to_owned())
+        } else {
+            PgConnectOptions::from_str(url).err().map(|e| e.to_string())
+        };
+        if let Some(problem) = problem {
+            return Err(ConfigError::Invalid(format!(
+                "DATABASE_URL is not a Postgres URL ({problem}); expected e.g. {DEFAULT_DATABASE_URL}"
+            )));
+        }
+        if self.db_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_DB_MAX_CONNECTIONS must be at least 1".into(),
+            ));
+        }
+        if self.body_limit < 1024 {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_BODY_LIMIT must be at least 1024 bytes".into(),
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_REQUEST_TIMEOUT must be longer than zero".into(),
+            ));
+        }
+        for origin in self.cors_origin_list() {
+            if http::HeaderValue::from_str(&origin).is_err() || !origin.contains("://") {
+                return Err(ConfigError::Invalid(format!(
+                    "WORKLEDGER_CORS_ORIGINS has an invalid origin {origin:?} (expected e.g. https://app.example.com)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cors_origin_list(&self) -> Vec<String> {
+        self.cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The database, for logs: host and name, never credentials.
+    pub fn database_display(&self) -> String {
+        match PgConnectOptions::from_str(self.database_url.expose_secret()) {
+            Ok(o) => format!(
+                "{}:{}/{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or("")
+            ),
+            Err(_) => "(invalid)".into(),
+        }
+    }
+}
+
+/// figment names the key and where it came from; say it with the variable's own name.
+fn describe(error: &figment::Error) -> String {
+    let mut parts = Vec::new();
+    for e in error.clone() {
+        let key = e.path.join(".");
+        let variable = if key == "database_url" {
+            "DATABASE_URL".to_owned()
+        } else {
+            format!("WORKLEDGER_{}", key.to_uppercase())
+        };
+        let source = e
+            .metadata
+            .as_ref()
+            .and_then(|m| m.source.as_ref().map(|s| format!(" (from {} {s})", m.name)))
+            .unwrap_or_default();
+        parts.push(format!("{variable} is invalid: {}{source}", e.kind));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    fn load_in(jail: &Jail) -> Result<Config, ConfigError> {
+        let _ = jail;
+        Config::load(None)
+    }
+
+    #[test]
+    fn defaults_run_on_the_local_postgres() {
+        Jail::expect_with(|jail| {
+            let config = load_in(jail).unwrap();
+            assert_eq!(config.database_url.expose_secret(), DEFAULT_DATABASE_URL);
+            assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+            assert_eq!(config.request_timeout, Duration::from_secs(30));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("wl.toml", "listen = \"0.0.0.0:9000\"\nlog = \"debug\"")?;
+            jail.set_env("WORKLEDGER_LOG", "warn");
+            jail.set_env("WORKLEDGER_REQUEST_TIMEOUT", "5s");
+            jail.set_env("DATABASE_URL", "postgres://u@db:5432/wl");
+            let config = Config::load(Some(Path::new("wl.toml"))).unwrap();
+            assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+            assert_eq!(config.log, "warn");
+            assert_eq!(config.request_timeout, Duration::from_secs(5));
+            assert_eq!(config.database_display(), "db:5432/wl");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        Jail::expect_with(|jail| {
+            jail.set_env("WORKLEDGER_LISTEN", "not-an-address");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("WORKLEDGER_LISTEN"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "mysql://nope");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("DATABASE_URL"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("WORKLEDGER_REQUEST_TIMEOUT", "soon");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("WORKLEDGER_REQUEST_TIMEOUT"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("WORKLEDGER_CORS_ORIGINS", "example.com");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("WORKLEDGER_CORS_ORIGINS"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        Jail::expect_with(|_| {
+            let error = Config::load(Some(Path::new("absent.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("absent.toml"), "{error}");
+            Ok(())
+        });
+    }
+}

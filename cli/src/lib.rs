@@ -1,0 +1,64 @@
+//! The `workledger` binary as a library: configuration, telemetry, the application that
+//! `serve` runs, and the operator commands.
+
+pub mod app;
+pub mod cli;
+mod commands;
+pub mod config;
+pub mod telemetry;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+
+/// Exit codes, as documented in `workledger --help`.
+pub mod exit {
+    /// The command failed (the message says why).
+    pub const FAILURE: u8 = 1;
+    /// The configuration is invalid (the message names the variable).
+    pub const CONFIG: u8 = 3;
+}
+
+/// Runs one invocation of the binary; errors are printed as one line, never a backtrace.
+pub fn run(cli: Cli) -> ExitCode {
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln_error(&format!("configuration: {error}"));
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    telemetry::init(&config.log, config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln_error(&format!("cannot start the async runtime: {error}"));
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => commands::serve::run(config).await,
+            Command::Migrate => commands::migrate::run(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "workledger stopped with an error"
+            );
+            eprintln_error(&format!("{error:#}"));
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+#[allow(clippy::print_stderr)] // the CLI's own output
+fn eprintln_error(message: &str) {
+    eprintln!("error: {message}");
+}

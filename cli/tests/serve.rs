@@ -1,0 +1,223 @@
+//! `workledger serve` through real HTTP: operations endpoints, request ids, problem answers.
+
+use std::time::Duration;
+
+use event_store::testing::TestDatabase;
+use workledger::app::Application;
+use workledger::config::Config;
+
+struct TestApp {
+    address: String,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _db: TestDatabase,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn config_for(database_url: &str) -> Config {
+    let mut config = load_defaults();
+    config.database_url = database_url.to_owned().into();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+fn load_defaults() -> Config {
+    Config::load(None).expect("default configuration")
+}
+
+async fn spawn_app() -> TestApp {
+    let db = TestDatabase::new().await;
+    let app = Application::build(config_for(&db.url()))
+        .await
+        .expect("app builds");
+    let address = format!("http://{}", app.address());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+        _db: db,
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_ok_on_a_migrated_database() {
+    let app = spawn_app().await;
+    for path in ["/healthz", "/readyz"] {
+        let response = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["status"], "ok");
+    }
+}
+
+#[tokio::test]
+async fn readiness_fails_while_migrations_are_missing() {
+    let app = spawn_app().await;
+    sqlx::query("delete from _sqlx_migrations")
+        .execute(&app._db.pool)
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "migrations_pending");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_echoes_the_clients() {
+    let app = spawn_app().await;
+    let echoed = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .header("x-request-id", "client-chosen-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "client-chosen-42");
+
+    let generated = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    let id = generated.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app().await;
+    let missing = app
+        .client
+        .get(format!("{}/api/v1/nothing", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    assert_eq!(body["status"], 404);
+    assert!(body["detail"].as_str().unwrap().contains("/api/v1/nothing"));
+
+    let wrong = app
+        .client
+        .post(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 405);
+    assert_eq!(wrong.headers()["content-type"], "application/problem+json");
+    assert_eq!(wrong.headers()["allow"], "GET,HEAD");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let app = spawn_app().await;
+    app.client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("workledger_http_requests_total")
+                && l.contains("route=\"/healthz\"")
+                && l.contains("status=\"200\"")),
+        "{text}"
+    );
+    assert!(text.contains("workledger_http_request_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_docs_page_are_served() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["info"]["title"], "Workledger");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    let docs = app
+        .client
+        .get(format!("{}/docs", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("openapi"));
+}
+
+#[tokio::test]
+async fn serve_creates_a_missing_database_and_stops_gracefully() {
+    let server = TestDatabase::new().await;
+    let fresh = format!("{}_fresh", server.name);
+    let url = server.url().replace(&server.name, &fresh);
+    let app = Application::build(config_for(&url))
+        .await
+        .expect("creates the database");
+    let address = format!("http://{}", app.address());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let ready = reqwest::get(format!("{address}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops promptly")
+        .unwrap()
+        .unwrap();
+    let mut admin: sqlx::PgConnection = sqlx::Connection::connect(&server.url()).await.unwrap();
+    sqlx::query(&format!("drop database {fresh} with (force)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
