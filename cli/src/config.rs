@@ -190,6 +190,7 @@ fn describe(error: &figment::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return its own large error type
 mod tests {
     use figment::Jail;
 

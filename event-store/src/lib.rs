@@ -3,12 +3,14 @@
 //! - [`database`]: connecting, creating the database, applying `migrations/`.
 //! - [`repository`]: postgres-es's repository, wrapped so every appended event gets its own
 //!   `event_id` and wakes the log readers.
+//! - [`execute`]: the command path: expected versions, lost races, consistency tokens.
 //! - [`log`]: the gap-free global log reader, ordered by `(tx_id, global_position)`.
 //! - [`checkpoint`]: named readers' positions, advanced in the same transaction as their effects.
 //! - [`notify`]: LISTEN/NOTIFY wake-ups with a poll fallback.
 
 pub mod checkpoint;
 pub mod database;
+pub mod execute;
 pub mod log;
 pub mod notify;
 pub mod repository;
@@ -18,6 +20,7 @@ pub mod testing;
 pub use checkpoint::{BatchError, Checkpoints, process_batch};
 pub use database::{DatabaseError, MIGRATOR, PoolSettings, connect, migrate, migrations_applied};
 pub use event_schemas::{LogPosition, RecordedEvent};
+pub use execute::{ExecuteError, Executed, Executor};
 pub use log::{GlobalLog, LogError};
 pub use notify::{AppendNotifier, LogWaiter};
-pub use repository::{EventRepository, EventStore, SNAPSHOT_EVERY};
+pub use repository::{EventRepository, EventStore, SNAPSHOT_EVERY, capture_position};

@@ -18,13 +18,32 @@ use cqrs_es::persist::{
     PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
     SerializedSnapshot,
 };
+use event_schemas::LogPosition;
 use event_schemas::metadata::EVENT_ID;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::notify::AppendNotifier;
+
+tokio::task_local! {
+    /// Set by an append within [`capture_position`]: where its last event landed in the log.
+    static LAST_APPEND: std::cell::Cell<Option<LogPosition>>;
+}
+
+/// Runs `append` (a cqrs-es commit) and returns, with its result, the log position of the last
+/// event it appended: the consistency token, without another round trip.
+pub async fn capture_position<T>(
+    append: impl std::future::Future<Output = T>,
+) -> (T, Option<LogPosition>) {
+    LAST_APPEND
+        .scope(std::cell::Cell::new(None), async {
+            let result = append.await;
+            (result, LAST_APPEND.with(|cell| cell.get()))
+        })
+        .await
+}
 
 /// An aggregate is snapshotted every this many events, so loading it never replays more.
 pub const SNAPSHOT_EVERY: usize = 50;
@@ -67,12 +86,14 @@ impl EventRepository {
 
 const INSERT_ONE: &str = "insert into events \
      (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-     values ($1, $2, $3, $4, $5, $6, $7)";
+     values ($1, $2, $3, $4, $5, $6, $7) \
+     returning tx_id::text::bigint as tx_id, global_position";
 
 const INSERT_MANY: &str = "insert into events \
      (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
      select $1, $2, e.* from unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
-     as e(sequence, event_type, event_version, payload, metadata)";
+     as e(sequence, event_type, event_version, payload, metadata) \
+     returning tx_id::text::bigint as tx_id, global_position";
 
 /// Appends `events` (all of one aggregate) and, when given, its new snapshot, in one statement.
 async fn append(
@@ -91,13 +112,15 @@ async fn append(
         None => insert.to_owned(),
         // the snapshot is a cache: keep the newest, never fail the append over it
         Some(_) => format!(
-            "with appended as ({insert} returning 1) \
-             insert into snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-             values ($1, $2, $8, $9, $10) \
-             on conflict (aggregate_type, aggregate_id) do update \
-             set last_sequence = excluded.last_sequence, current_snapshot = excluded.current_snapshot, \
-                 payload = excluded.payload \
-             where snapshots.last_sequence < excluded.last_sequence"
+            "with appended as ({insert}), \
+             snapshot as (insert into snapshots \
+                 (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+                 values ($1, $2, $8, $9, $10) \
+                 on conflict (aggregate_type, aggregate_id) do update \
+                 set last_sequence = excluded.last_sequence, \
+                     current_snapshot = excluded.current_snapshot, payload = excluded.payload \
+                 where snapshots.last_sequence < excluded.last_sequence) \
+             select tx_id, global_position from appended"
         ),
     };
     let mut query = sqlx::query(&sql)
@@ -137,8 +160,23 @@ async fn append(
             .bind(current_snapshot as i64)
             .bind(payload);
     }
-    match query.execute(pool).await {
-        Ok(_) => Ok(()),
+    match query.fetch_all(pool).await {
+        Ok(rows) => {
+            let last = rows
+                .iter()
+                .filter_map(|row| {
+                    Some(LogPosition {
+                        tx_id: row.try_get::<i64, _>("tx_id").ok()? as u64,
+                        global_position: row.try_get("global_position").ok()?,
+                    })
+                })
+                .max();
+            if let Some(position) = last {
+                // the command path reads it back as the consistency token
+                let _ = LAST_APPEND.try_with(|cell| cell.set(Some(position)));
+            }
+            Ok(())
+        }
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
             // another command appended this aggregate's next sequence first
             Err(PersistenceError::OptimisticLockError)

@@ -66,17 +66,22 @@ async fn main() -> anyhow::Result<()> {
         args.seconds
     );
     println!(
-        "| appenders | pgbench single-row insert TPS | event store appends/s | ratio | append p50 | append p99 |"
+        "| appenders | pgbench: event row into `events` TPS | pgbench: row into a plain table TPS \
+         | event store appends/s | vs pgbench `events` | append p50 | append p99 | client CPU per append |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in &args.concurrency {
-        let pgbench = pgbench_tps(&args, c)?;
-        let (rate, p50, p99) = appends(&pool, c, Duration::from_secs(args.seconds)).await?;
+        let same_table = pgbench_tps(&args, c, EVENTS_SCRIPT)?;
+        let plain_table = pgbench_tps(&args, c, PLAIN_SCRIPT)?;
+        let cpu_before = process_cpu_seconds();
+        let (count, rate, p50, p99) = appends(&pool, c, Duration::from_secs(args.seconds)).await?;
+        let cpu = process_cpu_seconds() - cpu_before;
         println!(
-            "| {c} | {pgbench:.0} | {rate:.0} | {:.0}% | {:.2} ms | {:.2} ms |",
-            100.0 * rate / pgbench,
+            "| {c} | {same_table:.0} | {plain_table:.0} | {rate:.0} | {:.0}% | {:.2} ms | {:.2} ms | {:.0} µs |",
+            100.0 * rate / same_table,
             p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
+            p99.as_secs_f64() * 1e3,
+            cpu * 1e6 / count as f64,
         );
     }
 
@@ -120,15 +125,38 @@ async fn recreate_database(args: &Args) -> anyhow::Result<String> {
     Ok(format!("{base}/{}", args.database))
 }
 
-/// pgbench inserting one row of an event's shape per transaction, at `clients` clients.
-fn pgbench_tps(args: &Args, clients: usize) -> anyhow::Result<f64> {
+/// The same event row the store appends, into the same table (a new aggregate each time).
+/// pgbench reads `:name` as a variable even inside literals, so the script has no colons.
+const EVENTS_SCRIPT: &str = "insert into events (aggregate_type, aggregate_id, sequence, \
+     event_type, event_version, payload, metadata) values ('PgBench', gen_random_uuid()::text, 1, \
+     'Ticked', '1', '{\"Ticked\": {\"note\": \"benchmark\"}}', jsonb_build_object('event_id', \
+     gen_random_uuid(), 'tenant_id', 'bench', 'actor', 'service-bench', 'correlation_id', \
+     gen_random_uuid(), 'causation_id', 'bench', 'request_id', 'bench', 'occurred_at', now()));\n";
+
+/// A row of the same size into a table with only a primary key.
+const PLAIN_SCRIPT: &str = "insert into pgbench_events (aggregate_id, payload, metadata) values \
+     ('agg-' || :client_id, '{\"Ticked\": {\"note\": \"benchmark\"}}', \
+     '{\"event_id\": \"0\", \"tenant_id\": \"bench\", \"actor\": \"service-bench\"}');\n";
+
+/// CPU seconds (user + system) this process has used, from /proc/self/stat.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // fields after the parenthesised command name; utime and stime are the 12th and 13th
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// pgbench running `script` once per transaction at `clients` clients.
+fn pgbench_tps(args: &Args, clients: usize, script_text: &str) -> anyhow::Result<f64> {
     let script = std::env::temp_dir().join("workledger_pgbench_insert.sql");
-    std::fs::write(
-        &script,
-        "insert into pgbench_events (aggregate_id, payload, metadata) values \
-         ('agg-' || :client_id, '{\"Ticked\": {\"note\": \"benchmark\"}}', \
-         '{\"event_id\": \"0\", \"tenant_id\": \"bench\", \"actor\": \"service-bench\"}');\n",
-    )?;
+    std::fs::write(&script, script_text)?;
     let base = args
         .server
         .rsplit_once('/')
@@ -163,7 +191,7 @@ async fn appends(
     pool: &PgPool,
     appenders: usize,
     duration: Duration,
-) -> anyhow::Result<(f64, Duration, Duration)> {
+) -> anyhow::Result<(usize, f64, Duration, Duration)> {
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..appenders)
@@ -197,7 +225,7 @@ async fn appends(
                         .await
                         .map_err(|e| anyhow::anyhow!("append failed: {e}"))?;
                     sequence += 1;
-                    if sequence % event_store::SNAPSHOT_EVERY == 0 {
+                    if sequence.is_multiple_of(event_store::SNAPSHOT_EVERY) {
                         snapshot = Some(snapshot.unwrap_or(0) + 1);
                     }
                     latencies.push(t.elapsed());
@@ -210,10 +238,11 @@ async fn appends(
     for task in tasks {
         latencies.extend(task.await??);
     }
-    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    let count = latencies.len();
+    let rate = count as f64 / started.elapsed().as_secs_f64();
     let p50 = quantile(&mut latencies, 0.50);
     let p99 = quantile(&mut latencies, 0.99);
-    Ok((rate, p50, p99))
+    Ok((count, rate, p50, p99))
 }
 
 /// Bulk-loads `count` events of realistic size (a thousand aggregates, full metadata).

@@ -1,3 +1,5 @@
+#![allow(dead_code)] // each test binary uses a different part
+
 //! A minimal aggregate for exercising the event store without the workflow domain.
 
 use std::collections::HashMap;
@@ -10,6 +12,9 @@ use event_store::{AppendNotifier, EventRepository, EventStore};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// A command the counter accepts without appending anything.
+pub const NO_CHANGE: u64 = u64::MAX;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Counter {
@@ -41,14 +46,21 @@ impl Aggregate for Counter {
     type Error = CounterError;
     type Services = ();
 
+    /// `0` is refused; [`NO_CHANGE`] is accepted and changes nothing.
     async fn handle(
         &mut self,
         by: u64,
         _: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), CounterError> {
-        sink.write(CounterEvent::Incremented { by }, self).await;
-        Ok(())
+        match by {
+            0 => Err(CounterError),
+            NO_CHANGE => Ok(()),
+            by => {
+                sink.write(CounterEvent::Incremented { by }, self).await;
+                Ok(())
+            }
+        }
     }
 
     fn apply(&mut self, event: CounterEvent) {
@@ -59,6 +71,10 @@ impl Aggregate for Counter {
 }
 
 pub fn metadata() -> HashMap<String, String> {
+    typed_metadata().to_map(false)
+}
+
+pub fn typed_metadata() -> EventMetadata {
     EventMetadata {
         event_id: Uuid::nil(),
         tenant_id: "default".into(),
@@ -68,7 +84,6 @@ pub fn metadata() -> HashMap<String, String> {
         request_id: "test".into(),
         occurred_at: Utc::now(),
     }
-    .to_map(false)
 }
 
 pub fn store(pool: &PgPool) -> EventStore<Counter> {
@@ -76,7 +91,6 @@ pub fn store(pool: &PgPool) -> EventStore<Counter> {
 }
 
 /// Appends one `Incremented` event to `id` through cqrs-es, in a transaction of its own.
-#[allow(dead_code)]
 pub async fn append(
     store: &EventStore<Counter>,
     id: &str,
@@ -94,7 +108,6 @@ pub async fn append(
 }
 
 /// A table the test readers write their effects to: a duplicate delivery fails its insert.
-#[allow(dead_code)]
 pub async fn create_seen_table(pool: &PgPool) {
     sqlx::query(
         "create table seen (event_id uuid primary key, aggregate_id text not null, \

@@ -1,0 +1,158 @@
+//! The command path: versions, rejections, lost races and consistency tokens.
+
+mod support;
+
+use std::sync::Arc;
+
+use event_store::testing::TestDatabase;
+use event_store::{AppendNotifier, ExecuteError, Executor, GlobalLog};
+use support::{Counter, NO_CHANGE, typed_metadata};
+
+fn executor(db: &TestDatabase) -> Executor<Counter> {
+    Executor::new(db.pool.clone(), AppendNotifier::disabled(), vec![])
+}
+
+async fn event_count(db: &TestDatabase) -> i64 {
+    sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_command_appends_its_events_and_answers_version_and_log_position() {
+    let db = TestDatabase::new().await;
+    let executor = executor(&db);
+    let first = executor
+        .execute("c", 5, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    assert_eq!(first.version, 1);
+    assert_eq!(first.events.len(), 1);
+    let second = executor
+        .execute("c", 2, &typed_metadata(), Some(1), &())
+        .await
+        .unwrap();
+    assert_eq!(second.version, 2);
+    assert_eq!(
+        second.position,
+        GlobalLog::position_of(&db.pool, "Counter", "c", 2)
+            .await
+            .unwrap()
+    );
+    assert!(second.position > first.position);
+}
+
+#[tokio::test]
+async fn a_rejected_command_appends_nothing() {
+    let db = TestDatabase::new().await;
+    let result = executor(&db)
+        .execute("c", 0, &typed_metadata(), None, &())
+        .await;
+    assert!(
+        matches!(result, Err(ExecuteError::Rejected(_))),
+        "{result:?}"
+    );
+    assert_eq!(event_count(&db).await, 0);
+}
+
+#[tokio::test]
+async fn a_command_that_changes_nothing_appends_nothing_and_keeps_the_version() {
+    let db = TestDatabase::new().await;
+    let executor = executor(&db);
+    executor
+        .execute("c", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    let same = executor
+        .execute("c", NO_CHANGE, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    assert!(same.events.is_empty());
+    assert_eq!(same.version, 1);
+    assert_eq!(same.position, None);
+    assert_eq!(event_count(&db).await, 1);
+}
+
+#[tokio::test]
+async fn a_stale_expected_version_is_refused_with_both_versions() {
+    let db = TestDatabase::new().await;
+    let executor = executor(&db);
+    executor
+        .execute("c", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    executor
+        .execute("c", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    let stale = executor
+        .execute("c", 1, &typed_metadata(), Some(1), &())
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(ExecuteError::VersionMismatch {
+                expected: 1,
+                actual: 2
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(event_count(&db).await, 2);
+}
+
+#[tokio::test]
+async fn concurrent_commands_without_an_expected_version_all_take_effect() {
+    let db = TestDatabase::new().await;
+    let executor = Arc::new(executor(&db));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let executor = executor.clone();
+            tokio::spawn(
+                async move { executor.execute("c", 1, &typed_metadata(), None, &()).await },
+            )
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        // a lost race is decided again on the new state; a few may still give up
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(ExecuteError::Conflict) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(event_count(&db).await, ok);
+    assert!(ok >= 10, "retries let most of them through, got {ok}");
+}
+
+#[tokio::test]
+async fn concurrent_commands_expecting_the_same_version_let_exactly_one_win() {
+    let db = TestDatabase::new().await;
+    let executor = Arc::new(executor(&db));
+    executor
+        .execute("c", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let executor = executor.clone();
+            tokio::spawn(async move {
+                executor
+                    .execute("c", 1, &typed_metadata(), Some(1), &())
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(ExecuteError::Conflict | ExecuteError::VersionMismatch { .. }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(event_count(&db).await, 2);
+}
