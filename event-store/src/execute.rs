@@ -105,6 +105,13 @@ where
         }
     }
 
+    /// The current state and version of aggregate `id` (the default state at version 0 when it
+    /// has no events).
+    pub async fn load(&self, id: &str) -> Result<(A, usize), ExecuteError<A::Error>> {
+        let context = self.store.load_aggregate(id).await.map_err(store_error)?;
+        Ok((context.aggregate, context.current_sequence))
+    }
+
     /// The events of aggregate `id`, oldest first.
     pub async fn history(&self, id: &str) -> Result<Vec<EventEnvelope<A>>, ExecuteError<A::Error>> {
         self.store.load_events(id).await.map_err(store_error)

@@ -76,6 +76,26 @@ impl GlobalLog {
         })
     }
 
+    /// One stored event by its aggregate and sequence, readable or not.
+    pub async fn event_at<'c>(
+        executor: impl PgExecutor<'c>,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+    ) -> Result<Option<RecordedEvent>, LogError> {
+        let sql = format!(
+            "select {COLUMNS} from events \
+             where aggregate_type = $1 and aggregate_id = $2 and sequence = $3"
+        );
+        let row = sqlx::query(&sql)
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence)
+            .fetch_optional(executor)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
     /// The log position of one stored event, whether or not it is readable yet: the
     /// consistency token of the command that appended it.
     pub async fn position_of<'c>(

@@ -1,0 +1,502 @@
+//! Commands on the workflow aggregates, and the cascade of reactions they trigger.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::{Aggregate, EventEnvelope};
+use domain::definition::{Definition, PublishedDefinition};
+use domain::orchestrator::Reaction;
+use domain::workflow_definition::DefinitionCommand;
+use domain::{
+    Approval, ApprovalCommand, Caller, Command, InstanceCommand, Rejection, StartInstance, Task,
+    TaskCommand, WorkflowDefinition, WorkflowInstance, ids, react,
+};
+use event_schemas::{Actor, AnyEvent, EventMetadata, LogPosition, RecordedEvent};
+use event_store::{AppendNotifier, Executor};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::definitions::DefinitionCache;
+use crate::directory::Directory;
+use crate::error::RuntimeError;
+use crate::timers::{self, Timer};
+
+/// Who sends a command, when, and the ids that tie its events (and its cascade's) together.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub caller: Caller,
+    pub at: DateTime<Utc>,
+    pub correlation_id: Uuid,
+    pub request_id: String,
+}
+
+impl RequestContext {
+    fn metadata(&self) -> EventMetadata {
+        EventMetadata {
+            event_id: Uuid::nil(), // stamped per event by the repository
+            tenant_id: self.caller.tenant_id.clone(),
+            actor: self.caller.actor.clone(),
+            correlation_id: self.correlation_id,
+            causation_id: self.request_id.clone(),
+            request_id: self.request_id.clone(),
+            occurred_at: self.at,
+        }
+    }
+}
+
+/// What a command did, cascade included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The aggregate the command went to.
+    pub id: String,
+    /// Its version afterwards (the `ETag`).
+    pub version: usize,
+    /// The last log position the command or its cascade appended: the consistency token.
+    pub position: Option<LogPosition>,
+    /// Events appended, cascade included.
+    pub appended: usize,
+}
+
+/// The event a reaction answers: its tenant, the ids it carries on, and where it is stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Cause {
+    pub tenant_id: String,
+    pub correlation_id: Uuid,
+    pub request_id: String,
+    pub at: DateTime<Utc>,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+}
+
+impl Cause {
+    /// The cause of reactions to an event read from the log.
+    pub(crate) fn of_recorded(event: &RecordedEvent) -> Result<Self, event_schemas::MetadataError> {
+        let map: std::collections::HashMap<String, String> =
+            serde_json::from_value(event.metadata.clone()).unwrap_or_default();
+        let meta = EventMetadata::from_map(&map)?;
+        Ok(Self {
+            tenant_id: meta.tenant_id,
+            correlation_id: meta.correlation_id,
+            request_id: meta.request_id,
+            at: meta.occurred_at,
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            sequence: event.sequence,
+        })
+    }
+
+    fn metadata(&self) -> EventMetadata {
+        EventMetadata {
+            event_id: Uuid::nil(),
+            tenant_id: self.tenant_id.clone(),
+            actor: Actor::Service(domain::caller::ORCHESTRATOR.into()),
+            correlation_id: self.correlation_id,
+            causation_id: format!(
+                "{}/{}/{}",
+                self.aggregate_type, self.aggregate_id, self.sequence
+            ),
+            request_id: self.request_id.clone(),
+            occurred_at: self.at,
+        }
+    }
+}
+
+/// What carrying out one reaction did.
+#[derive(Debug)]
+pub(crate) enum Dispatched {
+    /// A command was executed; `events` (possibly none) were appended.
+    Appended {
+        aggregate_type: &'static str,
+        aggregate_id: String,
+        events: Vec<(i64, AnyEvent)>,
+        position: Option<LogPosition>,
+    },
+    /// A timer is to be stored.
+    Schedule(Timer),
+}
+
+/// The workflow runtime: the four aggregates' stores, definitions, and group lookup.
+#[derive(Debug)]
+pub struct Runtime {
+    pool: PgPool,
+    definitions: Executor<WorkflowDefinition>,
+    instances: Executor<WorkflowInstance>,
+    tasks: Executor<Task>,
+    approvals: Executor<Approval>,
+    cache: DefinitionCache,
+    directory: Arc<dyn Directory>,
+    cascade: bool,
+}
+
+impl Runtime {
+    pub fn new(pool: PgPool, notifier: AppendNotifier, directory: Arc<dyn Directory>) -> Self {
+        Self {
+            definitions: Executor::new(pool.clone(), notifier.clone(), event_schemas::upcasters()),
+            instances: Executor::new(pool.clone(), notifier.clone(), event_schemas::upcasters()),
+            tasks: Executor::new(pool.clone(), notifier.clone(), event_schemas::upcasters()),
+            approvals: Executor::new(pool.clone(), notifier, event_schemas::upcasters()),
+            pool,
+            cache: DefinitionCache::default(),
+            directory,
+            cascade: true,
+        }
+    }
+
+    /// Commands answer before their cascade, which the [`crate::ProcessManager`] then runs
+    /// from the log alone.
+    pub fn without_cascade(mut self) -> Self {
+        self.cascade = false;
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Publishes `definition` as its key's next version in the caller's tenant.
+    pub async fn publish(
+        &self,
+        ctx: &RequestContext,
+        definition: Definition,
+    ) -> Result<Outcome, RuntimeError> {
+        let id = ids::definition_id(&ctx.caller.tenant_id, definition.key());
+        let command = DefinitionCommand::Publish { definition };
+        self.run(&self.definitions, &id, ctx, command, None).await
+    }
+
+    /// A published version (the latest when `version` is `None`) of `key` in `tenant_id`.
+    pub async fn definition(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        version: Option<u32>,
+    ) -> Result<Arc<PublishedDefinition>, RuntimeError> {
+        self.cache
+            .get(&self.definitions, tenant_id, key, version)
+            .await
+    }
+
+    /// Starts an instance of `key` (its latest version unless `version` is given).
+    pub async fn start(
+        &self,
+        ctx: &RequestContext,
+        key: &str,
+        version: Option<u32>,
+        business_key: Option<String>,
+        variables: Map<String, Value>,
+    ) -> Result<Outcome, RuntimeError> {
+        let definition = self.definition(&ctx.caller.tenant_id, key, version).await?;
+        let instance_id = Uuid::now_v7();
+        let command = InstanceCommand::Start(StartInstance {
+            instance_id,
+            definition,
+            business_key,
+            variables,
+        });
+        self.run(
+            &self.instances,
+            &instance_id.to_string(),
+            ctx,
+            command,
+            None,
+        )
+        .await
+    }
+
+    /// Sends `command` to workflow instance `id`.
+    pub async fn instance(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        command: InstanceCommand,
+        expected_version: Option<usize>,
+    ) -> Result<Outcome, RuntimeError> {
+        self.run(
+            &self.instances,
+            &id.to_string(),
+            ctx,
+            command,
+            expected_version,
+        )
+        .await
+    }
+
+    /// Sends `command` to task `id`.
+    pub async fn task(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        command: TaskCommand,
+        expected_version: Option<usize>,
+    ) -> Result<Outcome, RuntimeError> {
+        self.run(&self.tasks, &id.to_string(), ctx, command, expected_version)
+            .await
+    }
+
+    /// Sends `command` to approval `id`.
+    pub async fn approval(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        command: ApprovalCommand,
+        expected_version: Option<usize>,
+    ) -> Result<Outcome, RuntimeError> {
+        self.run(
+            &self.approvals,
+            &id.to_string(),
+            ctx,
+            command,
+            expected_version,
+        )
+        .await
+    }
+
+    /// The current state of a workflow instance (tests and diagnostics; queries read
+    /// projections).
+    pub async fn load_instance(&self, id: Uuid) -> Result<(WorkflowInstance, usize), RuntimeError> {
+        Ok(self.instances.load(&id.to_string()).await?)
+    }
+
+    /// The current state of a task.
+    pub async fn load_task(&self, id: Uuid) -> Result<(Task, usize), RuntimeError> {
+        Ok(self.tasks.load(&id.to_string()).await?)
+    }
+
+    /// The current state of an approval.
+    pub async fn load_approval(&self, id: Uuid) -> Result<(Approval, usize), RuntimeError> {
+        Ok(self.approvals.load(&id.to_string()).await?)
+    }
+
+    async fn run<A, C>(
+        &self,
+        executor: &Executor<A>,
+        id: &str,
+        ctx: &RequestContext,
+        command: C,
+        expected_version: Option<usize>,
+    ) -> Result<Outcome, RuntimeError>
+    where
+        A: Aggregate<Command = Command<C>, Services = ()>,
+        A::Event: Into<AnyEvent>,
+        A::Error: Rejection + Send + Sync + 'static,
+        C: Clone,
+    {
+        let command = Command::new(ctx.caller.clone(), ctx.at, command);
+        let executed = executor
+            .execute(id, command, &ctx.metadata(), expected_version, &())
+            .await?;
+        let mut outcome = Outcome {
+            id: id.to_owned(),
+            version: executed.version,
+            position: executed.position,
+            appended: executed.events.len(),
+        };
+        if self.cascade && !executed.events.is_empty() {
+            let cause = |sequence| Cause {
+                tenant_id: ctx.caller.tenant_id.clone(),
+                correlation_id: ctx.correlation_id,
+                request_id: ctx.request_id.clone(),
+                at: ctx.at,
+                aggregate_type: A::TYPE.to_owned(),
+                aggregate_id: id.to_owned(),
+                sequence,
+            };
+            let queue = reactions(&executed.events, cause);
+            let (position, appended) = self.cascade(queue).await;
+            outcome.position = outcome.position.max(position);
+            outcome.appended += appended;
+        }
+        Ok(outcome)
+    }
+
+    /// Carries out reactions and the reactions to their events until nothing is left. A step
+    /// that fails is logged and left to the process manager, which runs it again from the log;
+    /// the command that started the cascade has taken effect either way.
+    async fn cascade(
+        &self,
+        mut queue: VecDeque<(Cause, Reaction)>,
+    ) -> (Option<LogPosition>, usize) {
+        let mut last = None;
+        let mut appended = 0;
+        while let Some((cause, reaction)) = queue.pop_front() {
+            match self.dispatch(&cause, reaction).await {
+                Ok(Dispatched::Appended {
+                    aggregate_type,
+                    aggregate_id,
+                    events,
+                    position,
+                }) => {
+                    last = last.max(position);
+                    appended += events.len();
+                    for (sequence, event) in events {
+                        let next = Cause {
+                            aggregate_type: aggregate_type.to_owned(),
+                            aggregate_id: aggregate_id.clone(),
+                            sequence,
+                            ..cause.clone()
+                        };
+                        queue.extend(
+                            react(&aggregate_id, &event)
+                                .into_iter()
+                                .map(|r| (next.clone(), r)),
+                        );
+                    }
+                }
+                Ok(Dispatched::Schedule(timer)) => {
+                    if let Err(error) = timers::insert(&self.pool, &timer).await {
+                        tracing::warn!(error = %error, timer = %timer.timer_id,
+                            "could not store a timer; the process manager will");
+                    }
+                }
+                Err(error) => report_failure(&cause, &error),
+            }
+        }
+        (last, appended)
+    }
+
+    /// Carries out one reaction as the orchestrator of the cause's tenant.
+    pub(crate) async fn dispatch(
+        &self,
+        cause: &Cause,
+        reaction: Reaction,
+    ) -> Result<Dispatched, RuntimeError> {
+        let caller = Caller::orchestrator(&cause.tenant_id);
+        let metadata = cause.metadata();
+        match reaction {
+            Reaction::Schedule {
+                timer_id, due_at, ..
+            } => Ok(Dispatched::Schedule(Timer {
+                timer_id,
+                tenant_id: cause.tenant_id.clone(),
+                due_at,
+                aggregate_type: cause.aggregate_type.clone(),
+                aggregate_id: cause.aggregate_id.clone(),
+                sequence: cause.sequence,
+            })),
+            Reaction::Task { task_id, command } => {
+                let command = Command::new(caller, cause.at, command);
+                self.send(&self.tasks, task_id, command, &metadata).await
+            }
+            Reaction::Approval {
+                approval_id,
+                command,
+            } => {
+                let command = Command::new(caller, cause.at, command);
+                self.send(&self.approvals, approval_id, command, &metadata)
+                    .await
+            }
+            Reaction::OpenApproval {
+                approval_id,
+                request,
+            } => {
+                let mut resolved = Vec::new();
+                for group in request.groups() {
+                    let mut members = self.directory.members(&cause.tenant_id, group).await?;
+                    // a stable order for `sequential` approvals offered to groups
+                    members.sort();
+                    resolved.push((group.clone(), members));
+                }
+                let command = request.into_command(approval_id, |group| {
+                    resolved
+                        .iter()
+                        .find(|(g, _)| g == group)
+                        .map(|(_, m)| m.clone())
+                        .unwrap_or_default()
+                });
+                let command = Command::new(caller, cause.at, command);
+                self.send(&self.approvals, approval_id, command, &metadata)
+                    .await
+            }
+            Reaction::Instance {
+                instance_id,
+                definition_key,
+                definition_version,
+                advance,
+            } => {
+                let definition = self
+                    .definition(&cause.tenant_id, &definition_key, Some(definition_version))
+                    .await?;
+                let command = Command::new(
+                    caller,
+                    cause.at,
+                    Reaction::instance_command(advance, definition),
+                );
+                self.send(&self.instances, instance_id, command, &metadata)
+                    .await
+            }
+        }
+    }
+
+    async fn send<A>(
+        &self,
+        executor: &Executor<A>,
+        id: Uuid,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<Dispatched, RuntimeError>
+    where
+        A: Aggregate<Services = ()>,
+        A::Command: Clone,
+        A::Event: Into<AnyEvent>,
+        A::Error: Rejection + Send + Sync + 'static,
+    {
+        let id = id.to_string();
+        let executed = executor.execute(&id, command, metadata, None, &()).await?;
+        metrics::counter!("workledger_orchestrator_commands_total", "aggregate_type" => A::TYPE,
+            "effect" => if executed.events.is_empty() { "none" } else { "appended" })
+        .increment(1);
+        Ok(Dispatched::Appended {
+            aggregate_type: A::TYPE,
+            aggregate_id: id,
+            position: executed.position,
+            events: executed
+                .events
+                .into_iter()
+                .map(|e| (e.sequence as i64, e.payload.into()))
+                .collect(),
+        })
+    }
+}
+
+/// The reactions to a command's events, each with its cause.
+fn reactions<A>(
+    events: &[EventEnvelope<A>],
+    cause: impl Fn(i64) -> Cause,
+) -> VecDeque<(Cause, Reaction)>
+where
+    A: Aggregate,
+    A::Event: Into<AnyEvent>,
+{
+    let mut queue = VecDeque::new();
+    for envelope in events {
+        let event: AnyEvent = envelope.payload.clone().into();
+        let cause = cause(envelope.sequence as i64);
+        queue.extend(
+            react(&envelope.aggregate_id, &event)
+                .into_iter()
+                .map(|r| (cause.clone(), r)),
+        );
+    }
+    queue
+}
+
+/// A reaction that did not take effect: rejections are the domain's final word (logged, and
+/// counted); failures are left for the process manager to retry.
+pub(crate) fn report_failure(cause: &Cause, error: &RuntimeError) {
+    let outcome = if error.is_transient() {
+        "failed"
+    } else {
+        "rejected"
+    };
+    metrics::counter!("workledger_orchestrator_failures_total", "outcome" => outcome).increment(1);
+    tracing::warn!(
+        error = %error,
+        code = error.code(),
+        cause = %format!("{}/{}/{}", cause.aggregate_type, cause.aggregate_id, cause.sequence),
+        correlation_id = %cause.correlation_id,
+        "a workflow reaction did not take effect"
+    );
+}
