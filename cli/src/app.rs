@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use api_common::layers::{self, HttpSettings};
@@ -10,10 +12,13 @@ use api_common::ops;
 use axum::Router;
 use axum::http::HeaderValue;
 use event_store::database::PoolSettings;
-use event_store::{AppendNotifier, connect, migrate};
+use event_store::{AppendNotifier, LogWaiter, connect, migrate};
+use orchestrator::{ProcessManager, Runtime, StaticDirectory, TimerWorker};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
@@ -24,6 +29,7 @@ pub struct Application {
     router: Router,
     pool: PgPool,
     config: Config,
+    runtime: Arc<Runtime>,
 }
 
 impl Application {
@@ -31,7 +37,14 @@ impl Application {
     /// routers and binds `WORKLEDGER_LISTEN`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = open_database(&config).await?;
-        let _notifier = AppendNotifier::spawn(pool.clone());
+        let notifier = AppendNotifier::spawn(pool.clone());
+        // group membership comes from identity (the command API); until a group has members,
+        // approvals offered to it open with nobody to decide
+        let runtime = Arc::new(Runtime::new(
+            pool.clone(),
+            notifier,
+            Arc::new(StaticDirectory::new()),
+        ));
         let router = router(&config, pool.clone());
         let listener = TcpListener::bind(config.listen)
             .await
@@ -41,6 +54,7 @@ impl Application {
             router,
             pool,
             config,
+            runtime,
         })
     }
 
@@ -54,6 +68,11 @@ impl Application {
         &self.pool
     }
 
+    /// The workflow runtime the application's workers and APIs share.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.clone()
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish (bounded by
     /// `WORKLEDGER_SHUTDOWN_GRACE`) and closes the pool.
     pub async fn run_until_stopped(
@@ -61,6 +80,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let grace = self.config.shutdown_grace;
+        let workers = CancellationToken::new();
+        let mut background = spawn_workers(&self.runtime, &self.config, &workers);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
@@ -75,14 +96,39 @@ impl Application {
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
-            result = server => result?,
-            () = deadline => tracing::warn!(grace = ?grace, "in-flight requests outlived the shutdown grace"),
-        }
+        let served = tokio::select! {
+            result = server => result,
+            () = deadline => {
+                tracing::warn!(grace = ?grace, "in-flight requests outlived the shutdown grace");
+                Ok(())
+            }
+        };
+        // workers finish the batch they are in (it commits or rolls back as a whole)
+        workers.cancel();
+        while background.join_next().await.is_some() {}
+        served?;
         self.pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The background workers of `serve`: the orchestrator's process manager and the timer worker.
+fn spawn_workers(runtime: &Arc<Runtime>, config: &Config, stop: &CancellationToken) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    let waiter = LogWaiter::new(runtime.pool(), config.poll_interval);
+    let manager = ProcessManager::new(runtime.clone());
+    let token = stop.clone();
+    set.spawn(async move {
+        manager
+            .run(waiter, Duration::from_millis(200), token.cancelled_owned())
+            .await;
+    });
+    let timers = TimerWorker::new(runtime.clone());
+    let poll = config.timer_interval;
+    let token = stop.clone();
+    set.spawn(async move { timers.run(poll, token.cancelled_owned()).await });
+    set
 }
 
 /// Connects to `DATABASE_URL`, creating the database when missing, and applies migrations.

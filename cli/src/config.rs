@@ -48,6 +48,13 @@ pub struct Config {
     /// `WORKLEDGER_SHUTDOWN_GRACE`: how long in-flight requests may take after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// `WORKLEDGER_POLL_INTERVAL`: how often log readers look for events when no
+    /// notification arrives.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// `WORKLEDGER_TIMER_INTERVAL`: how often due timers (SLA, timer steps) are fired.
+    #[serde(with = "humantime_serde")]
+    pub timer_interval: Duration,
 }
 
 /// The defaults, in the same shape (a secret cannot be serialized, so they are spelled out).
@@ -62,6 +69,8 @@ struct Defaults {
     body_limit: usize,
     cors_origins: &'static str,
     shutdown_grace: &'static str,
+    poll_interval: &'static str,
+    timer_interval: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -74,6 +83,8 @@ const DEFAULTS: Defaults = Defaults {
     body_limit: 1024 * 1024,
     cors_origins: "",
     shutdown_grace: "20s",
+    poll_interval: "500ms",
+    timer_interval: "1s",
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +140,12 @@ impl Config {
         if self.body_limit < 1024 {
             return Err(ConfigError::Invalid(
                 "WORKLEDGER_BODY_LIMIT must be at least 1024 bytes".into(),
+            ));
+        }
+        if self.poll_interval.is_zero() || self.timer_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_POLL_INTERVAL and WORKLEDGER_TIMER_INTERVAL must be longer than zero"
+                    .into(),
             ));
         }
         if self.request_timeout.is_zero() {

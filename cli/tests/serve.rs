@@ -221,3 +221,64 @@ async fn serve_creates_a_missing_database_and_stops_gracefully() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn serve_runs_the_orchestrator_that_finishes_cascades_from_the_log() {
+    use domain::definition::Definition;
+    use domain::{Caller, Role};
+    use orchestrator::{RequestContext, Runtime, StaticDirectory};
+    use std::sync::Arc;
+
+    let app = spawn_app().await;
+    // a writer that does not cascade (as if it crashed right after its command)
+    let writer = Runtime::new(
+        app._db.pool.clone(),
+        event_store::AppendNotifier::spawn(app._db.pool.clone()),
+        Arc::new(StaticDirectory::new()),
+    )
+    .without_cascade();
+    let ctx = |roles: Vec<Role>| RequestContext {
+        caller: Caller::user("acme", uuid::Uuid::now_v7(), roles, Vec::<String>::new()),
+        at: chrono::Utc::now(),
+        correlation_id: uuid::Uuid::now_v7(),
+        request_id: "test".into(),
+    };
+    let definition = Definition::from_json(
+        r#"{"key": "one-task", "name": "One task", "start": "work",
+            "steps": {"work": {"type": "task", "name": "Work", "candidate_groups": ["clerks"], "next": "done"},
+                      "done": {"type": "end", "outcome": "done"}}}"#,
+    )
+    .unwrap();
+    writer
+        .publish(&ctx(vec![Role::Designer]), definition)
+        .await
+        .unwrap();
+    let started = writer
+        .start(
+            &ctx(vec![Role::Operator]),
+            "one-task",
+            None,
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        started.appended, 2,
+        "started and the first step activated, no task yet"
+    );
+
+    let task = domain::ids::step_child_id(started.id.parse().unwrap(), "work", 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, version) = writer.load_task(task).await.unwrap();
+        if version > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "serve never opened the task"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -123,7 +123,8 @@ impl EventMetadata {
         map.insert(REQUEST_ID.to_owned(), self.request_id.clone());
         map.insert(
             OCCURRED_AT.to_owned(),
-            self.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            self.occurred_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
         );
         map
     }
