@@ -53,6 +53,25 @@ impl Checkpoints {
         })
     }
 
+    /// Whether reader `name` has taken every event stored so far, readable or not yet: no
+    /// event lies beyond its checkpoint. One statement, so one snapshot: a transaction that
+    /// commits meanwhile cannot make both halves look empty.
+    pub async fn is_caught_up<'c>(
+        executor: impl PgExecutor<'c>,
+        name: &str,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "select not exists ( \
+                 select 1 from events e \
+                 where (e.tx_id, e.global_position) > coalesce( \
+                     (select (c.tx_id, c.global_position) from checkpoints c where c.name = $1), \
+                     ('0'::xid8, 0::bigint)))",
+        )
+        .bind(name)
+        .fetch_one(executor)
+        .await
+    }
+
     /// Moves `name` to `position`.
     pub async fn save<'c>(
         executor: impl PgExecutor<'c>,
