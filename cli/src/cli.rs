@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use event_schemas::LogPosition;
 
 const AFTER_HELP: &str = "\
 Configuration comes from environment variables (DATABASE_URL, WORKLEDGER_LISTEN, WORKLEDGER_*)
@@ -44,4 +46,59 @@ pub enum Command {
         after_help = "Example:\n  DATABASE_URL=postgres://postgres@db:5432/workledger workledger migrate"
     )]
     Migrate,
+    /// Print the event log (filtered), or one aggregate's state at a version.
+    #[command(after_help = EVENTS_HELP)]
+    Events(EventsArgs),
+}
+
+const EVENTS_HELP: &str = "\
+Positions are written TX.POSITION (as consistency tokens and in the POSITION column); the log is
+ordered by them.
+
+Examples:
+  workledger events --limit 20                                  # the first 20 events
+  workledger events --aggregate task/0195a0c4-...               # one aggregate's history
+  workledger events --type ApprovalDecided --tenant acme --format jsonl
+  workledger events --from 7301.1200 --since 2026-11-01T00:00:00Z
+  workledger events --aggregate workflow_instance/0195... --at-version 3   # its state then";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON object per line, every stored field.
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// An aggregate type (`task`) or one aggregate (`task/ID`).
+    #[arg(long, value_name = "TYPE[/ID]")]
+    pub aggregate: Option<String>,
+    /// Only events of this type (e.g. `TaskCompleted`).
+    #[arg(long = "type", value_name = "EVENT_TYPE")]
+    pub event_type: Option<String>,
+    /// Only events of this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// From this log position on (inclusive).
+    #[arg(long, value_name = "TX.POSITION")]
+    pub from: Option<LogPosition>,
+    /// Up to this log position (inclusive).
+    #[arg(long, value_name = "TX.POSITION")]
+    pub to: Option<LogPosition>,
+    /// Recorded at or after this time (RFC 3339).
+    #[arg(long, value_parser = crate::commands::events::parse_time)]
+    pub since: Option<DateTime<Utc>>,
+    /// Recorded before this time (RFC 3339).
+    #[arg(long, value_parser = crate::commands::events::parse_time)]
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// With `--aggregate TYPE/ID`: print the aggregate's state after its first N events.
+    #[arg(long, value_name = "N")]
+    pub at_version: Option<i64>,
 }

@@ -43,6 +43,10 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Serve => commands::serve::run(config).await,
             Command::Migrate => commands::migrate::run(config).await,
+            Command::Events(args) => {
+                let pool = app::open_database(&config).await?;
+                commands::events::run(&pool, args).await
+            }
         }
     });
     match result {

@@ -13,8 +13,10 @@ use domain::task::TaskCommand;
 use domain::{Caller, Role};
 use event_schemas::{ApprovalDecision, InstanceStatus, TaskStatus};
 use event_store::testing::TestDatabase;
-use event_store::{AppendNotifier, GlobalLog};
-use orchestrator::{ProcessManager, RequestContext, Runtime, StaticDirectory, TimerWorker};
+use event_store::{AppendNotifier, Checkpoints};
+use orchestrator::{
+    PROCESS_MANAGER, ProcessManager, RequestContext, Runtime, StaticDirectory, TimerWorker,
+};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -65,6 +67,11 @@ struct Po {
 
 impl Po {
     async fn start(amount: Value, crashy: bool) -> Self {
+        // warnings (a reaction that did not take effect) show in a failing test's output
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("warn")
+            .try_init();
         let db = TestDatabase::new().await;
         let t0 = Utc::now();
         let mut runtime = Runtime::new(db.pool.clone(), AppendNotifier::disabled(), directory());
@@ -106,8 +113,12 @@ impl Po {
             return;
         }
         let mut crash_at = 0;
-        let mut idle = 0;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the orchestrator never caught up"
+            );
             let restarted = Arc::new(
                 Runtime::new(
                     self.db.pool.clone(),
@@ -124,18 +135,16 @@ impl Po {
                     crash_at += 1;
                 }
                 Err(other) => panic!("the orchestrator failed: {other}"),
-                Ok(Some(_)) => {
-                    crash_at = 0;
-                    idle = 0;
-                }
+                Ok(Some(_)) => crash_at = 0,
                 Ok(None) => {
-                    // other tests' transactions may keep fresh events unreadable for a moment
-                    if GlobalLog::has_unreadable(&self.db.pool).await.unwrap() || idle < 3 {
-                        idle += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        continue;
+                    if Checkpoints::is_caught_up(&self.db.pool, PROCESS_MANAGER)
+                        .await
+                        .unwrap()
+                    {
+                        return;
                     }
-                    return;
+                    // other tests' transactions keep fresh events unreadable for a moment
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
             }
         }

@@ -1,0 +1,199 @@
+//! `workledger events`: the log as a table or JSON lines, filters, and state at a version.
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use domain::definition::Definition;
+use domain::task::TaskCommand;
+use domain::{Caller, Role};
+use event_store::AppendNotifier;
+use event_store::testing::TestDatabase;
+use orchestrator::{RequestContext, Runtime, StaticDirectory};
+use uuid::Uuid;
+
+const ONE_TASK: &str = r#"{"key": "one-task", "name": "One task", "start": "work",
+    "steps": {"work": {"type": "task", "name": "Work", "candidate_groups": ["clerks"], "next": "done"},
+              "done": {"type": "end", "outcome": "done"}}}"#;
+
+fn ctx(tenant: &str, roles: Vec<Role>, groups: Vec<&str>) -> RequestContext {
+    RequestContext {
+        caller: Caller::user(tenant, Uuid::now_v7(), roles, groups),
+        at: chrono::Utc::now(),
+        correlation_id: Uuid::now_v7(),
+        request_id: "test".into(),
+    }
+}
+
+/// A database with one instance whose task was claimed: returns it and the task id.
+async fn populated() -> (TestDatabase, Uuid, Uuid) {
+    let db = TestDatabase::new().await;
+    let rt = Runtime::new(
+        db.pool.clone(),
+        AppendNotifier::disabled(),
+        Arc::new(StaticDirectory::new()),
+    );
+    rt.publish(
+        &ctx("acme", vec![Role::Designer], vec![]),
+        Definition::from_json(ONE_TASK).unwrap(),
+    )
+    .await
+    .unwrap();
+    let started = rt
+        .start(
+            &ctx("acme", vec![Role::Operator], vec![]),
+            "one-task",
+            None,
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let instance: Uuid = started.id.parse().unwrap();
+    let task = domain::ids::step_child_id(instance, "work", 1);
+    rt.task(
+        &ctx("acme", vec![Role::Member], vec!["clerks"]),
+        task,
+        TaskCommand::Claim,
+        None,
+    )
+    .await
+    .unwrap();
+    (db, instance, task)
+}
+
+fn workledger(db: &TestDatabase, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_workledger"))
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .env("WORKLEDGER_LOG", "warn")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn the_log_prints_as_a_table_in_log_order() {
+    let (db, _, _) = populated().await;
+    let text = stdout(&workledger(&db, &["events"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("POSITION"));
+    assert!(lines[1].contains("workflow_definition") && lines[1].contains("acme"));
+    assert!(lines.iter().any(|l| l.contains("TaskClaimed v1")));
+    assert_eq!(
+        lines.len(),
+        1 + 5,
+        "header + published, started, activated, opened, claimed: {text}"
+    );
+}
+
+#[tokio::test]
+async fn filters_narrow_the_log_and_jsonl_carries_every_field() {
+    let (db, _, task) = populated().await;
+    let text = stdout(&workledger(
+        &db,
+        &[
+            "events",
+            "--aggregate",
+            &format!("task/{task}"),
+            "--format",
+            "jsonl",
+        ],
+    ));
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["event_type"], "TaskOpened");
+    assert_eq!(events[1]["event_type"], "TaskClaimed");
+    for field in [
+        "position",
+        "event_id",
+        "payload",
+        "metadata",
+        "recorded_at",
+        "sequence",
+    ] {
+        assert!(!events[1][field].is_null(), "{field}");
+    }
+    let position = events[1]["position"].as_str().unwrap();
+    let from = stdout(&workledger(
+        &db,
+        &["events", "--from", position, "--format", "jsonl"],
+    ));
+    assert_eq!(
+        from.lines().count(),
+        1,
+        "--from is inclusive and nothing follows"
+    );
+    let other_tenant = stdout(&workledger(
+        &db,
+        &["events", "--tenant", "globex", "--format", "jsonl"],
+    ));
+    assert_eq!(other_tenant, "");
+    let by_type = stdout(&workledger(
+        &db,
+        &["events", "--type", "TaskClaimed", "--format", "jsonl"],
+    ));
+    assert_eq!(by_type.lines().count(), 1);
+}
+
+#[tokio::test]
+async fn an_aggregate_prints_its_state_at_a_version() {
+    let (db, _, task) = populated().await;
+    let at = |v: &str| {
+        let text = stdout(&workledger(
+            &db,
+            &[
+                "events",
+                "--aggregate",
+                &format!("task/{task}"),
+                "--at-version",
+                v,
+            ],
+        ));
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let opened = at("1");
+    let claimed = at("2");
+    assert_ne!(opened, claimed);
+    assert!(claimed.to_string().contains("assignee"), "{claimed}");
+
+    let beyond = workledger(
+        &db,
+        &[
+            "events",
+            "--aggregate",
+            &format!("task/{task}"),
+            "--at-version",
+            "9",
+        ],
+    );
+    assert!(!beyond.status.success());
+    let message = String::from_utf8_lossy(&beyond.stderr);
+    assert!(message.contains("is at version 2, not 9"), "{message}");
+}
+
+#[tokio::test]
+async fn bad_arguments_are_one_clear_line_and_a_nonzero_exit() {
+    let (db, _, _) = populated().await;
+    let bad = workledger(&db, &["events", "--from", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("TX.POSITION"));
+    let no_id = workledger(&db, &["events", "--aggregate", "task", "--at-version", "1"]);
+    assert_eq!(no_id.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&no_id.stderr);
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
+}
