@@ -1,5 +1,6 @@
-//! The application `serve` runs: one listener answering every API, built from a [`Config`] so
-//! tests can serve it on port 0.
+//! The application: the APIs on one listener and the background workers, built from a
+//! [`Config`] so tests can serve it on port 0. `serve` runs every role; `command-api`,
+//! `query-api` and `project` run one each, for scaling out.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,9 +12,10 @@ use api_common::layers::{self, HttpSettings};
 use api_common::ops;
 use axum::Router;
 use axum::http::HeaderValue;
+use command_api::{CommandApi, CommandSettings, ThrottleSettings};
 use event_store::database::PoolSettings;
 use event_store::{AppendNotifier, LogWaiter, connect, migrate};
-use orchestrator::{ProcessManager, Runtime, StaticDirectory, TimerWorker};
+use orchestrator::{ProcessManager, Runtime, TimerWorker};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -22,6 +24,31 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
+/// Which parts of Workledger one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The command endpoints (`POST`/`PUT` under `/api/v1`, and `/api/v1/auth`).
+    pub command_api: bool,
+    /// Background workers: the orchestrator, timers, projectors and housekeeping.
+    pub workers: bool,
+}
+
+impl Roles {
+    /// Everything, in one process (`workledger serve`).
+    pub const ALL: Roles = Roles {
+        command_api: true,
+        workers: true,
+    };
+    pub const COMMAND_API: Roles = Roles {
+        command_api: true,
+        workers: false,
+    };
+    pub const WORKERS: Roles = Roles {
+        command_api: false,
+        workers: true,
+    };
+}
+
 /// A built, bound application, ready to run.
 #[derive(Debug)]
 pub struct Application {
@@ -29,23 +56,40 @@ pub struct Application {
     router: Router,
     pool: PgPool,
     config: Config,
+    roles: Roles,
     runtime: Arc<Runtime>,
 }
 
 impl Application {
-    /// Connects to the database (creating it when missing), applies migrations, assembles the
-    /// routers and binds `WORKLEDGER_LISTEN`.
+    /// Every role (what `serve` runs).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Roles::ALL).await
+    }
+
+    /// Connects to the database (creating it when missing), applies migrations, creates the
+    /// bootstrap admin when configured, assembles the routes of `roles` and binds
+    /// `WORKLEDGER_LISTEN`. Operations routes (`/healthz`, `/readyz`, `/metrics`, docs) are
+    /// always served.
+    pub async fn build_with(config: Config, roles: Roles) -> anyhow::Result<Self> {
         let pool = open_database(&config).await?;
         let notifier = AppendNotifier::spawn(pool.clone());
-        // group membership comes from identity (the command API); until a group has members,
-        // approvals offered to it open with nobody to decide
-        let runtime = Arc::new(Runtime::new(
-            pool.clone(),
-            notifier,
-            Arc::new(StaticDirectory::new()),
-        ));
-        let router = router(&config, pool.clone());
+        let commands = CommandApi::build(pool.clone(), notifier, command_settings(&config))
+            .await
+            .context("starting the command API")?;
+        if roles.command_api
+            && let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password)
+            && let Some(admin) = commands
+                .bootstrap_admin(email, password)
+                .await
+                .context("creating the admin from WORKLEDGER_ADMIN_EMAIL")?
+        {
+            tracing::info!(user_id = %admin, "created the first admin in tenant `default`");
+        }
+        let mut routes = ops::router(pool.clone());
+        if roles.command_api {
+            routes = routes.merge(commands.router());
+        }
+        let router = finish(routes, &config);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (WORKLEDGER_LISTEN)", config.listen))?;
@@ -54,7 +98,8 @@ impl Application {
             router,
             pool,
             config,
-            runtime,
+            roles,
+            runtime: commands.runtime(),
         })
     }
 
@@ -74,16 +119,24 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish (bounded by
-    /// `WORKLEDGER_SHUTDOWN_GRACE`) and closes the pool.
+    /// `WORKLEDGER_SHUTDOWN_GRACE`), stops the workers after their current batch, and closes
+    /// the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let grace = self.config.shutdown_grace;
         let workers = CancellationToken::new();
-        let mut background = spawn_workers(&self.runtime, &self.config, &workers);
+        let mut background = JoinSet::new();
+        if self.roles.workers {
+            spawn_workers(&mut background, &self.runtime, &self.config, &workers);
+        }
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        // the peer address feeds the per-address login throttle
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping_tx.send(());
@@ -113,11 +166,35 @@ impl Application {
     }
 }
 
-/// The background workers of `serve`: the orchestrator's process manager and the timer worker.
-fn spawn_workers(runtime: &Arc<Runtime>, config: &Config, stop: &CancellationToken) -> JoinSet<()> {
-    let mut set = JoinSet::new();
-    let waiter = LogWaiter::new(runtime.pool(), config.poll_interval);
+fn command_settings(config: &Config) -> CommandSettings {
+    CommandSettings {
+        jwt_secret: config.jwt_secret.clone(),
+        access_token_ttl: config.access_token_ttl,
+        refresh_token_ttl: config.refresh_token_ttl,
+        idempotency_ttl: config.idempotency_ttl,
+        body_limit: config.body_limit,
+        trusted_proxy_hops: config.trusted_proxy_hops,
+        login_throttle: ThrottleSettings {
+            max_failures_per_account: config.login_max_failures_per_account,
+            max_failures_per_address: config.login_max_failures_per_address,
+            window: config.login_failure_window,
+            lockout: config.login_lockout,
+        },
+        ..CommandSettings::default()
+    }
+}
+
+/// The background workers: the orchestrator's process manager, the timer worker, the identity
+/// projector and the sweeper of expired sessions, idempotency keys and login counters.
+fn spawn_workers(
+    set: &mut JoinSet<()>,
+    runtime: &Arc<Runtime>,
+    config: &Config,
+    stop: &CancellationToken,
+) {
+    let pool = runtime.pool().clone();
     let manager = ProcessManager::new(runtime.clone());
+    let waiter = LogWaiter::new(&pool, config.poll_interval);
     let token = stop.clone();
     set.spawn(async move {
         manager
@@ -128,7 +205,18 @@ fn spawn_workers(runtime: &Arc<Runtime>, config: &Config, stop: &CancellationTok
     let poll = config.timer_interval;
     let token = stop.clone();
     set.spawn(async move { timers.run(poll, token.cancelled_owned()).await });
-    set
+    let waiter = LogWaiter::new(&pool, config.poll_interval);
+    set.spawn(command_api::identity::run_projector(
+        pool.clone(),
+        waiter,
+        stop.clone().cancelled_owned(),
+    ));
+    set.spawn(command_api::maintenance::run_sweeper(
+        pool,
+        Duration::from_secs(300),
+        config.login_failure_window,
+        stop.clone().cancelled_owned(),
+    ));
 }
 
 /// Connects to `DATABASE_URL`, creating the database when missing, and applies migrations.
@@ -146,11 +234,11 @@ pub async fn open_database(config: &Config) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
-/// Every route `serve` answers, documented in one OpenAPI document.
-fn router(config: &Config, pool: PgPool) -> Router {
+/// The routes, documented in one OpenAPI document, behind Workledger's middleware.
+fn finish(routes: utoipa_axum::router::OpenApiRouter, config: &Config) -> Router {
     // install the recorder before anything records
     ops::metrics_handle();
-    let (api, mut doc) = ops::router(pool).split_for_parts();
+    let (api, mut doc) = routes.split_for_parts();
     let base = ops::base_openapi();
     doc.info = base.info.clone();
     doc.merge(base);

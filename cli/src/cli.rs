@@ -41,6 +41,12 @@ pub enum Command {
         Stops gracefully on SIGTERM or Ctrl-C: in-flight requests finish first."
     )]
     Serve,
+    /// Only the command API (plus operations routes), for scaling out.
+    #[command(name = "command-api")]
+    CommandApi,
+    /// Only the background workers: orchestrator, timers, projectors (plus operations routes
+    /// for probes and metrics), for scaling out.
+    Project,
     /// Apply pending database migrations, then exit.
     #[command(
         after_help = "Example:\n  DATABASE_URL=postgres://postgres@db:5432/workledger workledger migrate"

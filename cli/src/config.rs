@@ -55,6 +55,35 @@ pub struct Config {
     /// `WORKLEDGER_TIMER_INTERVAL`: how often due timers (SLA, timer steps) are fired.
     #[serde(with = "humantime_serde")]
     pub timer_interval: Duration,
+    /// `WORKLEDGER_JWT_SECRET`: signs access tokens (32+ bytes); when unset, a secret is
+    /// generated once and kept in the database, shared by every instance.
+    pub jwt_secret: Option<SecretString>,
+    /// `WORKLEDGER_ADMIN_EMAIL`: on first start with no users, the admin of tenant `default`.
+    pub admin_email: Option<String>,
+    /// `WORKLEDGER_ADMIN_PASSWORD`: that admin's password (12 to 256 characters).
+    pub admin_password: Option<SecretString>,
+    /// `WORKLEDGER_ACCESS_TOKEN_TTL`: lifetime of access tokens.
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// `WORKLEDGER_REFRESH_TOKEN_TTL`: lifetime of a login session's refresh tokens.
+    #[serde(with = "humantime_serde")]
+    pub refresh_token_ttl: Duration,
+    /// `WORKLEDGER_IDEMPOTENCY_TTL`: how long an `Idempotency-Key` answer is kept.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// `WORKLEDGER_TRUSTED_PROXY_HOPS`: reverse proxies in front whose `X-Forwarded-For` to
+    /// trust for the client address (0: use the peer address).
+    pub trusted_proxy_hops: usize,
+    /// `WORKLEDGER_LOGIN_MAX_FAILURES_PER_ACCOUNT`: failed logins before an account is locked.
+    pub login_max_failures_per_account: u32,
+    /// `WORKLEDGER_LOGIN_MAX_FAILURES_PER_ADDRESS`: failed logins before an address is locked.
+    pub login_max_failures_per_address: u32,
+    /// `WORKLEDGER_LOGIN_FAILURE_WINDOW`: the window failed logins are counted in.
+    #[serde(with = "humantime_serde")]
+    pub login_failure_window: Duration,
+    /// `WORKLEDGER_LOGIN_LOCKOUT`: how long a locked account or address waits.
+    #[serde(with = "humantime_serde")]
+    pub login_lockout: Duration,
 }
 
 /// The defaults, in the same shape (a secret cannot be serialized, so they are spelled out).
@@ -71,6 +100,14 @@ struct Defaults {
     shutdown_grace: &'static str,
     poll_interval: &'static str,
     timer_interval: &'static str,
+    access_token_ttl: &'static str,
+    refresh_token_ttl: &'static str,
+    idempotency_ttl: &'static str,
+    trusted_proxy_hops: usize,
+    login_max_failures_per_account: u32,
+    login_max_failures_per_address: u32,
+    login_failure_window: &'static str,
+    login_lockout: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -85,6 +122,14 @@ const DEFAULTS: Defaults = Defaults {
     shutdown_grace: "20s",
     poll_interval: "500ms",
     timer_interval: "1s",
+    access_token_ttl: "15m",
+    refresh_token_ttl: "14days",
+    idempotency_ttl: "24h",
+    trusted_proxy_hops: 0,
+    login_max_failures_per_account: 5,
+    login_max_failures_per_address: 20,
+    login_failure_window: "15m",
+    login_lockout: "5m",
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +185,40 @@ impl Config {
         if self.body_limit < 1024 {
             return Err(ConfigError::Invalid(
                 "WORKLEDGER_BODY_LIMIT must be at least 1024 bytes".into(),
+            ));
+        }
+        if let Some(secret) = &self.jwt_secret
+            && secret.expose_secret().len() < 32
+        {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_JWT_SECRET must be at least 32 bytes".into(),
+            ));
+        }
+        match (&self.admin_email, &self.admin_password) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "set both WORKLEDGER_ADMIN_EMAIL and WORKLEDGER_ADMIN_PASSWORD, or neither"
+                        .into(),
+                ));
+            }
+            (Some(_), Some(password))
+                if !(12..=256).contains(&password.expose_secret().chars().count()) =>
+            {
+                return Err(ConfigError::Invalid(
+                    "WORKLEDGER_ADMIN_PASSWORD must be 12 to 256 characters".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.access_token_ttl.as_secs() < 60 || self.refresh_token_ttl < self.access_token_ttl {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_ACCESS_TOKEN_TTL must be at least 1m and at most WORKLEDGER_REFRESH_TOKEN_TTL"
+                    .into(),
+            ));
+        }
+        if self.login_max_failures_per_account == 0 || self.login_max_failures_per_address == 0 {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_LOGIN_MAX_FAILURES_PER_ACCOUNT and _PER_ADDRESS must be at least 1".into(),
             ));
         }
         if self.poll_interval.is_zero() || self.timer_interval.is_zero() {
@@ -269,6 +348,29 @@ mod tests {
             jail.set_env("WORKLEDGER_CORS_ORIGINS", "example.com");
             let error = load_in(jail).unwrap_err().to_string();
             assert!(error.contains("WORKLEDGER_CORS_ORIGINS"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_checked_and_never_printed() {
+        Jail::expect_with(|jail| {
+            jail.set_env("WORKLEDGER_JWT_SECRET", "short");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("WORKLEDGER_JWT_SECRET") && !error.contains("short"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("WORKLEDGER_ADMIN_EMAIL", "admin@example.com");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("WORKLEDGER_ADMIN_PASSWORD"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("WORKLEDGER_ADMIN_EMAIL", "admin@example.com");
+            jail.set_env("WORKLEDGER_ADMIN_PASSWORD", "correct horse battery staple");
+            let config = load_in(jail).unwrap();
+            assert!(!format!("{config:?}").contains("horse"), "secrets are redacted");
             Ok(())
         });
     }

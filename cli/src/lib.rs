@@ -41,7 +41,9 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => commands::serve::run(config).await,
+            Command::Serve => commands::serve::run(config, app::Roles::ALL).await,
+            Command::CommandApi => commands::serve::run(config, app::Roles::COMMAND_API).await,
+            Command::Project => commands::serve::run(config, app::Roles::WORKERS).await,
             Command::Migrate => commands::migrate::run(config).await,
             Command::Events(args) => {
                 let pool = app::open_database(&config).await?;

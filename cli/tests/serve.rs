@@ -23,6 +23,8 @@ impl Drop for TestApp {
 
 fn config_for(database_url: &str) -> Config {
     let mut config = load_defaults();
+    config.admin_email = Some("admin@example.com".into());
+    config.admin_password = Some("a long enough password".to_owned().into());
     config.database_url = database_url.to_owned().into();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config
@@ -180,7 +182,15 @@ async fn the_openapi_document_and_docs_page_are_served() {
         .await
         .unwrap();
     assert_eq!(doc["info"]["title"], "Workledger");
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/auth/login",
+        "/api/v1/workflow-instances",
+        "/api/v1/tasks/{id}/complete",
+        "/api/v1/approvals/{id}/decisions",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
@@ -281,4 +291,55 @@ async fn serve_runs_the_orchestrator_that_finishes_cascades_from_the_log() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn the_bootstrap_admin_logs_in_publishes_and_starts_an_instance_over_http() {
+    let app = spawn_app().await;
+    let url = |path: &str| format!("{}{path}", app.address);
+    let login: serde_json::Value = app
+        .client
+        .post(url("/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "admin@example.com", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().expect("an access token").to_owned();
+    assert_eq!(login["token_type"], "Bearer");
+
+    let published = app
+        .client
+        .post(url("/api/v1/workflow-definitions"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"key": "one-task", "name": "One task", "start": "work",
+            "steps": {"work": {"type": "task", "name": "Work", "candidate_groups": ["clerks"], "next": "done"},
+                      "done": {"type": "end", "outcome": "done"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 201);
+
+    let started = app
+        .client
+        .post(url("/api/v1/workflow-instances"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"definition_key": "one-task", "variables": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    assert!(started.headers().contains_key("x-consistency-token"));
+    assert!(started.headers().contains_key("etag"));
+
+    let anonymous = app
+        .client
+        .post(url("/api/v1/workflow-instances"))
+        .json(&serde_json::json!({"definition_key": "one-task"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
 }

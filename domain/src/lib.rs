@@ -7,6 +7,7 @@
 //!   `"{tenant}/{key}"`), [`WorkflowInstance`], [`Task`], [`Approval`] (UUID ids; see [`ids`]).
 //!   Each takes a [`Command<C>`](Command) (the [`Caller`], the instant, the command) and has a
 //!   pure `decide` ([`Decide`]); `Aggregate::handle` only writes what it returns.
+//! - [`identity`]: the [`Tenant`] and [`User`] aggregates (roles, groups, activation).
 //! - Rejections: one `thiserror` enum per aggregate implementing [`Rejection`]: its
 //!   [`ErrorKind`] maps to 404 / 403 / 409 / 422, with a machine `code` and field- or
 //!   step-level [`Issue`]s. Another tenant's aggregate is `NotFound`, like a missing one.
@@ -20,6 +21,7 @@ mod decide;
 pub mod definition;
 pub mod error;
 pub mod examples;
+pub mod identity;
 pub mod ids;
 pub mod instance;
 pub mod orchestrator;
@@ -36,6 +38,7 @@ pub use caller::{Caller, Command};
 pub use decide::Decide;
 pub use error::{ErrorKind, Issue, IssueCode, Rejection};
 pub use event_schemas::{Actor, Role};
+pub use identity::{Tenant, TenantCommand, TenantError, User, UserCommand, UserError};
 pub use instance::{Advance, InstanceCommand, InstanceError, StartInstance, WorkflowInstance};
 pub use orchestrator::{Reaction, react, react_to_recorded};
 pub use runtime::LocalRuntime;

@@ -167,7 +167,7 @@ pub fn react(aggregate_id: &str, event: &AnyEvent) -> Vec<Reaction> {
         return Vec::new();
     };
     match event {
-        AnyEvent::WorkflowDefinition(_) => Vec::new(),
+        AnyEvent::WorkflowDefinition(_) | AnyEvent::Tenant(_) | AnyEvent::User(_) => Vec::new(),
         AnyEvent::WorkflowInstance(e) => react_to_instance(id, e),
         AnyEvent::Task(e) => react_to_task(id, e),
         AnyEvent::Approval(e) => react_to_approval(id, e),
@@ -562,8 +562,14 @@ mod tests {
             [Reaction::Instance { instance_id, advance: Advance::CompleteTask { .. }, .. }]
                 if *instance_id == INSTANCE
         ));
-        let foreign = recorded("user", "UserCreated", json!({}));
+        let foreign = recorded("invoice", "InvoiceIssued", json!({}));
         assert!(react_to_recorded(&foreign).unwrap().is_empty());
+        let identity = recorded(
+            "user",
+            "UserPasswordChanged",
+            json!({"UserPasswordChanged": {"changed_by": "service:api", "changed_at": at()}}),
+        );
+        assert!(react_to_recorded(&identity).unwrap().is_empty());
         let garbage = recorded("task", "TaskCompleted", json!({"TaskCompleted": 1}));
         assert!(react_to_recorded(&garbage).is_err());
     }

@@ -5,16 +5,19 @@ use serde_json::Value;
 
 use crate::RecordedEvent;
 use crate::approval::{self, ApprovalEvent};
+use crate::identity::{self, TenantEvent, UserEvent};
 use crate::task::{self, TaskEvent};
 use crate::workflow_definition::{self, WorkflowDefinitionEvent};
 use crate::workflow_instance::{self, WorkflowInstanceEvent};
 
 /// The aggregate types whose events this crate defines.
-pub const AGGREGATE_TYPES: [&str; 4] = [
+pub const AGGREGATE_TYPES: [&str; 6] = [
     workflow_definition::AGGREGATE_TYPE,
     workflow_instance::AGGREGATE_TYPE,
     task::AGGREGATE_TYPE,
     approval::AGGREGATE_TYPE,
+    identity::TENANT_AGGREGATE_TYPE,
+    identity::USER_AGGREGATE_TYPE,
 ];
 
 /// The event types of `aggregate_type` (what a projector subscribes to), or `None` for an
@@ -25,6 +28,8 @@ pub fn event_types(aggregate_type: &str) -> Option<&'static [&'static str]> {
         workflow_instance::AGGREGATE_TYPE => Some(WorkflowInstanceEvent::EVENT_TYPES),
         task::AGGREGATE_TYPE => Some(TaskEvent::EVENT_TYPES),
         approval::AGGREGATE_TYPE => Some(ApprovalEvent::EVENT_TYPES),
+        identity::TENANT_AGGREGATE_TYPE => Some(TenantEvent::EVENT_TYPES),
+        identity::USER_AGGREGATE_TYPE => Some(UserEvent::EVENT_TYPES),
         _ => None,
     }
 }
@@ -65,13 +70,15 @@ pub enum DecodeError {
     TagMismatch { event_type: String, found: String },
 }
 
-/// An event of any of Workledger's workflow aggregates.
+/// An event of any of Workledger's aggregates: the workflow ones and identity.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnyEvent {
     WorkflowDefinition(WorkflowDefinitionEvent),
     WorkflowInstance(WorkflowInstanceEvent),
     Task(TaskEvent),
     Approval(ApprovalEvent),
+    Tenant(TenantEvent),
+    User(UserEvent),
 }
 
 impl AnyEvent {
@@ -82,6 +89,8 @@ impl AnyEvent {
             AnyEvent::WorkflowInstance(_) => workflow_instance::AGGREGATE_TYPE,
             AnyEvent::Task(_) => task::AGGREGATE_TYPE,
             AnyEvent::Approval(_) => approval::AGGREGATE_TYPE,
+            AnyEvent::Tenant(_) => identity::TENANT_AGGREGATE_TYPE,
+            AnyEvent::User(_) => identity::USER_AGGREGATE_TYPE,
         }
     }
 
@@ -92,13 +101,15 @@ impl AnyEvent {
             AnyEvent::WorkflowInstance(e) => e.type_name(),
             AnyEvent::Task(e) => e.type_name(),
             AnyEvent::Approval(e) => e.type_name(),
+            AnyEvent::Tenant(e) => e.type_name(),
+            AnyEvent::User(e) => e.type_name(),
         }
     }
 
     /// Decodes a stored payload, upcasting older versions first.
     ///
-    /// `Ok(None)` for an aggregate type this crate does not define (e.g. identity events), so
-    /// a reader of the global log can skip them.
+    /// `Ok(None)` for an aggregate type this crate does not define, so a reader of the global
+    /// log can skip them.
     pub fn decode(
         aggregate_type: &str,
         event_type: &str,
@@ -152,6 +163,12 @@ impl AnyEvent {
             task::AGGREGATE_TYPE => {
                 AnyEvent::Task(serde_json::from_value(event.payload).map_err(payload_error)?)
             }
+            identity::TENANT_AGGREGATE_TYPE => {
+                AnyEvent::Tenant(serde_json::from_value(event.payload).map_err(payload_error)?)
+            }
+            identity::USER_AGGREGATE_TYPE => {
+                AnyEvent::User(serde_json::from_value(event.payload).map_err(payload_error)?)
+            }
             _ => AnyEvent::Approval(serde_json::from_value(event.payload).map_err(payload_error)?),
         };
         if decoded.event_type() != event_type {
@@ -180,6 +197,8 @@ fn current_version(aggregate_type: &str, event_type: &str) -> Option<&'static st
         workflow_instance::AGGREGATE_TYPE => WorkflowInstanceEvent::current_version(event_type),
         task::AGGREGATE_TYPE => TaskEvent::current_version(event_type),
         approval::AGGREGATE_TYPE => ApprovalEvent::current_version(event_type),
+        identity::TENANT_AGGREGATE_TYPE => TenantEvent::current_version(event_type),
+        identity::USER_AGGREGATE_TYPE => UserEvent::current_version(event_type),
         _ => None,
     }
 }
@@ -205,5 +224,17 @@ impl From<TaskEvent> for AnyEvent {
 impl From<ApprovalEvent> for AnyEvent {
     fn from(event: ApprovalEvent) -> Self {
         AnyEvent::Approval(event)
+    }
+}
+
+impl From<TenantEvent> for AnyEvent {
+    fn from(event: TenantEvent) -> Self {
+        AnyEvent::Tenant(event)
+    }
+}
+
+impl From<UserEvent> for AnyEvent {
+    fn from(event: UserEvent) -> Self {
+        AnyEvent::User(event)
     }
 }

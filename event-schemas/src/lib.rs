@@ -14,6 +14,7 @@ mod macros;
 pub mod any;
 pub mod approval;
 pub mod envelope;
+pub mod identity;
 pub mod metadata;
 pub mod task;
 pub mod types;
@@ -26,6 +27,7 @@ mod golden;
 pub use any::{AGGREGATE_TYPES, AnyEvent, DecodeError, event_types, upcasters};
 pub use approval::ApprovalEvent;
 pub use envelope::{LogPosition, RecordedEvent};
+pub use identity::{TenantEvent, UserEvent};
 pub use metadata::{Actor, EventMetadata, MetadataError};
 pub use task::TaskEvent;
 pub use types::{

@@ -95,11 +95,13 @@ const INSERT_MANY: &str = "insert into events \
      as e(sequence, event_type, event_version, payload, metadata) \
      returning tx_id::text::bigint as tx_id, global_position";
 
-/// Appends `events` (all of one aggregate) and, when given, its new snapshot, in one statement.
+/// Appends `events` (all of one aggregate) with their `metadata` and, when given, the
+/// aggregate's new snapshot, in one statement.
 async fn append(
     pool: &PgPool,
     aggregate_type: &str,
     events: &[SerializedEvent],
+    metadata: &[Value],
     snapshot: Option<(String, Value, usize)>,
 ) -> Result<(), PersistenceError> {
     let first = &events[0];
@@ -132,7 +134,7 @@ async fn append(
             .bind(&first.event_type)
             .bind(&first.event_version)
             .bind(&first.payload)
-            .bind(&first.metadata)
+            .bind(&metadata[0])
     } else {
         query
             .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
@@ -149,7 +151,7 @@ async fn append(
                     .collect::<Vec<_>>(),
             )
             .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| &e.metadata).collect::<Vec<_>>())
+            .bind(metadata.iter().collect::<Vec<_>>())
     };
     if let Some((_, payload, current_snapshot)) = snapshot {
         // cqrs-es builds a snapshot up to the last multiple of the snapshot size in the commit
@@ -188,16 +190,16 @@ async fn append(
     }
 }
 
-/// Gives each event its own id, keeping everything else of the commit's metadata.
-fn stamp(event: &SerializedEvent) -> SerializedEvent {
-    let mut event = event.clone();
-    match &mut event.metadata {
+/// The event's metadata with its own id, keeping everything else of the commit's metadata.
+fn stamped_metadata(event: &SerializedEvent) -> Value {
+    let mut metadata = event.metadata.clone();
+    match &mut metadata {
         Value::Object(map) => {
             map.insert(EVENT_ID.into(), Value::String(Uuid::now_v7().to_string()));
         }
         other => *other = serde_json::json!({ EVENT_ID: Uuid::now_v7().to_string() }),
     }
-    event
+    metadata
 }
 
 impl PersistedEventRepository for EventRepository {
@@ -234,9 +236,9 @@ impl PersistedEventRepository for EventRepository {
         if events.is_empty() {
             return Ok(());
         }
-        let stamped: Vec<SerializedEvent> = events.iter().map(stamp).collect();
+        let metadata: Vec<Value> = events.iter().map(stamped_metadata).collect();
         let started = Instant::now();
-        let result = append(&self.pool, A::TYPE, &stamped, snapshot_update).await;
+        let result = append(&self.pool, A::TYPE, events, &metadata, snapshot_update).await;
         let outcome = match &result {
             Ok(()) => "ok",
             Err(PersistenceError::OptimisticLockError) => "conflict",

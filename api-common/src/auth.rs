@@ -1,0 +1,220 @@
+//! Who is calling: bearer access tokens (JWT, HS256 pinned) and the [`CurrentUser`] extractor.
+//!
+//! The command API issues tokens (`/api/v1/auth/login`); every API verifies them here. Only
+//! HS256 is accepted: a token naming `none`, an asymmetric algorithm or anything else is
+//! refused before its signature is looked at (no algorithm confusion).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
+use chrono::{DateTime, Utc};
+use event_schemas::Role;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::problem::ApiError;
+
+/// Tokens are issued by and for Workledger only.
+pub const ISSUER: &str = "workledger";
+pub const AUDIENCE: &str = "workledger-api";
+
+/// What an access token says about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user's id.
+    pub sub: Uuid,
+    /// The user's tenant: every query and command is scoped to it.
+    pub tid: String,
+    pub roles: Vec<Role>,
+    pub groups: Vec<String>,
+    /// The login session (refresh-token family) the token belongs to.
+    pub sid: Uuid,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+}
+
+impl Claims {
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&Role::Admin) || self.roles.contains(&role)
+    }
+
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(self.exp, 0)
+    }
+}
+
+/// Why a token was refused (the details are logged, not answered).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("the token is not valid")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+}
+
+/// The signing secret, as the keys that issue and verify access tokens.
+#[derive(Clone)]
+pub struct TokenKeys {
+    inner: Arc<Keys>,
+}
+
+struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKeys(..)")
+    }
+}
+
+impl TokenKeys {
+    /// Keys from a secret of at least 32 bytes.
+    pub fn from_secret(secret: &[u8]) -> Result<Self, &'static str> {
+        if secret.len() < 32 {
+            return Err("the token signing secret must be at least 32 bytes");
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        Ok(Self {
+            inner: Arc::new(Keys {
+                encoding: EncodingKey::from_secret(secret),
+                decoding: DecodingKey::from_secret(secret),
+                validation,
+            }),
+        })
+    }
+
+    /// Signs `claims` (HS256).
+    pub fn issue(&self, claims: &Claims) -> Result<String, TokenError> {
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &self.inner.encoding,
+        )?)
+    }
+
+    /// Verifies signature, algorithm, issuer, audience and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        Ok(jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)?.claims)
+    }
+}
+
+/// The authenticated caller of a request. Rejects with a 401 problem (and
+/// `WWW-Authenticate: Bearer`) when the bearer token is missing or not valid.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub Claims);
+
+impl<S> FromRequestParts<S> for CurrentUser
+where
+    S: Send + Sync,
+    TokenKeys: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let keys = TokenKeys::from_ref(state);
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("send an access token: `Authorization: Bearer <token>`")
+        })?;
+        match keys.verify(token) {
+            Ok(claims) => {
+                tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+                Ok(CurrentUser(claims))
+            }
+            Err(error) => {
+                tracing::debug!(error = %error, "refused a bearer token");
+                Err(ApiError::unauthorized("the access token is invalid or expired").with_header(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                ))
+            }
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        TokenKeys::from_secret(&[7u8; 32]).unwrap()
+    }
+
+    fn claims(exp_from_now: i64) -> Claims {
+        let now = Utc::now().timestamp();
+        Claims {
+            sub: Uuid::now_v7(),
+            tid: "acme".into(),
+            roles: vec![Role::Member],
+            groups: vec!["clerks".into()],
+            sid: Uuid::now_v7(),
+            iat: now,
+            exp: now + exp_from_now,
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+        }
+    }
+
+    #[test]
+    fn a_token_round_trips() {
+        let c = claims(900);
+        assert_eq!(keys().verify(&keys().issue(&c).unwrap()).unwrap(), c);
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let token = keys().issue(&claims(-60)).unwrap();
+        assert!(keys().verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_refused() {
+        let other = TokenKeys::from_secret(&[8u8; 32]).unwrap();
+        assert!(keys().verify(&other.issue(&claims(900)).unwrap()).is_err());
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = engine.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = engine.encode(serde_json::to_vec(&claims(900)).unwrap());
+        assert!(keys().verify(&format!("{header}.{body}.")).is_err());
+        assert!(keys().verify(&format!("{header}.{body}")).is_err());
+    }
+
+    #[test]
+    fn another_algorithm_is_refused_even_with_the_right_secret() {
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims(900),
+            &EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .unwrap();
+        assert!(keys().verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_short_secret_is_refused() {
+        assert!(TokenKeys::from_secret(b"too short").is_err());
+    }
+}

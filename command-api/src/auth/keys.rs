@@ -1,0 +1,49 @@
+//! The access-token signing secret: configured, or generated once and shared via the database.
+
+use api_common::TokenKeys;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+
+const SIGNING_SECRET: &str = "access_token_signing_key";
+
+/// Why the signing keys could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("WORKLEDGER_JWT_SECRET is not usable: {0}")]
+    Configured(&'static str),
+    #[error("could not read or store the generated signing secret")]
+    Database(#[from] sqlx::Error),
+    #[error("the stored signing secret is not usable: {0}")]
+    Stored(&'static str),
+}
+
+/// The keys that sign and verify access tokens: from `configured` (`WORKLEDGER_JWT_SECRET`,
+/// at least 32 bytes) when given; otherwise the secret stored in the database, generated
+/// (64 random bytes) on first start. Every instance on the same database agrees on it, and
+/// tokens survive restarts. The query API must use the same keys to verify tokens.
+pub async fn load_token_keys(
+    pool: &PgPool,
+    configured: Option<&SecretString>,
+) -> Result<TokenKeys, KeyError> {
+    if let Some(secret) = configured {
+        return TokenKeys::from_secret(secret.expose_secret().as_bytes())
+            .map_err(KeyError::Configured);
+    }
+    let mut fresh = vec![0u8; 64];
+    OsRng.fill_bytes(&mut fresh);
+    // first instance wins; everyone reads the winner's secret
+    sqlx::query(
+        "insert into auth_secrets (name, secret) values ($1, $2) on conflict (name) do nothing",
+    )
+    .bind(SIGNING_SECRET)
+    .bind(&fresh)
+    .execute(pool)
+    .await?;
+    let stored: Vec<u8> = sqlx::query_scalar("select secret from auth_secrets where name = $1")
+        .bind(SIGNING_SECRET)
+        .fetch_one(pool)
+        .await?;
+    TokenKeys::from_secret(&stored).map_err(KeyError::Stored)
+}

@@ -1,0 +1,11 @@
+//! Authentication: password hashing, sessions and tokens, login throttling, signing keys.
+
+pub mod keys;
+pub mod passwords;
+pub mod sessions;
+pub mod throttle;
+
+pub use keys::{KeyError, load_token_keys};
+pub use passwords::{PasswordError, Passwords};
+pub use sessions::{IssuedTokens, Principal, RefreshError, Sessions};
+pub use throttle::{Throttle, ThrottleKey};

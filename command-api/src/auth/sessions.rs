@@ -1,0 +1,310 @@
+//! Sessions: access tokens (short-lived JWTs) and refresh tokens (opaque, single use, rotated).
+//!
+//! A session is a family of refresh tokens. Refreshing uses up the presented token and issues
+//! the next one of the same family; presenting a used token again means it was copied, so the
+//! whole family is revoked (the thief's and the owner's tokens alike) and both must sign in
+//! again. Logout revokes the family. Only SHA-256 hashes of refresh tokens are stored.
+
+use std::time::Duration;
+
+use api_common::auth::{AUDIENCE, ISSUER};
+use api_common::{Claims, TokenKeys};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use event_schemas::Role;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+const REFRESH_PREFIX: &str = "wlr_";
+
+/// Who a session is for: the user's identity as of now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub tenant_id: String,
+    pub roles: Vec<Role>,
+    pub groups: Vec<String>,
+}
+
+/// An access token and the refresh token that renews it.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub refresh_token: SecretString,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Seconds until the refresh token expires (if unused).
+    pub refresh_expires_in: u64,
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+}
+
+/// Why a refresh token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("the refresh token is unknown or expired")]
+    Invalid,
+    #[error("the refresh token was already used; the session has been revoked")]
+    Reused,
+    #[error("the session has ended")]
+    Revoked,
+    #[error("the user is deactivated")]
+    UserInactive,
+    #[error("session storage failed")]
+    Database(#[from] sqlx::Error),
+    #[error("could not sign the access token")]
+    Signing(#[from] api_common::auth::TokenError),
+}
+
+/// Why a session could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session storage failed")]
+    Database(#[from] sqlx::Error),
+    #[error("could not sign the access token")]
+    Signing(#[from] api_common::auth::TokenError),
+}
+
+/// Issues, rotates and revokes tokens.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    pool: PgPool,
+    keys: TokenKeys,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+/// The stored form of a refresh token.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn new_refresh_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn after(ttl: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Sessions {
+    /// Sessions on `pool`, signing with `keys`; tokens live `access_ttl` / `refresh_ttl`.
+    pub fn new(pool: PgPool, keys: TokenKeys, access_ttl: Duration, refresh_ttl: Duration) -> Self {
+        Self {
+            pool,
+            keys,
+            access_ttl,
+            refresh_ttl,
+        }
+    }
+
+    /// The keys access tokens are signed with.
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    /// Starts a session for `principal` (after a successful sign-in).
+    pub async fn start(&self, principal: &Principal) -> Result<IssuedTokens, SessionError> {
+        let session_id = Uuid::now_v7();
+        let refresh = new_refresh_token();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "insert into auth_sessions (session_id, user_id, tenant_id) values ($1, $2, $3)",
+        )
+        .bind(session_id)
+        .bind(principal.user_id)
+        .bind(&principal.tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        self.store_refresh(&mut tx, session_id, &refresh).await?;
+        tx.commit().await?;
+        Ok(self.tokens(principal, session_id, refresh)?)
+    }
+
+    /// Uses up `token` and issues the next tokens of its session, with the user's current
+    /// roles and groups.
+    pub async fn refresh(&self, token: &SecretString) -> Result<IssuedTokens, RefreshError> {
+        let hash = token_hash(token.expose_secret());
+        let mut tx = self.pool.begin().await?;
+        // both rows locked: concurrent refreshes of one session take turns
+        let row = sqlx::query(
+            "select t.session_id, t.expires_at, t.used_at, s.user_id, s.tenant_id, s.revoked_at \
+             from auth_refresh_tokens t join auth_sessions s using (session_id) \
+             where t.token_hash = $1 for update of t, s",
+        )
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(RefreshError::Invalid);
+        };
+        let session_id: Uuid = row.try_get("session_id")?;
+        if row
+            .try_get::<Option<DateTime<Utc>>, _>("revoked_at")?
+            .is_some()
+        {
+            return Err(RefreshError::Revoked);
+        }
+        if row
+            .try_get::<Option<DateTime<Utc>>, _>("used_at")?
+            .is_some()
+        {
+            revoke_in(&mut tx, session_id, "refresh token reused").await?;
+            tx.commit().await?;
+            metrics::counter!("workledger_refresh_token_reuse_total").increment(1);
+            tracing::warn!(session_id = %session_id, "a used refresh token was presented again; session revoked");
+            return Err(RefreshError::Reused);
+        }
+        if row.try_get::<DateTime<Utc>, _>("expires_at")? <= Utc::now() {
+            return Err(RefreshError::Invalid);
+        }
+        let user_id: Uuid = row.try_get("user_id")?;
+        let Some(principal) = current_principal(&mut tx, user_id).await? else {
+            revoke_in(&mut tx, session_id, "user deactivated").await?;
+            tx.commit().await?;
+            return Err(RefreshError::UserInactive);
+        };
+        sqlx::query("update auth_refresh_tokens set used_at = now() where token_hash = $1")
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        let next = new_refresh_token();
+        self.store_refresh(&mut tx, session_id, &next).await?;
+        tx.commit().await?;
+        Ok(self.tokens(&principal, session_id, next)?)
+    }
+
+    /// Ends the session `token` belongs to; `false` when the token is unknown.
+    pub async fn revoke_by_token(&self, token: &SecretString) -> Result<bool, sqlx::Error> {
+        let hash = token_hash(token.expose_secret());
+        let session: Option<Uuid> =
+            sqlx::query_scalar("select session_id from auth_refresh_tokens where token_hash = $1")
+                .bind(&hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        match session {
+            Some(session_id) => {
+                self.revoke(session_id, "logout").await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Ends session `session_id` of `user_id` (a no-op when it already ended or belongs to
+    /// someone else).
+    pub async fn revoke_own(&self, session_id: Uuid, user_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "update auth_sessions set revoked_at = now(), revoked_reason = 'logout' \
+             where session_id = $1 and user_id = $2 and revoked_at is null",
+        )
+        .bind(session_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends session `session_id`.
+    pub async fn revoke(&self, session_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        revoke_in(&mut conn, session_id, reason).await
+    }
+
+    async fn store_refresh(
+        &self,
+        conn: &mut PgConnection,
+        session_id: Uuid,
+        token: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into auth_refresh_tokens (token_hash, session_id, expires_at) values ($1, $2, $3)",
+        )
+        .bind(token_hash(token))
+        .bind(session_id)
+        .bind(after(self.refresh_ttl))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    fn tokens(
+        &self,
+        principal: &Principal,
+        session_id: Uuid,
+        refresh: String,
+    ) -> Result<IssuedTokens, api_common::auth::TokenError> {
+        let now = Utc::now().timestamp();
+        let ttl = self.access_ttl.as_secs();
+        let claims = Claims {
+            sub: principal.user_id,
+            tid: principal.tenant_id.clone(),
+            roles: principal.roles.clone(),
+            groups: principal.groups.clone(),
+            sid: session_id,
+            iat: now,
+            exp: now + ttl as i64,
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+        };
+        Ok(IssuedTokens {
+            access_token: self.keys.issue(&claims)?,
+            refresh_token: SecretString::from(refresh),
+            expires_in: ttl,
+            refresh_expires_in: self.refresh_ttl.as_secs(),
+            session_id,
+            user_id: principal.user_id,
+        })
+    }
+}
+
+async fn revoke_in(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update auth_sessions set revoked_at = now(), revoked_reason = $2 \
+         where session_id = $1 and revoked_at is null",
+    )
+    .bind(session_id)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The active user `user_id` as the identity read model has it now.
+pub async fn current_principal(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Option<Principal>, sqlx::Error> {
+    let row = sqlx::query(
+        "select tenant_id, roles, groups from identity_users \
+         where user_id = $1 and status = 'active'",
+    )
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        Ok(Principal {
+            user_id,
+            tenant_id: row.try_get("tenant_id")?,
+            roles: parse_roles(row.try_get("roles")?),
+            groups: row.try_get("groups")?,
+        })
+    })
+    .transpose()
+}
+
+/// Roles as stored (names); an unknown name (from a newer version) grants nothing.
+pub fn parse_roles(names: Vec<String>) -> Vec<Role> {
+    names.iter().filter_map(|n| n.parse().ok()).collect()
+}

@@ -1,0 +1,145 @@
+//! The command API's error: problem+json for rejections of every layer.
+//!
+//! | cause | status | `code` |
+//! |---|---|---|
+//! | a domain rejection | its kind: 404 / 403 / 409 / 422 | the rejection's (`task_closed`, ...), with `errors` |
+//! | `If-Match` names another version | 412 | `precondition_failed` (and the current `ETag`) |
+//! | a race lost with `If-Match`, or lost five times without | 409 | `concurrent_modification` |
+//! | unknown definition key or version on start | 422 | `definition_not_found` |
+//! | a store or directory failure | 503 | `unavailable` (logged, no internals) |
+
+use api_common::{ApiError, FieldError};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::Issue;
+use orchestrator::RuntimeError;
+
+use crate::identity::IdentityError;
+
+/// Handlers answer `Result<T>`.
+pub type Result<T, E = CommandError> = std::result::Result<T, E>;
+
+/// An error answer of the command API (a problem, see [`ApiError`]; boxed, as results carry
+/// it on every path).
+#[derive(Debug)]
+pub struct CommandError(pub Box<ApiError>);
+
+impl CommandError {
+    /// The problem answered.
+    pub fn problem(&self) -> &ApiError {
+        &self.0
+    }
+}
+
+impl IntoResponse for CommandError {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+impl From<ApiError> for CommandError {
+    fn from(error: ApiError) -> Self {
+        CommandError(Box::new(error))
+    }
+}
+
+impl From<sqlx::Error> for CommandError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+impl From<RuntimeError> for CommandError {
+    fn from(error: RuntimeError) -> Self {
+        runtime_problem(error).into()
+    }
+}
+
+impl From<IdentityError> for CommandError {
+    fn from(error: IdentityError) -> Self {
+        CommandError::from(match error {
+            IdentityError::Runtime(error) => runtime_problem(error),
+            IdentityError::Invalid(issues) => ApiError::validation(field_errors(&issues)),
+            IdentityError::EmailTaken { field } => {
+                let mut problem = ApiError::conflict("email_taken", error.to_string());
+                problem.errors = vec![FieldError::new(
+                    field,
+                    "email_taken",
+                    "another user of this tenant has this email address",
+                )];
+                problem
+            }
+            IdentityError::WrongPassword => {
+                let mut problem = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "wrong_current_password",
+                    error.to_string(),
+                );
+                problem.errors = vec![FieldError::new(
+                    "current_password",
+                    "wrong_current_password",
+                    "the current password is not correct",
+                )];
+                problem
+            }
+            IdentityError::Database(error) => error.into(),
+            IdentityError::Password(error) => ApiError::internal(&error),
+        })
+    }
+}
+
+/// The problem for a command that did not take effect.
+pub fn runtime_problem(error: RuntimeError) -> ApiError {
+    match &error {
+        RuntimeError::Rejected(rejection) => {
+            let status = StatusCode::from_u16(rejection.kind().http_status())
+                .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            let mut problem = ApiError::new(status, rejection.code(), rejection.to_string());
+            problem.errors = field_errors(rejection.issues());
+            problem
+        }
+        RuntimeError::DefinitionNotFound { .. } => {
+            let mut problem = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "definition_not_found",
+                error.to_string(),
+            );
+            problem.errors = vec![FieldError::new(
+                "definition_key",
+                "definition_not_found",
+                error.to_string(),
+            )];
+            problem
+        }
+        RuntimeError::VersionMismatch { actual, .. } => {
+            let problem = ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                format!("{error}: read it again and retry with `If-Match: \"{actual}\"`"),
+            );
+            match HeaderValue::from_str(&format!("\"{actual}\"")) {
+                Ok(etag) => problem.with_header(header::ETAG, etag),
+                Err(_) => problem,
+            }
+        }
+        RuntimeError::Conflict => ApiError::conflict("concurrent_modification", error.to_string()),
+        RuntimeError::Directory(_) | RuntimeError::Store(_) => ApiError::unavailable(&error),
+    }
+}
+
+/// Domain issues as problem `errors`: a definition's step issues are located by their path in
+/// the document (`steps.review`, `steps.review.next`), command issues by their field.
+pub fn field_errors(issues: &[Issue]) -> Vec<FieldError> {
+    issues
+        .iter()
+        .map(|issue| {
+            let field = match (&issue.step, &issue.field) {
+                (Some(step), Some(field)) => format!("steps.{step}.{field}"),
+                (Some(step), None) => format!("steps.{step}"),
+                (None, Some(field)) => field.clone(),
+                (None, None) => ".".to_owned(),
+            };
+            FieldError::new(field, issue.code.as_str(), issue.message.clone())
+        })
+        .collect()
+}

@@ -1,0 +1,288 @@
+//! The `identity` projector: tenant and user events into `identity_tenants` and
+//! `identity_users`, each batch committed with its checkpoint (exactly once in effect).
+//!
+//! It runs inline after every identity command ([`catch_up_to`]), so sign-in and group
+//! lookups see a change as soon as the command answers, and as a background loop
+//! ([`run_projector`]) for changes made elsewhere. Both take the same checkpoint row lock, so
+//! they never apply an event twice.
+//!
+//! Besides the read model it ends the sessions of a user who was deactivated or whose password
+//! changed (sessions started before the event only, so a replay does not end newer ones).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use event_schemas::{AnyEvent, DecodeError, LogPosition, RecordedEvent, TenantEvent, UserEvent};
+use event_store::{BatchError, Checkpoints, LogWaiter, process_batch};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The projector's checkpoint name.
+pub const PROJECTOR: &str = "identity";
+
+const BATCH: i64 = 500;
+
+/// Why a batch was not applied (nothing of it was).
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("cannot decode identity event {event_type} at {position}")]
+    Decode {
+        position: LogPosition,
+        event_type: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("identity event {event_type} at {position} has an aggregate id that is not a UUID")]
+    BadId {
+        position: LogPosition,
+        event_type: String,
+    },
+    #[error("writing the identity read model failed")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Applies the next batch; the new checkpoint, or `None` when nothing was readable.
+pub async fn step(pool: &PgPool) -> Result<Option<LogPosition>, BatchError<ProjectionError>> {
+    let result = process_batch(
+        pool,
+        PROJECTOR,
+        BATCH,
+        async |tx: &mut PgConnection, events: &[RecordedEvent]| {
+            for event in events {
+                apply(tx, event).await?;
+            }
+            Ok(())
+        },
+    )
+    .await;
+    if let Ok(Some(position)) = &result {
+        metrics::gauge!("workledger_projector_position", "projector" => PROJECTOR)
+            .set(position.global_position as f64);
+    }
+    result
+}
+
+/// Projects until the checkpoint has passed `target` (the position of a command's last
+/// event), for at most about `wait`. `Ok(false)` when it did not get there in time (an older
+/// transaction somewhere is still open, or the projector is far behind); the background loop
+/// catches up.
+pub async fn catch_up_to(
+    pool: &PgPool,
+    target: LogPosition,
+    wait: Duration,
+) -> Result<bool, BatchError<ProjectionError>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if Checkpoints::load(pool, PROJECTOR).await? >= target {
+            return Ok(true);
+        }
+        match step(pool).await? {
+            Some(position) if position >= target => return Ok(true),
+            // far behind (the background loop is not running): leave the rest to it
+            _ if Instant::now() >= deadline => return Ok(false),
+            Some(_) => {}
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Runs the projector until `shutdown` resolves: batches while there are events, then waits
+/// for a notification or the waiter's poll. A failing batch is retried with backoff.
+pub async fn run_projector(pool: PgPool, waiter: LogWaiter, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let retry = Duration::from_millis(200);
+    let mut backoff = retry;
+    loop {
+        let pause = match step(&pool).await {
+            Ok(Some(_)) => {
+                backoff = retry;
+                continue;
+            }
+            Ok(None) => None,
+            Err(error) => {
+                metrics::counter!("workledger_projector_errors_total", "projector" => PROJECTOR)
+                    .increment(1);
+                tracing::error!(error = %api_common::problem::chain(&error), "identity projection batch failed; retrying");
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                Some(backoff)
+            }
+        };
+        let wait = async {
+            match pause {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => waiter.wait().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = wait => {}
+        }
+    }
+}
+
+async fn apply(conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    let decoded = match event.aggregate_type.as_str() {
+        event_schemas::identity::TENANT_AGGREGATE_TYPE
+        | event_schemas::identity::USER_AGGREGATE_TYPE => {
+            AnyEvent::from_recorded(event).map_err(|source| ProjectionError::Decode {
+                position: event.position,
+                event_type: event.event_type.clone(),
+                source,
+            })?
+        }
+        _ => return Ok(()),
+    };
+    match decoded {
+        Some(AnyEvent::Tenant(tenant)) => apply_tenant(conn, tenant).await,
+        Some(AnyEvent::User(user)) => {
+            let user_id =
+                Uuid::parse_str(&event.aggregate_id).map_err(|_| ProjectionError::BadId {
+                    position: event.position,
+                    event_type: event.event_type.clone(),
+                })?;
+            apply_user(conn, user_id, event.sequence, event.recorded_at, user).await
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn apply_tenant(conn: &mut PgConnection, event: TenantEvent) -> Result<(), ProjectionError> {
+    match event {
+        TenantEvent::TenantCreated {
+            tenant_id,
+            name,
+            created_at,
+            ..
+        } => {
+            sqlx::query(
+                "insert into identity_tenants (tenant_id, name, created_at) values ($1, $2, $3) \
+                 on conflict (tenant_id) do nothing",
+            )
+            .bind(tenant_id)
+            .bind(name)
+            .bind(created_at)
+            .execute(conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn names<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+async fn apply_user(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    version: i64,
+    recorded_at: DateTime<Utc>,
+    event: UserEvent,
+) -> Result<(), ProjectionError> {
+    let update = |sql: &'static str| sqlx::query(sql).bind(user_id).bind(version);
+    match event {
+        UserEvent::UserCreated {
+            tenant_id,
+            email,
+            display_name,
+            roles,
+            groups,
+            created_at,
+            ..
+        } => {
+            sqlx::query(
+                "insert into identity_users (user_id, tenant_id, email, email_key, display_name, \
+                 roles, groups, status, version, created_at, updated_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9, $9) \
+                 on conflict (user_id) do nothing",
+            )
+            .bind(user_id)
+            .bind(tenant_id)
+            .bind(&email)
+            .bind(domain::identity::email_key(&email))
+            .bind(display_name)
+            .bind(names(&roles))
+            .bind(groups)
+            .bind(version)
+            .bind(created_at)
+            .execute(conn)
+            .await?;
+        }
+        UserEvent::UserRolesChanged {
+            roles, changed_at, ..
+        } => {
+            update(
+                "update identity_users set roles = $3, version = $2, updated_at = $4 \
+                 where user_id = $1",
+            )
+            .bind(names(&roles))
+            .bind(changed_at)
+            .execute(conn)
+            .await?;
+        }
+        UserEvent::UserGroupsChanged {
+            groups, changed_at, ..
+        } => {
+            update(
+                "update identity_users set groups = $3, version = $2, updated_at = $4 \
+                 where user_id = $1",
+            )
+            .bind(groups)
+            .bind(changed_at)
+            .execute(conn)
+            .await?;
+        }
+        UserEvent::UserPasswordChanged { changed_at, .. } => {
+            update(
+                "update identity_users set password_changed_at = $3, version = $2, \
+                 updated_at = $3 where user_id = $1",
+            )
+            .bind(changed_at)
+            .execute(&mut *conn)
+            .await?;
+            end_sessions_before(conn, user_id, recorded_at, "password changed").await?;
+        }
+        UserEvent::UserDeactivated { deactivated_at, .. } => {
+            update(
+                "update identity_users set status = 'deactivated', version = $2, \
+                 updated_at = $3 where user_id = $1",
+            )
+            .bind(deactivated_at)
+            .execute(&mut *conn)
+            .await?;
+            end_sessions_before(conn, user_id, recorded_at, "user deactivated").await?;
+        }
+        UserEvent::UserReactivated { reactivated_at, .. } => {
+            update(
+                "update identity_users set status = 'active', version = $2, updated_at = $3 \
+                 where user_id = $1",
+            )
+            .bind(reactivated_at)
+            .execute(conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn end_sessions_before(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    before: DateTime<Utc>,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let ended = sqlx::query(
+        "update auth_sessions set revoked_at = now(), revoked_reason = $3 \
+         where user_id = $1 and revoked_at is null and created_at <= $2",
+    )
+    .bind(user_id)
+    .bind(before)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    if ended.rows_affected() > 0 {
+        tracing::info!(user_id = %user_id, sessions = ended.rows_affected(), reason, "ended sessions");
+    }
+    Ok(())
+}

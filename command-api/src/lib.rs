@@ -1,0 +1,149 @@
+//! Workledger's command API: every command endpoint of DESIGN §4, sign-in and tokens,
+//! tenants and users, access control, idempotency and optimistic concurrency.
+//!
+//! ```text
+//! POST /api/v1/auth/login | /refresh | /logout
+//! POST /api/v1/tenants                              admins of the default tenant
+//! POST /api/v1/users                                admins
+//! PUT  /api/v1/users/{id}/groups | /roles | /password
+//! POST /api/v1/users/{id}/deactivate | /reactivate
+//! POST /api/v1/workflow-definitions                 designers (JSON or YAML)
+//! POST /api/v1/workflow-instances                   operators
+//! POST /api/v1/workflow-instances/{id}/cancel       operators
+//! POST /api/v1/tasks                                operators (ad-hoc tasks)
+//! POST /api/v1/tasks/{id}/claim | /release | /assign | /delegate | /complete | /comments
+//! POST /api/v1/approvals/{id}/decisions | /delegate
+//! ```
+//!
+//! Commands answer `{id, version, consistency_token}` with `ETag` and `X-Consistency-Token`,
+//! take `If-Match` (stale: 412; a concurrent change: 409) and `Idempotency-Key` (see
+//! [`idempotency`]). Rejections are problem+json with the domain's `code` and `errors`.
+//!
+//! Wiring ([`CommandApi`]): build it from the pool, the append notifier and
+//! [`CommandSettings`]; serve [`CommandApi::router`]; hand [`CommandApi::runtime`] to the
+//! process manager and timer worker; give [`CommandApi::token_keys`] to the query API; spawn
+//! [`identity::run_projector`] and [`maintenance::run_sweeper`]; call
+//! [`CommandApi::bootstrap_admin`] with `WORKLEDGER_ADMIN_EMAIL` / `_PASSWORD`.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod identity;
+pub mod maintenance;
+pub mod response;
+pub mod routes;
+pub mod settings;
+pub mod state;
+
+use std::sync::Arc;
+
+use api_common::TokenKeys;
+use axum::middleware;
+use event_store::AppendNotifier;
+use orchestrator::Runtime;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use uuid::Uuid;
+
+pub use auth::load_token_keys;
+pub use error::{CommandError, Result};
+pub use identity::{Identity, IdentityError, PgDirectory, bootstrap_admin};
+pub use response::CommandAccepted;
+pub use settings::{CommandSettings, PasswordHashing, ThrottleSettings};
+pub use state::CommandState;
+
+/// Every command route, documented, with `state`. Serve it behind
+/// `api_common::layers::apply`, with connect info (`into_make_service_with_connect_info::
+/// <SocketAddr>()`) so sign-in can be throttled per client address.
+pub fn router(state: CommandState) -> OpenApiRouter {
+    let commands = OpenApiRouter::new()
+        .merge(routes::tenants::router())
+        .merge(routes::users::router())
+        .merge(routes::definitions::router())
+        .merge(routes::instances::router())
+        .merge(routes::tasks::router())
+        .merge(routes::approvals::router())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::middleware,
+        ));
+    OpenApiRouter::new()
+        .merge(routes::auth::router())
+        .merge(commands)
+        .with_state(state)
+}
+
+/// Why the command API could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Keys(#[from] auth::KeyError),
+    #[error(transparent)]
+    Passwords(#[from] auth::PasswordError),
+}
+
+/// The command API, assembled: its state (with the workflow runtime, whose group directory
+/// reads the identity read model) and the pieces `serve` shares with other components.
+#[derive(Debug, Clone)]
+pub struct CommandApi {
+    state: CommandState,
+}
+
+impl CommandApi {
+    /// Loads (or generates) the token signing keys, prepares password hashing and builds the
+    /// workflow [`Runtime`] with a [`PgDirectory`].
+    pub async fn build(
+        pool: PgPool,
+        notifier: AppendNotifier,
+        settings: CommandSettings,
+    ) -> Result<Self, BuildError> {
+        let keys = load_token_keys(&pool, settings.jwt_secret.as_ref()).await?;
+        let runtime = Arc::new(Runtime::new(
+            pool.clone(),
+            notifier.clone(),
+            Arc::new(PgDirectory::new(pool.clone())),
+        ));
+        let identity = Identity::new(
+            pool.clone(),
+            notifier,
+            settings.password_hashing,
+            settings.identity_projection_wait,
+        )
+        .await?;
+        Ok(Self {
+            state: CommandState::new(pool, runtime, identity, keys, settings),
+        })
+    }
+
+    /// The routes, documented (see [`router`]).
+    pub fn router(&self) -> OpenApiRouter {
+        router(self.state.clone())
+    }
+
+    /// The handlers' state.
+    pub fn state(&self) -> &CommandState {
+        &self.state
+    }
+
+    /// The workflow runtime: give it to the process manager and the timer worker.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.state.runtime().clone()
+    }
+
+    /// The keys access tokens are signed with: the query API verifies with the same.
+    pub fn token_keys(&self) -> TokenKeys {
+        self.state.token_keys().clone()
+    }
+
+    /// Creates the first admin in the `default` tenant when no user exists (see
+    /// [`Identity::bootstrap_admin`]); `Ok(None)` when users exist already.
+    pub async fn bootstrap_admin(
+        &self,
+        email: &str,
+        password: &SecretString,
+    ) -> Result<Option<Uuid>, IdentityError> {
+        self.state.identity().bootstrap_admin(email, password).await
+    }
+}

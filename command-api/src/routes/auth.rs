@@ -1,0 +1,287 @@
+//! `/api/v1/auth`: signing in, refreshing tokens, signing out.
+
+use api_common::{ApiError, Json};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use domain::identity::{DEFAULT_TENANT, email_key};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tracing::instrument;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::sessions::IssuedTokens;
+use crate::auth::{RefreshError, ThrottleKey};
+use crate::error::{CommandError, Result};
+use crate::extract::{ClientAddr, bearer};
+use crate::identity::store;
+use crate::state::CommandState;
+
+/// This module's routes.
+pub fn router() -> OpenApiRouter<CommandState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+}
+
+/// Credentials.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    #[schema(example = "admin@example.com")]
+    pub email: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    /// The tenant to sign in to; `default` when left out.
+    #[schema(example = "default")]
+    pub tenant: Option<String>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tokens for the API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tokens {
+    /// Send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Single use: exchange it at `/api/v1/auth/refresh` for new tokens before it expires.
+    pub refresh_token: String,
+    /// `Bearer`
+    pub token_type: &'static str,
+    /// Seconds the access token is valid.
+    pub expires_in: u64,
+    /// Seconds the refresh token is valid if unused.
+    pub refresh_expires_in: u64,
+    /// The signed-in user.
+    pub user_id: Uuid,
+}
+
+impl From<IssuedTokens> for Tokens {
+    fn from(issued: IssuedTokens) -> Self {
+        use secrecy::ExposeSecret;
+        Tokens {
+            access_token: issued.access_token,
+            refresh_token: issued.refresh_token.expose_secret().to_owned(),
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            refresh_expires_in: issued.refresh_expires_in,
+            user_id: issued.user_id,
+        }
+    }
+}
+
+fn invalid_credentials() -> CommandError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "the email address, password or tenant is not correct",
+    )
+    .into()
+}
+
+/// Sign in
+///
+/// Failed attempts are counted per account and per client address; past the limit the answer
+/// is 429 with `Retry-After` (whether or not the account exists).
+#[utoipa::path(post, path = "/api/v1/auth/login", operation_id = "login", tag = "auth",
+    request_body = Login,
+    responses(
+        (status = 200, description = "Signed in", body = Tokens),
+        (status = 401, description = "Wrong email, password or tenant (the same answer for each)", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "A malformed body", body = ApiError, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed attempts; see `Retry-After`", body = ApiError, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+#[instrument(skip_all, fields(tenant, user_id))]
+async fn login(
+    State(state): State<CommandState>,
+    ClientAddr(address): ClientAddr,
+    Json(body): Json<Login>,
+) -> Result<Json<Tokens>> {
+    let result = async {
+        let tenant = body.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned());
+        tracing::Span::current().record("tenant", tenant.as_str());
+        let account = ThrottleKey::Account {
+            tenant_id: tenant.clone(),
+            email_key: email_key(&body.email),
+        };
+        let mut keys = vec![account.clone()];
+        keys.extend(address.map(ThrottleKey::Address));
+        if let Some(wait) = state.throttle().locked_for(&keys).await? {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(CommandError::from(
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    format!("too many failed sign-ins; try again in {seconds} s"),
+                )
+                .with_header(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_str(&seconds.to_string())
+                        .unwrap_or(HeaderValue::from_static("60")),
+                ),
+            ));
+        }
+        let record = store::find_login(state.pool(), &tenant, &email_key(&body.email)).await?;
+        // unknown and deactivated accounts verify against a dummy hash: same time, same answer
+        let (principal, hash) = match record {
+            Some(record) if record.active => (Some(record.principal), record.password_hash),
+            _ => (None, None),
+        };
+        let verified = state
+            .identity()
+            .passwords()
+            .verify(&body.password, hash)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        let Some(principal) = principal.filter(|_| verified) else {
+            for key in &keys {
+                state.throttle().failed(key).await?;
+            }
+            return Err(invalid_credentials());
+        };
+        state.throttle().succeeded(&account).await?;
+        tracing::Span::current().record("user_id", tracing::field::display(principal.user_id));
+        let issued = state
+            .sessions()
+            .start(&principal)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        tracing::info!("signed in");
+        Ok(Json(Tokens::from(issued)))
+    }
+    .await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(e) if e.problem().status == StatusCode::TOO_MANY_REQUESTS => "throttled",
+        Err(e) if e.problem().status == StatusCode::UNAUTHORIZED => "failure",
+        Err(_) => "error",
+    };
+    metrics::counter!("workledger_logins_total", "outcome" => outcome).increment(1);
+    result
+}
+
+/// A refresh token.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    #[schema(value_type = String, format = Password)]
+    pub refresh_token: SecretString,
+}
+
+impl std::fmt::Debug for Refresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Refresh(..)")
+    }
+}
+
+/// Refresh tokens
+///
+/// Exchanges a refresh token for new tokens (with the user's current roles and groups). Each
+/// refresh token works once: presenting a used one again revokes its whole session, so a
+/// stolen copy is useless to the thief and the owner must sign in again.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", operation_id = "refresh_tokens", tag = "auth",
+    request_body = Refresh,
+    responses(
+        (status = 200, description = "New tokens; the presented refresh token is used up", body = Tokens),
+        (status = 401, description = "Unknown, expired, revoked or reused refresh token (`refresh_token_reused` revoked the session)", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "A malformed body", body = ApiError, content_type = "application/problem+json"),
+    ))]
+#[instrument(skip_all)]
+async fn refresh(
+    State(state): State<CommandState>,
+    Json(body): Json<Refresh>,
+) -> Result<Json<Tokens>> {
+    let result = state.sessions().refresh(&body.refresh_token).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(RefreshError::Reused) => "reused",
+        Err(RefreshError::Database(_) | RefreshError::Signing(_)) => "error",
+        Err(_) => "invalid",
+    };
+    metrics::counter!("workledger_token_refreshes_total", "outcome" => outcome).increment(1);
+    match result {
+        Ok(issued) => Ok(Json(Tokens::from(issued))),
+        Err(RefreshError::Reused) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "refresh_token_reused",
+            "this refresh token was already used; its session has been ended, sign in again",
+        )
+        .into()),
+        Err(
+            error @ (RefreshError::Invalid | RefreshError::Revoked | RefreshError::UserInactive),
+        ) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+            error.to_string(),
+        )
+        .into()),
+        Err(RefreshError::Database(error)) => Err(error.into()),
+        Err(RefreshError::Signing(error)) => Err(ApiError::internal(&error).into()),
+    }
+}
+
+/// What to sign out of.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Logout {
+    /// The session's refresh token; may be left out when a valid access token is sent.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub refresh_token: Option<SecretString>,
+}
+
+/// Sign out
+///
+/// Ends the session of the bearer access token and/or of the refresh token. The session's
+/// refresh tokens stop working; access tokens expire on their own (15 minutes).
+#[utoipa::path(post, path = "/api/v1/auth/logout", operation_id = "logout", tag = "auth",
+    request_body(content = Option<Logout>),
+    responses(
+        (status = 204, description = "Signed out (also when the refresh token was unknown)"),
+        (status = 401, description = "Neither a valid access token nor a refresh token", body = ApiError, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = [])))]
+#[instrument(skip_all)]
+async fn logout(
+    State(state): State<CommandState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode> {
+    let logout: Option<Logout> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(serde_json::from_slice(&body).map_err(|e| {
+            ApiError::validation(vec![api_common::FieldError::new(
+                "refresh_token",
+                "invalid",
+                e.to_string(),
+            )])
+        })?)
+    };
+    let claims = bearer(&headers).and_then(|token| state.token_keys().verify(token).ok());
+    let refresh = logout.and_then(|l| l.refresh_token);
+    if claims.is_none() && refresh.is_none() {
+        return Err(ApiError::unauthorized(
+            "send the access token (`Authorization: Bearer ...`) or the refresh token to sign out",
+        )
+        .into());
+    }
+    if let Some(claims) = &claims {
+        state.sessions().revoke_own(claims.sid, claims.sub).await?;
+    }
+    if let Some(token) = &refresh {
+        state.sessions().revoke_by_token(token).await?;
+    }
+    tracing::info!("signed out");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,266 @@
+//! `/api/v1/users`: creating users and managing their roles, groups, passwords and access.
+//! Every change is an event: who granted which role to whom, and when, is in the audit trail.
+
+use api_common::Json;
+use axum::extract::{Path, State};
+use domain::Role;
+use secrecy::SecretString;
+use serde::Deserialize;
+use tracing::instrument;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Applied, Created, OptionalJson, Problems, RoleSchema, observe};
+use crate::error::Result;
+use crate::extract::{Auth, CommandHeaders, IfMatch, path_id};
+use crate::identity::NewUser;
+use crate::response::Accepted;
+use crate::state::CommandState;
+
+const AGGREGATE: &str = event_schemas::identity::USER_AGGREGATE_TYPE;
+
+/// This module's routes.
+pub fn router() -> OpenApiRouter<CommandState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(replace_groups))
+        .routes(routes!(replace_roles))
+        .routes(routes!(change_password))
+        .routes(routes!(deactivate))
+        .routes(routes!(reactivate))
+}
+
+/// A new user of the caller's tenant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Unique in the tenant, ignoring case.
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    #[schema(example = "Ann Example")]
+    pub display_name: String,
+    /// 12 to 256 characters.
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    #[serde(default)]
+    #[schema(value_type = Vec<RoleSchema>)]
+    pub roles: Vec<Role>,
+    /// The groups tasks and approvals are offered to.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Create a user
+///
+/// Creates a user in the caller's tenant (admins).
+#[utoipa::path(post, path = "/api/v1/users", operation_id = "create_user", tag = "users",
+    request_body = CreateUser, params(CommandHeaders),
+    responses(Created, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(user_id))]
+async fn create(
+    State(state): State<CommandState>,
+    auth: Auth,
+    Json(body): Json<CreateUser>,
+) -> Result<Accepted> {
+    let result = async {
+        let user = NewUser {
+            email: body.email,
+            display_name: body.display_name,
+            password: body.password,
+            roles: body.roles,
+            groups: body.groups,
+        };
+        let outcome = state.identity().create_user(&auth.context(), user).await?;
+        tracing::Span::current().record("user_id", outcome.id.as_str());
+        Ok(Accepted::of(state.pool(), AGGREGATE, outcome, true).await?)
+    }
+    .await;
+    observe("create_user", &result);
+    result
+}
+
+/// The user's groups, replacing the current ones.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceGroups {
+    #[schema(example = json!(["clerks", "legal"]))]
+    pub groups: Vec<String>,
+}
+
+/// Replace a user's groups
+///
+/// Admins. Approvals already open keep the approvers they opened with; new ones see the
+/// change.
+#[utoipa::path(put, path = "/api/v1/users/{id}/groups", operation_id = "replace_user_groups", tag = "users",
+    request_body = ReplaceGroups,
+    params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
+    responses(Applied, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(user_id = %id))]
+async fn replace_groups(
+    State(state): State<CommandState>,
+    auth: Auth,
+    IfMatch(expected): IfMatch,
+    Path(id): Path<String>,
+    Json(body): Json<ReplaceGroups>,
+) -> Result<Accepted> {
+    let result = async {
+        let id = path_id(&id, "user", "user_not_found")?;
+        let outcome = state
+            .identity()
+            .change_groups(&auth.context(), id, body.groups, expected)
+            .await?;
+        Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
+    }
+    .await;
+    observe("replace_groups", &result);
+    result
+}
+
+/// The user's roles, replacing the current ones.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceRoles {
+    #[schema(value_type = Vec<RoleSchema>, example = json!(["member", "operator"]))]
+    pub roles: Vec<Role>,
+}
+
+/// Replace a user's roles
+///
+/// Admins; an admin cannot revoke their own admin role. Access tokens already issued keep
+/// their roles until they expire; refreshing picks up the change.
+#[utoipa::path(put, path = "/api/v1/users/{id}/roles", operation_id = "replace_user_roles", tag = "users",
+    request_body = ReplaceRoles,
+    params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
+    responses(Applied, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(user_id = %id))]
+async fn replace_roles(
+    State(state): State<CommandState>,
+    auth: Auth,
+    IfMatch(expected): IfMatch,
+    Path(id): Path<String>,
+    Json(body): Json<ReplaceRoles>,
+) -> Result<Accepted> {
+    let result = async {
+        let id = path_id(&id, "user", "user_not_found")?;
+        let outcome = state
+            .identity()
+            .change_roles(&auth.context(), id, body.roles, expected)
+            .await?;
+        Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
+    }
+    .await;
+    observe("replace_roles", &result);
+    result
+}
+
+/// A new password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    /// 12 to 256 characters.
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    /// Required when changing one's own password.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub current_password: Option<SecretString>,
+}
+
+/// Change a password
+///
+/// One's own (with the current one), or another user's (admins: a reset). Ends every
+/// session the user had: they sign in again with the new password.
+#[utoipa::path(put, path = "/api/v1/users/{id}/password", operation_id = "change_user_password", tag = "users",
+    request_body = ChangePassword,
+    params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
+    responses(Applied, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(user_id = %id))]
+async fn change_password(
+    State(state): State<CommandState>,
+    auth: Auth,
+    IfMatch(expected): IfMatch,
+    Path(id): Path<String>,
+    Json(body): Json<ChangePassword>,
+) -> Result<Accepted> {
+    let result = async {
+        let id = path_id(&id, "user", "user_not_found")?;
+        let outcome = state
+            .identity()
+            .change_password(
+                &auth.context(),
+                id,
+                body.password,
+                body.current_password,
+                expected,
+            )
+            .await?;
+        Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
+    }
+    .await;
+    observe("change_password", &result);
+    result
+}
+
+/// Why a user is deactivated.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deactivate {
+    /// Up to 1,000 characters; the body may be left out.
+    pub reason: Option<String>,
+}
+
+/// Deactivate a user
+///
+/// Stops a user from signing in and ends their sessions (admins; not oneself). Access tokens
+/// already issued stay valid until they expire (15 minutes by default).
+#[utoipa::path(post, path = "/api/v1/users/{id}/deactivate", operation_id = "deactivate_user", tag = "users",
+    request_body(content = Option<Deactivate>),
+    params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
+    responses(Applied, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(user_id = %id))]
+async fn deactivate(
+    State(state): State<CommandState>,
+    auth: Auth,
+    IfMatch(expected): IfMatch,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<Deactivate>,
+) -> Result<Accepted> {
+    let result = async {
+        let id = path_id(&id, "user", "user_not_found")?;
+        let reason = body.unwrap_or_default().reason;
+        let outcome = state
+            .identity()
+            .deactivate(&auth.context(), id, reason, expected)
+            .await?;
+        Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
+    }
+    .await;
+    observe("deactivate_user", &result);
+    result
+}
+
+/// Reactivate a user
+///
+/// Lets a deactivated user sign in again (admins).
+#[utoipa::path(post, path = "/api/v1/users/{id}/reactivate", operation_id = "reactivate_user", tag = "users",
+    params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
+    responses(Applied, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(user_id = %id))]
+async fn reactivate(
+    State(state): State<CommandState>,
+    auth: Auth,
+    IfMatch(expected): IfMatch,
+    Path(id): Path<String>,
+) -> Result<Accepted> {
+    let result = async {
+        let id = path_id(&id, "user", "user_not_found")?;
+        let outcome = state
+            .identity()
+            .reactivate(&auth.context(), id, expected)
+            .await?;
+        Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
+    }
+    .await;
+    observe("reactivate_user", &result);
+    result
+}

@@ -1,0 +1,107 @@
+//! What every command handler shares.
+
+use std::sync::Arc;
+
+use api_common::TokenKeys;
+use axum::extract::FromRef;
+use orchestrator::Runtime;
+use sqlx::PgPool;
+
+use crate::auth::{Sessions, Throttle};
+use crate::identity::Identity;
+use crate::settings::CommandSettings;
+
+/// The command API's state: the database, the workflow runtime, identity, token keys and
+/// settings. Cheap to clone.
+#[derive(Clone)]
+pub struct CommandState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    runtime: Arc<Runtime>,
+    identity: Identity,
+    sessions: Sessions,
+    throttle: Throttle,
+    keys: TokenKeys,
+    settings: CommandSettings,
+}
+
+impl std::fmt::Debug for CommandState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandState")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommandState {
+    pub(crate) fn new(
+        pool: PgPool,
+        runtime: Arc<Runtime>,
+        identity: Identity,
+        keys: TokenKeys,
+        settings: CommandSettings,
+    ) -> Self {
+        let sessions = Sessions::new(
+            pool.clone(),
+            keys.clone(),
+            settings.access_token_ttl,
+            settings.refresh_token_ttl,
+        );
+        let throttle = Throttle::new(pool.clone(), settings.login_throttle.clone());
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                runtime,
+                identity,
+                sessions,
+                throttle,
+                keys,
+                settings,
+            }),
+        }
+    }
+
+    /// The database.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The workflow runtime (shared with the process manager and the timer worker).
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.runtime
+    }
+
+    /// The identity commands.
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
+    /// Token issuing and rotation.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// The login throttle.
+    pub fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
+    }
+
+    /// The keys access tokens are signed and verified with.
+    pub fn token_keys(&self) -> &TokenKeys {
+        &self.inner.keys
+    }
+
+    /// The settings it was built with.
+    pub fn settings(&self) -> &CommandSettings {
+        &self.inner.settings
+    }
+}
+
+impl FromRef<CommandState> for TokenKeys {
+    fn from_ref(state: &CommandState) -> Self {
+        state.inner.keys.clone()
+    }
+}

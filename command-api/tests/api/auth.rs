@@ -1,0 +1,312 @@
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, TestApp, problem, spawn, spawn_with};
+
+async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/auth/refresh"))
+        .json(&json!({"refresh_token": token}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn signing_in_gives_a_bearer_token_that_carries_the_users_roles() {
+    let app = spawn().await;
+    let response = app.login(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert!(body["refresh_token"].as_str().unwrap().starts_with("wlr_"));
+    let claims = app
+        .api
+        .token_keys()
+        .verify(body["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(claims.tid, "default");
+    assert_eq!(claims.roles, vec![domain::Role::Admin]);
+    // only the hash of a refresh token is stored
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from auth_refresh_tokens where token_hash = $1")
+            .bind(command_api::auth::sessions::token_hash(
+                body["refresh_token"].as_str().unwrap(),
+            ))
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 1);
+}
+
+#[tokio::test]
+async fn a_wrong_password_an_unknown_email_and_a_wrong_tenant_get_the_same_401() {
+    let app = spawn().await;
+    let mut answers = Vec::new();
+    for (email, password, tenant) in [
+        (ADMIN_EMAIL, "not the password at all", None),
+        ("nobody@example.com", ADMIN_PASSWORD, None),
+        (ADMIN_EMAIL, ADMIN_PASSWORD, Some("acme")),
+    ] {
+        let body = problem(
+            app.login(email, password, tenant).await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+        answers.push((body["code"].clone(), body["detail"].clone()));
+    }
+    assert_eq!(answers[0].0, "invalid_credentials");
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+}
+
+#[tokio::test]
+async fn a_refresh_token_works_once_and_a_replayed_one_revokes_its_whole_family() {
+    let app = spawn().await;
+    let first = app.admin.refresh_token.clone();
+    let response = refresh(&app, &first).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let rotated: Value = response.json().await.unwrap();
+    let second = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    // the new access token works
+    let ok = app
+        .post(
+            "/api/v1/tasks",
+            rotated["access_token"].as_str().unwrap(),
+            json!({"name": "x"}),
+        )
+        .await;
+    assert_eq!(ok.status(), StatusCode::CREATED);
+
+    let replay = problem(refresh(&app, &first).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(replay["code"], "refresh_token_reused");
+    // the rotated token of the same family is dead too
+    let after = problem(refresh(&app, &second).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(after["code"], "invalid_refresh_token");
+    // other sessions of the user are not affected
+    let other = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;
+    assert_eq!(
+        refresh(&app, &other.refresh_token).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_of_the_access_token_or_of_the_refresh_token() {
+    let app = spawn().await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&app.admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let refused = problem(
+        refresh(&app, &app.admin.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(refused["code"], "invalid_refresh_token");
+
+    let other = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .json(&json!({"refresh_token": other.refresh_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        refresh(&app, &other.refresh_token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let nothing = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+    problem(nothing, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test]
+async fn tokens_with_alg_none_signed_with_another_key_or_missing_are_401() {
+    let app = spawn().await;
+    let mut claims = app.api.token_keys().verify(&app.admin.token).unwrap();
+    claims.roles = vec![domain::Role::Admin];
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    let unsigned = format!("{header}.{payload}.");
+    let forged = api_common::TokenKeys::from_secret(&[9u8; 32])
+        .unwrap()
+        .issue(&claims)
+        .unwrap();
+    let body = json!({"name": "sneaky"});
+    for token in [unsigned.as_str(), forged.as_str(), "garbage"] {
+        let response = app.post("/api/v1/tasks", token, body.clone()).await;
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let refused = problem(response, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(refused["code"], "unauthorized");
+    }
+    let anonymous = app
+        .client
+        .post(app.url("/api/v1/tasks"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(app.count_events("TaskOpened").await, 0);
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_with_429_and_retry_after() {
+    let app = spawn_with(|s| s.login_throttle.max_failures_per_account = 3).await;
+    for _ in 0..3 {
+        let wrong = app
+            .login(ADMIN_EMAIL, "definitely the wrong one", None)
+            .await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    // locked: even the right password is refused, and so is the same email in another case
+    for email in [ADMIN_EMAIL, "ADMIN@example.com"] {
+        let locked = app.login(email, ADMIN_PASSWORD, None).await;
+        let retry_after: u64 = locked.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=300).contains(&retry_after), "{retry_after}");
+        let body = problem(locked, StatusCode::TOO_MANY_REQUESTS).await;
+        assert_eq!(body["code"], "too_many_attempts");
+    }
+    // an unknown account is throttled alike, so 429s reveal nothing
+    for _ in 0..3 {
+        app.login("ghost@example.com", "whatever it may be", None)
+            .await;
+    }
+    assert_eq!(
+        app.login("ghost@example.com", "whatever it may be", None)
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_address_lock_that_address() {
+    let app = spawn_with(|s| {
+        s.login_throttle.max_failures_per_account = 100;
+        s.login_throttle.max_failures_per_address = 3;
+    })
+    .await;
+    for i in 0..3 {
+        let email = format!("guess{i}@example.com");
+        assert_eq!(
+            app.login(&email, "password guess 123", None).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let locked = app.login(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;
+    assert!(locked.headers().contains_key("retry-after"));
+    problem(locked, StatusCode::TOO_MANY_REQUESTS).await;
+}
+
+#[tokio::test]
+async fn a_successful_sign_in_clears_the_accounts_failures() {
+    let app = spawn_with(|s| s.login_throttle.max_failures_per_account = 3).await;
+    for _ in 0..2 {
+        app.login(ADMIN_EMAIL, "definitely the wrong one", None)
+            .await;
+    }
+    app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;
+    for _ in 0..2 {
+        app.login(ADMIN_EMAIL, "definitely the wrong one", None)
+            .await;
+    }
+    app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;
+}
+
+#[tokio::test]
+async fn refreshing_picks_up_role_changes_and_a_deactivated_user_is_locked_out() {
+    let app = spawn().await;
+    let ann = app.user(&["member"], &[]).await;
+    let path = format!("/api/v1/users/{}/roles", ann.id);
+    let changed = app
+        .put(
+            &path,
+            &app.admin.token,
+            json!({"roles": ["member", "operator"]}),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    let renewed: Value = refresh(&app, &ann.refresh_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let claims = app
+        .api
+        .token_keys()
+        .verify(renewed["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        claims.roles,
+        vec![domain::Role::Operator, domain::Role::Member]
+    );
+
+    let path = format!("/api/v1/users/{}/deactivate", ann.id);
+    let deactivated = app
+        .post(&path, &app.admin.token, json!({"reason": "left"}))
+        .await;
+    assert_eq!(deactivated.status(), StatusCode::OK);
+    let refused = refresh(&app, renewed["refresh_token"].as_str().unwrap()).await;
+    problem(refused, StatusCode::UNAUTHORIZED).await;
+    let login = app.login(&ann.email, PASSWORD, None).await;
+    assert_eq!(
+        problem(login, StatusCode::UNAUTHORIZED).await["code"],
+        "invalid_credentials"
+    );
+
+    let path = format!("/api/v1/users/{}/reactivate", ann.id);
+    assert_eq!(
+        app.post(&path, &app.admin.token, Value::Null)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    app.sign_in(&ann.email, PASSWORD, None).await;
+}
+
+#[tokio::test]
+async fn a_generated_signing_secret_is_stored_once_and_shared_by_every_instance() {
+    let app = spawn_with(|s| s.jwt_secret = None).await;
+    let second = command_api::CommandApi::build(
+        app.db.pool.clone(),
+        event_store::AppendNotifier::disabled(),
+        command_api::CommandSettings {
+            password_hashing: crate::helpers::CHEAP,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // a token of the first instance verifies on the second
+    second.token_keys().verify(&app.admin.token).unwrap();
+    let secrets: i64 = sqlx::query_scalar("select count(*) from auth_secrets")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(secrets, 1);
+}

@@ -1,0 +1,154 @@
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{TestApp, problem, spawn};
+
+async fn with_key(app: &TestApp, token: &str, key: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/tasks"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_gets_the_first_response_and_runs_nothing() {
+    let app = spawn().await;
+    let body = json!({"name": "Pay the invoice"});
+    let first = with_key(&app, &app.admin.token, "key-1", body.clone()).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let etag = first.headers()["etag"].clone();
+    let token = first.headers()["x-consistency-token"].clone();
+    let location = first.headers()["location"].clone();
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    let first: Value = first.json().await.unwrap();
+
+    let retry = with_key(&app, &app.admin.token, "key-1", body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["etag"], etag);
+    assert_eq!(retry.headers()["x-consistency-token"], token);
+    assert_eq!(retry.headers()["location"], location);
+    assert_eq!(retry.headers()["content-type"], "application/json");
+    assert!(retry.headers().contains_key("x-request-id"));
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry, first);
+    assert_eq!(app.count_events("TaskOpened").await, 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_422_and_other_users_keys_are_their_own() {
+    let app = spawn().await;
+    let first = with_key(&app, &app.admin.token, "key-2", json!({"name": "One"})).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let reused = problem(
+        with_key(&app, &app.admin.token, "key-2", json!({"name": "Two"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(reused["code"], "idempotency_key_reused");
+
+    let operator = app.user(&["operator"], &[]).await;
+    let theirs = with_key(&app, &operator.token, "key-2", json!({"name": "One"})).await;
+    assert_eq!(theirs.status(), StatusCode::CREATED);
+    assert!(!theirs.headers().contains_key("idempotent-replayed"));
+    assert_eq!(app.count_events("TaskOpened").await, 2);
+
+    let bad = app
+        .client
+        .post(app.url("/api/v1/tasks"))
+        .bearer_auth(&app.admin.token)
+        .header("idempotency-key", "")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(bad, StatusCode::BAD_REQUEST).await["code"],
+        "invalid_idempotency_key"
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_of_a_request_still_running_is_refused_not_executed() {
+    let app = spawn().await;
+    let body = json!({"name": "Slow one"});
+    // what the middleware stores while the first request runs: the key, held by a lease
+    let fingerprint = Sha256::new()
+        .chain_update(b"POST\n/api/v1/tasks\n")
+        .chain_update(serde_json::to_vec(&body).unwrap())
+        .finalize()
+        .to_vec();
+    sqlx::query(
+        "insert into idempotency_keys (tenant_id, user_id, key, request_hash, locked_until, expires_at) \
+         values ('default', $1, 'busy', $2, now() + interval '1 minute', now() + interval '1 day')",
+    )
+    .bind(app.admin.id)
+    .bind(&fingerprint)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let duplicate = with_key(&app, &app.admin.token, "busy", body.clone()).await;
+    assert_eq!(duplicate.headers()["retry-after"], "1");
+    let refused = problem(duplicate, StatusCode::CONFLICT).await;
+    assert_eq!(refused["code"], "idempotency_key_in_progress");
+    assert_eq!(app.count_events("TaskOpened").await, 0);
+
+    // once the lease has run out (the first request died), a retry takes the key over
+    sqlx::query("update idempotency_keys set locked_until = now() - interval '1 second'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let retry = with_key(&app, &app.admin.token, "busy", body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(app.count_events("TaskOpened").await, 1);
+}
+
+#[tokio::test]
+async fn final_answers_are_replayed_conflicts_release_the_key_and_expired_keys_are_swept() {
+    let app = spawn().await;
+    let someone = app.user(&["member"], &[]).await;
+    let id = app.task(json!({"assignee": someone.id})).await;
+    let path = format!("/api/v1/tasks/{id}/claim");
+    let send = |key: &'static str, if_match: &'static str| {
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(&app.admin.token)
+            .header("idempotency-key", key)
+            .header("if-match", if_match)
+            .send()
+    };
+    // a 412 is final for its request: stored and replayed
+    let stale = send("k-stale", "\"7\"").await.unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    let replayed = send("k-stale", "\"7\"").await.unwrap();
+    assert_eq!(replayed.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    let kept: i64 = sqlx::query_scalar("select count(*) from idempotency_keys")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+    // a conflict may resolve: the key is released and a retry runs the command again
+    for _ in 0..2 {
+        let conflict = send("k-409", "\"1\"").await.unwrap();
+        assert!(!conflict.headers().contains_key("idempotent-replayed"));
+        assert_eq!(
+            problem(conflict, StatusCode::CONFLICT).await["code"],
+            "task_already_assigned"
+        );
+    }
+
+    sqlx::query("update idempotency_keys set expires_at = now() - interval '1 second'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let swept = command_api::maintenance::sweep(&app.db.pool, std::time::Duration::from_secs(900))
+        .await
+        .unwrap();
+    assert_eq!(swept.idempotency_keys, 1);
+}

@@ -1,0 +1,13 @@
+//! Black-box tests of the command API: served on a port of its own, over HTTP, each test with
+//! a fresh database.
+
+mod approvals;
+mod auth;
+mod helpers;
+mod idempotency;
+mod openapi;
+mod purchase_order;
+mod tasks;
+mod tenants;
+mod users;
+mod workflows;

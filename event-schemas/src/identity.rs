@@ -1,0 +1,100 @@
+//! Events of the identity aggregates: `tenant` (id: the tenant id, e.g. `"acme"`) and `user`
+//! (id: a UUID).
+//!
+//! Personal data (email address, display name, free-text reasons) appears in these events
+//! only; every other event names people by user id (DESIGN §2), so sealing these events with a
+//! per-person key later forgets the person while the rest of the log stays intact.
+//!
+//! Credentials are *not* events: a password hash written to the log could never be erased, and
+//! a leaked log would hand out offline-crackable hashes. The hash lives in the credentials
+//! table of the identity read model, written in the same flow as the command; the log records
+//! the fact that a password was set or changed, by whom and when ([`UserEvent::UserPasswordChanged`]).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Actor, Role};
+
+/// The aggregate type of tenants.
+pub const TENANT_AGGREGATE_TYPE: &str = "tenant";
+/// The aggregate type of users.
+pub const USER_AGGREGATE_TYPE: &str = "user";
+
+/// Something that happened to a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TenantEvent {
+    /// The tenant exists; its users and workflows are invisible to every other tenant.
+    TenantCreated {
+        tenant_id: String,
+        name: String,
+        created_by: Actor,
+        created_at: DateTime<Utc>,
+    },
+}
+
+event_names!(TenantEvent {
+    TenantCreated => "1",
+});
+
+/// Something that happened to a user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    /// The user exists in `tenant_id`, active, with these roles and groups. Their password was
+    /// set at the same time (the hash is kept out of the log).
+    UserCreated {
+        user_id: Uuid,
+        tenant_id: String,
+        /// As given; unique per tenant ignoring case.
+        email: String,
+        display_name: String,
+        roles: Vec<Role>,
+        groups: Vec<String>,
+        created_by: Actor,
+        created_at: DateTime<Utc>,
+    },
+    /// `changed_by` replaced the user's roles with `roles`: `granted` were added, `revoked`
+    /// taken away.
+    UserRolesChanged {
+        roles: Vec<Role>,
+        granted: Vec<Role>,
+        revoked: Vec<Role>,
+        changed_by: Actor,
+        changed_at: DateTime<Utc>,
+    },
+    /// `changed_by` replaced the user's groups with `groups`: `added` and `removed` are the
+    /// difference.
+    UserGroupsChanged {
+        groups: Vec<String>,
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed_by: Actor,
+        changed_at: DateTime<Utc>,
+    },
+    /// The user's password was changed, by the user or reset by an admin (the hash is not
+    /// part of the event).
+    UserPasswordChanged {
+        changed_by: Actor,
+        changed_at: DateTime<Utc>,
+    },
+    /// The user may no longer sign in; their sessions were ended.
+    UserDeactivated {
+        reason: Option<String>,
+        deactivated_by: Actor,
+        deactivated_at: DateTime<Utc>,
+    },
+    /// A deactivated user may sign in again.
+    UserReactivated {
+        reactivated_by: Actor,
+        reactivated_at: DateTime<Utc>,
+    },
+}
+
+event_names!(UserEvent {
+    UserCreated => "1",
+    UserRolesChanged => "1",
+    UserGroupsChanged => "1",
+    UserPasswordChanged => "1",
+    UserDeactivated => "1",
+    UserReactivated => "1",
+});
