@@ -107,7 +107,10 @@ impl TokenKeys {
 
     /// Verifies signature, algorithm, issuer, audience and expiry.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        Ok(jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)?.claims)
+        Ok(
+            jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)?
+                .claims,
+        )
     }
 }
 
@@ -135,10 +138,12 @@ where
             }
             Err(error) => {
                 tracing::debug!(error = %error, "refused a bearer token");
-                Err(ApiError::unauthorized("the access token is invalid or expired").with_header(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                ))
+                Err(
+                    ApiError::unauthorized("the access token is invalid or expired").with_header(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                    ),
+                )
             }
         }
     }
@@ -147,7 +152,10 @@ where
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

@@ -218,7 +218,8 @@ impl Config {
         }
         if self.login_max_failures_per_account == 0 || self.login_max_failures_per_address == 0 {
             return Err(ConfigError::Invalid(
-                "WORKLEDGER_LOGIN_MAX_FAILURES_PER_ACCOUNT and _PER_ADDRESS must be at least 1".into(),
+                "WORKLEDGER_LOGIN_MAX_FAILURES_PER_ACCOUNT and _PER_ADDRESS must be at least 1"
+                    .into(),
             ));
         }
         if self.poll_interval.is_zero() || self.timer_interval.is_zero() {
@@ -357,7 +358,10 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("WORKLEDGER_JWT_SECRET", "short");
             let error = load_in(jail).unwrap_err().to_string();
-            assert!(error.contains("WORKLEDGER_JWT_SECRET") && !error.contains("short"), "{error}");
+            assert!(
+                error.contains("WORKLEDGER_JWT_SECRET") && !error.contains("short"),
+                "{error}"
+            );
             Ok(())
         });
         Jail::expect_with(|jail| {
@@ -370,7 +374,10 @@ mod tests {
             jail.set_env("WORKLEDGER_ADMIN_EMAIL", "admin@example.com");
             jail.set_env("WORKLEDGER_ADMIN_PASSWORD", "correct horse battery staple");
             let config = load_in(jail).unwrap();
-            assert!(!format!("{config:?}").contains("horse"), "secrets are redacted");
+            assert!(
+                !format!("{config:?}").contains("horse"),
+                "secrets are redacted"
+            );
             Ok(())
         });
     }

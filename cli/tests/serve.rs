@@ -307,7 +307,10 @@ async fn the_bootstrap_admin_logs_in_publishes_and_starts_an_instance_over_http(
         .json()
         .await
         .unwrap();
-    let token = login["access_token"].as_str().expect("an access token").to_owned();
+    let token = login["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
     assert_eq!(login["token_type"], "Bearer");
 
     let published = app

@@ -121,7 +121,10 @@ async fn an_append_that_took_its_position_first_but_commits_last_is_still_delive
     );
     assert!(GlobalLog::has_unreadable(&db.pool).await.unwrap());
 
-    assert!(!Checkpoints::is_caught_up(&db.pool, "reader").await.unwrap(), "two are pending");
+    assert!(
+        !Checkpoints::is_caught_up(&db.pool, "reader").await.unwrap(),
+        "two are pending"
+    );
 
     slow.commit().await.unwrap();
     deliver_all(&db.pool, "reader", 100, 2).await;
