@@ -1,6 +1,8 @@
 //! Shared pieces of Workledger's benchmarks: a minimal aggregate for raw event-store figures
 //! and small statistics helpers.
 
+pub mod pgbench;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -80,4 +82,25 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples.sort_unstable();
     let index = ((samples.len() - 1) as f64 * q).round() as usize;
     samples[index]
+}
+
+/// The median of `values`.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// CPU seconds (user + system) this process has used, from /proc/self/stat.
+pub fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // fields after the parenthesised command name; utime and stime are the 12th and 13th
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }

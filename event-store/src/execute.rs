@@ -1,18 +1,30 @@
 //! The command path: load an aggregate, check the expected version, let it decide, append.
+//!
+//! Loading takes one round trip (the snapshot and the events after it in one statement), and
+//! recently used aggregates stay in memory: a cached state is only a guess, checked by the
+//! append itself (the next sequence number must still be free), so a stale entry costs a
+//! conflict and a fresh load, never a wrong decision.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::EventUpcaster;
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore as _};
+use cqrs_es::persist::{EventStoreAggregateContext, EventUpcaster, SerializedEvent};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore as _};
 use event_schemas::{EventMetadata, LogPosition};
-use sqlx::PgPool;
+use lru::LruCache;
+use serde_json::Value;
+use sqlx::{PgPool, Row};
 
 use crate::notify::AppendNotifier;
-use crate::repository::{EventRepository, EventStore, capture_position};
+use crate::repository::{EventRepository, EventStore, SNAPSHOT_EVERY, capture_position};
 
 /// How often a command that lost an optimistic race is decided again on the new state.
 const RACE_RETRIES: usize = 5;
+
+/// Aggregates kept in memory per aggregate type.
+pub const CACHED_AGGREGATES: usize = 10_000;
 
 /// Why a command did not take effect. Nothing was appended.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +54,21 @@ pub struct Executed<A: Aggregate> {
     pub position: Option<LogPosition>,
 }
 
+/// An aggregate's state at a version, as loaded or as left by the last command.
+#[derive(Debug, Clone)]
+struct Loaded<A> {
+    aggregate: A,
+    version: usize,
+    /// cqrs-es's snapshot counter (how many snapshots were taken).
+    snapshot: Option<usize>,
+}
+
 /// Executes commands against aggregates of type `A`.
 pub struct Executor<A: Aggregate> {
     store: EventStore<A>,
+    pool: PgPool,
+    upcasters: Vec<Box<dyn EventUpcaster>>,
+    cache: Mutex<LruCache<String, Loaded<A>>>,
 }
 
 impl<A: Aggregate> std::fmt::Debug for Executor<A> {
@@ -57,7 +81,7 @@ impl<A: Aggregate> std::fmt::Debug for Executor<A> {
 
 impl<A> Executor<A>
 where
-    A: Aggregate,
+    A: Aggregate + Clone,
     A::Error: 'static,
 {
     pub fn new(
@@ -66,7 +90,12 @@ where
         upcasters: Vec<Box<dyn EventUpcaster>>,
     ) -> Self {
         Self {
-            store: EventRepository::store::<A>(pool, notifier, upcasters),
+            store: EventRepository::store::<A>(pool.clone(), notifier, Vec::new()),
+            pool,
+            upcasters,
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHED_AGGREGATES).expect("not zero"),
+            )),
         }
     }
 
@@ -106,10 +135,10 @@ where
     }
 
     /// The current state and version of aggregate `id` (the default state at version 0 when it
-    /// has no events).
+    /// has no events), read from the store.
     pub async fn load(&self, id: &str) -> Result<(A, usize), ExecuteError<A::Error>> {
-        let context = self.store.load_aggregate(id).await.map_err(store_error)?;
-        Ok((context.aggregate, context.current_sequence))
+        let loaded = self.load_stored(id).await?;
+        Ok((loaded.aggregate, loaded.version))
     }
 
     /// The events of aggregate `id`, oldest first.
@@ -125,39 +154,186 @@ where
         expected_version: Option<usize>,
         services: &A::Services,
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
-        let mut context = self.store.load_aggregate(id).await.map_err(store_error)?;
-        let version = context.current_sequence;
+        // take the cached state out while this command uses it; a concurrent command on the
+        // same aggregate loads its own and the append decides between them
+        let cached = self.cache().pop(id);
+        let loaded = match cached {
+            Some(hit) if expected_version.is_none_or(|v| v == hit.version) => {
+                metrics::counter!("workledger_aggregate_cache_total", "result" => "hit")
+                    .increment(1);
+                hit
+            }
+            _ => {
+                metrics::counter!("workledger_aggregate_cache_total", "result" => "miss")
+                    .increment(1);
+                self.load_stored(id).await?
+            }
+        };
         if let Some(expected) = expected_version
-            && expected != version
+            && expected != loaded.version
         {
-            return Err(ExecuteError::VersionMismatch {
-                expected,
-                actual: version,
-            });
+            let actual = loaded.version;
+            self.cache().put(id.to_owned(), loaded);
+            return Err(ExecuteError::VersionMismatch { expected, actual });
         }
+        let Loaded {
+            mut aggregate,
+            version,
+            snapshot,
+        } = loaded;
+        // cqrs-es builds snapshots by applying the new events to the state it is given, so it
+        // must get the state from before the command (the sink has applied them already)
+        let before = aggregate.clone();
         let sink = EventSink::default();
-        context
-            .aggregate()
+        // a refused command leaves nothing cached: the state it saw is not kept
+        aggregate
             .handle(command, services, &sink)
             .await
             .map_err(ExecuteError::Rejected)?;
         let events = sink.collect().await;
         if events.is_empty() {
+            self.cache().put(
+                id.to_owned(),
+                Loaded {
+                    aggregate,
+                    version,
+                    snapshot,
+                },
+            );
             return Ok(Executed {
                 events: Vec::new(),
                 version,
                 position: None,
             });
         }
+        let count = events.len();
+        let context = EventStoreAggregateContext {
+            aggregate_id: id.to_owned(),
+            aggregate: before,
+            current_sequence: version,
+            current_snapshot: snapshot,
+        };
         let (committed, position) =
             capture_position(self.store.commit(events, context, metadata.clone())).await;
         let committed = committed.map_err(store_error)?;
+        let new_version = version + count;
+        // cqrs-es took a snapshot when the commit crossed a multiple of the snapshot size
+        let snapshot = if new_version / SNAPSHOT_EVERY > version / SNAPSHOT_EVERY {
+            Some(snapshot.map_or(1, |n| n + 1))
+        } else {
+            snapshot
+        };
+        self.cache().put(
+            id.to_owned(),
+            Loaded {
+                aggregate,
+                version: new_version,
+                snapshot,
+            },
+        );
         Ok(Executed {
-            version: committed.last().map_or(version, |e| e.sequence),
+            version: new_version,
             events: committed,
             position,
         })
     }
+
+    /// The latest snapshot and the events after it, in one statement.
+    async fn load_stored(&self, id: &str) -> Result<Loaded<A>, ExecuteError<A::Error>> {
+        let rows = sqlx::query(
+            "with snapshot as ( \
+                 select last_sequence, current_snapshot, payload from snapshots \
+                 where aggregate_type = $1 and aggregate_id = $2) \
+             select 0 as part, last_sequence as sequence, current_snapshot, \
+                    null::text as event_type, null::text as event_version, payload \
+             from snapshot \
+             union all \
+             select 1, e.sequence, null, e.event_type, e.event_version, e.payload \
+             from events e \
+             where e.aggregate_type = $1 and e.aggregate_id = $2 \
+               and e.sequence > coalesce((select last_sequence from snapshot), 0) \
+             order by 1, 2",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| ExecuteError::Store(Box::new(e)))?;
+        let mut loaded = Loaded {
+            aggregate: A::default(),
+            version: 0,
+            snapshot: None,
+        };
+        for row in rows {
+            let sequence = row.try_get::<i64, _>("sequence").map_err(store_failure)? as usize;
+            let payload: Value = row.try_get("payload").map_err(store_failure)?;
+            if row.try_get::<i32, _>("part").map_err(store_failure)? == 0 {
+                let Ok(aggregate) = serde_json::from_value(payload) else {
+                    // an older shape of the aggregate: replay its whole history instead
+                    return self.load_from_history(id).await;
+                };
+                loaded.aggregate = aggregate;
+                loaded.version = sequence;
+                loaded.snapshot = Some(
+                    row.try_get::<i64, _>("current_snapshot")
+                        .map_err(store_failure)? as usize,
+                );
+                continue;
+            }
+            let event = self.decode(
+                id,
+                sequence,
+                row.try_get("event_type").map_err(store_failure)?,
+                row.try_get("event_version").map_err(store_failure)?,
+                payload,
+            )?;
+            loaded.aggregate.apply(event);
+            loaded.version = sequence;
+        }
+        Ok(loaded)
+    }
+
+    async fn load_from_history(&self, id: &str) -> Result<Loaded<A>, ExecuteError<A::Error>> {
+        let context = self.store.load_aggregate(id).await.map_err(store_error)?;
+        Ok(Loaded {
+            aggregate: context.aggregate,
+            version: context.current_sequence,
+            snapshot: context.current_snapshot,
+        })
+    }
+
+    fn decode(
+        &self,
+        id: &str,
+        sequence: usize,
+        event_type: String,
+        event_version: String,
+        payload: Value,
+    ) -> Result<A::Event, ExecuteError<A::Error>> {
+        let mut event = SerializedEvent::new(
+            id.to_owned(),
+            sequence,
+            A::TYPE.to_owned(),
+            event_type,
+            event_version,
+            payload,
+            Value::Null,
+        );
+        for upcaster in &self.upcasters {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                event = upcaster.upcast(event);
+            }
+        }
+        serde_json::from_value(event.payload).map_err(|e| ExecuteError::Store(Box::new(e)))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, LruCache<String, Loaded<A>>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn store_failure<E: std::error::Error + 'static>(error: sqlx::Error) -> ExecuteError<E> {
+    ExecuteError::Store(Box::new(error))
 }
 
 fn store_error<E: std::error::Error + 'static>(error: AggregateError<E>) -> ExecuteError<E> {

@@ -156,3 +156,67 @@ async fn concurrent_commands_expecting_the_same_version_let_exactly_one_win() {
     assert_eq!(won, 1);
     assert_eq!(event_count(&db).await, 2);
 }
+
+#[tokio::test]
+async fn commands_across_snapshot_boundaries_keep_the_exact_state() {
+    let db = TestDatabase::new().await;
+    // the counter's events add up, so applying one twice would show
+    let executor = executor(&db);
+    let mut expected = 0;
+    for by in 1..=130u64 {
+        executor
+            .execute("c", by, &typed_metadata(), None, &())
+            .await
+            .unwrap();
+        expected += by;
+    }
+    // a fresh executor (no cache) loads from the latest snapshot and the events after it
+    let (fresh, version) = executor_fresh(&db).load("c").await.unwrap();
+    assert_eq!(version, 130);
+    assert_eq!(fresh.value, expected);
+    let snapshot: serde_json::Value =
+        sqlx::query_scalar("select payload from snapshots where aggregate_id = 'c'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        snapshot["value"],
+        (1..=100u64).sum::<u64>(),
+        "the snapshot at 100 is exact"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_cached_state_costs_a_retry_not_a_wrong_decision() {
+    let db = TestDatabase::new().await;
+    let ours = executor(&db);
+    let theirs = executor_fresh(&db); // another process
+    ours.execute("c", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    theirs
+        .execute("c", 10, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    // our cache says version 1; the append finds sequence 2 taken, reloads and decides again
+    let done = ours
+        .execute("c", 100, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    assert_eq!(done.version, 3);
+    assert_eq!(executor_fresh(&db).load("c").await.unwrap().0.value, 111);
+    // with an expected version the stale cache is not trusted either
+    theirs
+        .execute("c", 1000, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    let current = ours
+        .execute("c", 1, &typed_metadata(), Some(4), &())
+        .await
+        .unwrap();
+    assert_eq!(current.version, 5);
+}
+
+fn executor_fresh(db: &TestDatabase) -> Executor<Counter> {
+    Executor::new(db.pool.clone(), AppendNotifier::disabled(), vec![])
+}

@@ -279,7 +279,7 @@ impl Runtime {
         expected_version: Option<usize>,
     ) -> Result<Outcome, RuntimeError>
     where
-        A: Aggregate<Command = Command<C>, Services = ()>,
+        A: Aggregate<Command = Command<C>, Services = ()> + Clone,
         A::Event: Into<AnyEvent>,
         A::Error: Rejection + Send + Sync + 'static,
         C: Clone,
@@ -438,7 +438,7 @@ impl Runtime {
         metadata: &EventMetadata,
     ) -> Result<Dispatched, RuntimeError>
     where
-        A: Aggregate<Services = ()>,
+        A: Aggregate<Services = ()> + Clone,
         A::Command: Clone,
         A::Event: Into<AnyEvent>,
         A::Error: Rejection + Send + Sync + 'static,

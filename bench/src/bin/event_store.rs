@@ -4,10 +4,9 @@
 //!
 //! `cargo run --release -p workledger-bench --bin event_store -- --help`
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use cqrs_es::EventStore as _;
 use cqrs_es::event_sink::EventSink;
@@ -15,7 +14,8 @@ use cqrs_es::persist::EventStoreAggregateContext;
 use event_store::database::PoolSettings;
 use event_store::{AppendNotifier, EventRepository, GlobalLog, LogPosition, process_batch};
 use sqlx::PgPool;
-use workledger_bench::{Ticker, metadata, quantile};
+use workledger_bench::pgbench::{self, EVENTS_SCRIPT, PLAIN_SCRIPT};
+use workledger_bench::{Ticker, median, metadata, process_cpu_seconds, quantile};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -75,11 +75,16 @@ async fn main() -> anyhow::Result<()> {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in &args.concurrency {
         // pgbench and the store alternate, so drift on a shared machine hits both alike
-        let plain_table = pgbench_tps(&args, c, PLAIN_SCRIPT)?;
+        let plain_table = pgbench::tps(&database_url(&args), c, args.seconds, PLAIN_SCRIPT)?;
         let mut same_table = Vec::new();
         let mut ours = Vec::new();
         for _ in 0..args.rounds {
-            same_table.push(pgbench_tps(&args, c, EVENTS_SCRIPT)?);
+            same_table.push(pgbench::tps(
+                &database_url(&args),
+                c,
+                args.seconds,
+                EVENTS_SCRIPT,
+            )?);
             let cpu_before = process_cpu_seconds();
             let (count, rate, p50, p99) =
                 appends(&pool, c, Duration::from_secs(args.seconds)).await?;
@@ -115,6 +120,15 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn database_url(args: &Args) -> String {
+    let base = args
+        .server
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(&args.server);
+    format!("{base}/{}", args.database)
+}
+
 async fn recreate_database(args: &Args) -> anyhow::Result<String> {
     let admin = PgPool::connect(&args.server)
         .await
@@ -135,71 +149,6 @@ async fn recreate_database(args: &Args) -> anyhow::Result<String> {
         .map(|(b, _)| b)
         .unwrap_or(&args.server);
     Ok(format!("{base}/{}", args.database))
-}
-
-/// The same event row the store appends, into the same table (a new aggregate each time).
-/// pgbench reads `:name` as a variable even inside literals, so the script has no colons.
-const EVENTS_SCRIPT: &str = "insert into events (aggregate_type, aggregate_id, sequence, \
-     event_type, event_version, payload, metadata) values ('PgBench', gen_random_uuid()::text, 1, \
-     'Ticked', '1', '{\"Ticked\": {\"note\": \"benchmark\"}}', jsonb_build_object('event_id', \
-     gen_random_uuid(), 'tenant_id', 'bench', 'actor', 'service-bench', 'correlation_id', \
-     gen_random_uuid(), 'causation_id', 'bench', 'request_id', 'bench', 'occurred_at', now()));\n";
-
-/// A row of the same size into a table with only a primary key.
-const PLAIN_SCRIPT: &str = "insert into pgbench_events (aggregate_id, payload, metadata) values \
-     ('agg-' || :client_id, '{\"Ticked\": {\"note\": \"benchmark\"}}', \
-     '{\"event_id\": \"0\", \"tenant_id\": \"bench\", \"actor\": \"service-bench\"}');\n";
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// CPU seconds (user + system) this process has used, from /proc/self/stat.
-fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // fields after the parenthesised command name; utime and stime are the 12th and 13th
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// pgbench running `script` once per transaction at `clients` clients.
-fn pgbench_tps(args: &Args, clients: usize, script_text: &str) -> anyhow::Result<f64> {
-    let script = std::env::temp_dir().join("workledger_pgbench_insert.sql");
-    std::fs::write(&script, script_text)?;
-    let base = args
-        .server
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .unwrap_or(&args.server);
-    let output = Command::new("pgbench")
-        .args(["-n", "-M", "prepared", "-f"])
-        .arg(&script)
-        .args(["-c", &clients.to_string()])
-        .args(["-j", &clients.min(2).to_string()])
-        .args(["-T", &args.seconds.to_string()])
-        .arg(format!("{base}/{}", args.database))
-        .output()
-        .context("run pgbench (apt-get install postgresql-client)")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "pgbench failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    text.lines()
-        .find(|l| l.starts_with("tps ="))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse().ok())
-        .context("pgbench printed no tps")
 }
 
 /// `appenders` tasks, each appending one event per transaction to its own aggregate through

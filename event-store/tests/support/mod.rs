@@ -16,7 +16,7 @@ use uuid::Uuid;
 /// A command the counter accepts without appending anything.
 pub const NO_CHANGE: u64 = u64::MAX;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counter {
     pub value: u64,
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Issue 4's benchmark: load on a running `workledger serve` from a second process
+# (bench/src/bin/http_load.rs), beside pgbench on the same database, in one run.
+# Prints markdown for docs/benchmarks.md. Needs the local Postgres and pgbench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+db=workledger_bench_api
+port=${PORT:-18090}
+cargo build --release --locked -p workledger -p workledger-bench --bin workledger --bin http_load
+
+psql -h 127.0.0.1 -U postgres -qc "drop database if exists $db with (force)"
+export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
+export WORKLEDGER_LISTEN="127.0.0.1:$port"
+export WORKLEDGER_ADMIN_EMAIL=admin@example.com
+export WORKLEDGER_ADMIN_PASSWORD='benchmark admin password'
+export WORKLEDGER_LOG=warn
+
+target/release/workledger serve 2>/tmp/workledger-bench-serve.log &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
+  sleep 0.2
+done
+
+load=(target/release/http_load --base "http://127.0.0.1:$port" --password "$WORKLEDGER_ADMIN_PASSWORD")
+"${load[@]}" comment --database-url "$DATABASE_URL" "$@"
+"${load[@]}" purchase-order

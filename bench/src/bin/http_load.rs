@@ -1,0 +1,380 @@
+//! Load on the HTTP API from a second process (issue 4): one-event commands (comments on
+//! tasks) closed-loop at each concurrency and open-loop at half the measured maximum, beside
+//! pgbench's single-insert TPS on the same database; and purchase orders end to end.
+//!
+//! Start `workledger serve` with WORKLEDGER_ADMIN_EMAIL/PASSWORD first; `bench/command_api.sh`
+//! does all of it.
+
+#![allow(clippy::print_stdout)] // printing the figures is this binary's purpose
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use clap::{Parser, Subcommand};
+use domain::examples::purchase_order_json;
+use domain::ids::step_child_id;
+use reqwest::{Client, Method};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+use workledger_bench::pgbench::{self, EVENTS_SCRIPT};
+use workledger_bench::quantile;
+
+#[derive(Debug, Parser)]
+#[command(about = "HTTP load on a running Workledger")]
+struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base: String,
+    #[arg(long, default_value = "admin@example.com")]
+    email: String,
+    #[arg(long, env = "WORKLEDGER_ADMIN_PASSWORD")]
+    password: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// One-event commands: `POST /api/v1/tasks/{id}/comments`.
+    Comment {
+        #[arg(long, value_delimiter = ',', default_value = "16,64")]
+        connections: Vec<usize>,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Tasks the comments are spread over.
+        #[arg(long, default_value_t = 512)]
+        tasks: usize,
+        /// The database, for pgbench's single-insert TPS beside ours.
+        #[arg(long)]
+        database_url: String,
+    },
+    /// Purchase orders (DESIGN §3) end to end: start, review, manager approval, both checks,
+    /// archive: nine commands each, every one answered with its cascade done.
+    PurchaseOrder {
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+    },
+}
+
+/// A logged-in client.
+#[derive(Debug, Clone)]
+struct Api {
+    client: Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn login(
+        client: &Client,
+        base: &str,
+        email: &str,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        let body: Value = client
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("login")?
+            .json()
+            .await?;
+        Ok(Self {
+            client: client.clone(),
+            base: base.to_owned(),
+            token: body["access_token"]
+                .as_str()
+                .context("no access token")?
+                .to_owned(),
+        })
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Value) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("{path}: {status} {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(Method::POST, path, body).await
+    }
+
+    /// Creates a member in `groups` and logs in as them.
+    async fn member(&self, name: &str, groups: &[&str]) -> anyhow::Result<(Uuid, Api)> {
+        let email = format!("{name}-{}@bench.example", Uuid::now_v7().simple());
+        let password = "benchmark password";
+        let created = self
+            .post(
+                "/api/v1/users",
+                json!({"email": email, "display_name": name, "password": password,
+                       "roles": ["member"], "groups": groups}),
+            )
+            .await?;
+        let id = Uuid::parse_str(created["id"].as_str().context("user id")?)?;
+        Ok((
+            id,
+            Api::login(&self.client, &self.base, &email, password).await?,
+        ))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let client = Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()?;
+    let admin = Api::login(&client, &args.base, &args.email, &args.password).await?;
+    match args.scenario {
+        Scenario::Comment {
+            connections,
+            seconds,
+            tasks,
+            database_url,
+        } => comments(&admin, &connections, seconds, tasks, &database_url).await,
+        Scenario::PurchaseOrder {
+            connections,
+            seconds,
+        } => purchase_orders(&admin, connections, seconds).await,
+    }
+}
+
+async fn comments(
+    admin: &Api,
+    connections: &[usize],
+    seconds: u64,
+    tasks: usize,
+    database_url: &str,
+) -> anyhow::Result<()> {
+    let mut ids = Vec::with_capacity(tasks);
+    for i in 0..tasks {
+        let task = admin
+            .post(
+                "/api/v1/tasks",
+                json!({"name": format!("bench task {i}"), "candidate_groups": ["clerks"]}),
+            )
+            .await?;
+        ids.push(task["id"].as_str().context("task id")?.to_owned());
+    }
+    let ids = Arc::new(ids);
+    println!("## One-event command: `POST /api/v1/tasks/{{id}}/comments`, {seconds} s each\n");
+    println!(
+        "| connections | pgbench single-insert TPS | closed loop req/s | vs pgbench | p50 | p99 | errors | open loop at half: req/s | p50 | p99 |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &c in connections {
+        let pg = pgbench::tps(database_url, c, seconds, EVENTS_SCRIPT)?;
+        let duration = Duration::from_secs(seconds);
+        let (rate, mut closed) = closed_loop(admin, &ids, c, duration).await;
+        let (half_rate, mut open) = open_loop(admin, &ids, c, rate / 2.0, duration).await;
+        println!(
+            "| {c} | {pg:.0} | {rate:.0} | {:.0}% | {:.1} ms | {:.1} ms | {} | {half_rate:.0} | {:.1} ms | {:.1} ms |",
+            100.0 * rate / pg,
+            ms(quantile(&mut closed.latencies, 0.5)),
+            ms(quantile(&mut closed.latencies, 0.99)),
+            closed.errors + open.errors,
+            ms(quantile(&mut open.latencies, 0.5)),
+            ms(quantile(&mut open.latencies, 0.99)),
+        );
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn comment(admin: &Api, ids: &[String], n: u64) -> impl Future<Output = anyhow::Result<Value>> {
+    let id = &ids[(n as usize) % ids.len()];
+    let path = format!("/api/v1/tasks/{id}/comments");
+    let admin = admin.clone();
+    async move { admin.post(&path, json!({"text": "looks good"})).await }
+}
+
+/// `connections` workers sending back to back for `duration`: the maximum rate.
+async fn closed_loop(
+    admin: &Api,
+    ids: &Arc<Vec<String>>,
+    connections: usize,
+    duration: Duration,
+) -> (f64, Samples) {
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (admin, ids, counter) = (admin.clone(), ids.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut samples = Samples::default();
+                while started.elapsed() < duration {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let t = Instant::now();
+                    match comment(&admin, &ids, n).await {
+                        Ok(_) => samples.latencies.push(t.elapsed()),
+                        Err(_) => samples.errors += 1,
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut all = Samples::default();
+    for worker in workers {
+        if let Ok(samples) = worker.await {
+            all.latencies.extend(samples.latencies);
+            all.errors += samples.errors;
+        }
+    }
+    (
+        all.latencies.len() as f64 / started.elapsed().as_secs_f64(),
+        all,
+    )
+}
+
+/// Requests started on a fixed schedule of `rate` per second (whatever the answers take),
+/// latency counted from the scheduled start: no coordinated omission.
+async fn open_loop(
+    admin: &Api,
+    ids: &Arc<Vec<String>>,
+    connections: usize,
+    rate: f64,
+    duration: Duration,
+) -> (f64, Samples) {
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let limit = Arc::new(tokio::sync::Semaphore::new(connections * 4));
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut tasks = Vec::new();
+    while started.elapsed() < duration {
+        let due = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let (admin, ids, samples, limit) =
+            (admin.clone(), ids.clone(), samples.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let result = comment(&admin, &ids, n).await;
+            let mut samples = samples.lock().await;
+            match result {
+                Ok(_) => samples.latencies.push(due.elapsed()),
+                Err(_) => samples.errors += 1,
+            }
+        }));
+        n += 1;
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let samples = std::mem::take(&mut *samples.lock().await);
+    (samples.latencies.len() as f64 / elapsed, samples)
+}
+
+async fn purchase_orders(admin: &Api, connections: usize, seconds: u64) -> anyhow::Result<()> {
+    let (_, clerk) = admin.member("clerk", &["clerks"]).await?;
+    let (_, manager) = admin.member("manager", &["managers"]).await?;
+    let (_, lawyer) = admin.member("lawyer", &["legal"]).await?;
+    let (finance_id, finance) = admin.member("finance", &[]).await?;
+    let definition: Value = serde_json::from_str(&purchase_order_json(finance_id))?;
+    admin
+        .post("/api/v1/workflow-definitions", definition)
+        .await?;
+    let people = Arc::new((admin.clone(), clerk, manager, lawyer, finance));
+
+    let duration = Duration::from_secs(seconds);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let people = people.clone();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                let mut latencies = Vec::new();
+                while started.elapsed() < duration {
+                    let t = Instant::now();
+                    one_order(&people).await?;
+                    latencies.push(t.elapsed());
+                    done += 1;
+                }
+                anyhow::Ok((done, latencies))
+            })
+        })
+        .collect();
+    let mut done = 0;
+    let mut latencies = Vec::new();
+    for worker in workers {
+        let (n, l) = worker.await??;
+        done += n;
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("\n## Purchase orders end to end, {connections} concurrent, {seconds} s\n");
+    println!("| instances/s | commands/s | instance p50 | instance p99 |\n|---:|---:|---:|---:|");
+    println!(
+        "| {:.0} | {:.0} | {:.1} ms | {:.1} ms |",
+        done as f64 / elapsed,
+        9.0 * done as f64 / elapsed,
+        ms(quantile(&mut latencies, 0.5)),
+        ms(quantile(&mut latencies, 0.99)),
+    );
+    Ok(())
+}
+
+/// One order of 5,000 (the manager path): nine commands.
+async fn one_order(people: &(Api, Api, Api, Api, Api)) -> anyhow::Result<()> {
+    let (operator, clerk, manager, lawyer, finance) = people;
+    let started = operator
+        .post(
+            "/api/v1/workflow-instances",
+            json!({"definition_key": "purchase-order", "variables": {"amount": 5000}}),
+        )
+        .await?;
+    let id = Uuid::parse_str(started["id"].as_str().context("instance id")?)?;
+    let child = |step: &str| step_child_id(id, step, 1);
+    let work = |api: &Api, step: &str, claim: bool| {
+        let (api, task) = (api.clone(), child(step));
+        async move {
+            if claim {
+                api.post(&format!("/api/v1/tasks/{task}/claim"), json!({}))
+                    .await?;
+            }
+            api.post(
+                &format!("/api/v1/tasks/{task}/complete"),
+                json!({"output": {}}),
+            )
+            .await
+        }
+    };
+    work(clerk, "review", true).await?;
+    manager
+        .post(
+            &format!("/api/v1/approvals/{}/decisions", child("manager")),
+            json!({"decision": "approve"}),
+        )
+        .await?;
+    work(lawyer, "legal", true).await?;
+    work(finance, "finance", false).await?;
+    let archived = work(clerk, "archive", true).await?;
+    ensure!(!archived.is_null(), "archive answered nothing");
+    Ok(())
+}
