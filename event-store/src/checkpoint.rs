@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use event_schemas::{LogPosition, RecordedEvent};
 use sqlx::{PgConnection, PgExecutor, PgPool, Row};
 
-use crate::log::{GlobalLog, LogError};
+use crate::log::{GlobalLog, LogError, LogFilter};
 
 /// The `checkpoints` table.
 #[derive(Debug, Clone, Copy)]
@@ -36,13 +36,11 @@ impl Checkpoints {
     /// and returns its position. A second worker of the same reader waits here, then sees the
     /// position the first one committed.
     pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
-        sqlx::query("insert into checkpoints (name) values ($1) on conflict (name) do nothing")
-            .bind(name)
-            .execute(&mut *conn)
-            .await?;
+        // an upsert that always returns the row, and holds its lock until the transaction ends
         let row = sqlx::query(
-            "select tx_id::text::bigint as tx_id, global_position from checkpoints \
-             where name = $1 for update",
+            "insert into checkpoints as c (name) values ($1) \
+             on conflict (name) do update set name = c.name \
+             returning c.tx_id::text::bigint as tx_id, c.global_position",
         )
         .bind(name)
         .fetch_one(&mut *conn)
@@ -121,14 +119,33 @@ where
     E: StdError + 'static,
     F: AsyncFnOnce(&mut PgConnection, &[RecordedEvent]) -> Result<(), E>,
 {
+    process_batch_matching(pool, name, limit, &LogFilter::all(), apply).await
+}
+
+/// [`process_batch`] for a reader that takes only some events: up to `limit` events are passed
+/// over, `apply` gets those `filter` takes (it is not called when there are none), and the
+/// checkpoint moves past all of them.
+pub async fn process_batch_matching<E, F>(
+    pool: &PgPool,
+    name: &str,
+    limit: i64,
+    filter: &LogFilter,
+    apply: F,
+) -> Result<Option<LogPosition>, BatchError<E>>
+where
+    E: StdError + 'static,
+    F: AsyncFnOnce(&mut PgConnection, &[RecordedEvent]) -> Result<(), E>,
+{
     let mut tx = pool.begin().await?;
     let after = Checkpoints::lock(&mut tx, name).await?;
-    let batch = GlobalLog::read(&mut *tx, after, limit).await?;
-    let Some(last) = batch.last().map(|e| e.position) else {
+    let (batch, last) = GlobalLog::read_matching(&mut *tx, after, limit, filter).await?;
+    let Some(last) = last else {
         tx.rollback().await?;
         return Ok(None);
     };
-    apply(&mut tx, &batch).await.map_err(BatchError::Apply)?;
+    if !batch.is_empty() {
+        apply(&mut tx, &batch).await.map_err(BatchError::Apply)?;
+    }
     Checkpoints::save(&mut *tx, name, last).await?;
     tx.commit().await?;
     Ok(Some(last))

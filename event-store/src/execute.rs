@@ -153,89 +153,103 @@ where
         metadata: &HashMap<String, String>,
         expected_version: Option<usize>,
         services: &A::Services,
-    ) -> Result<Executed<A>, ExecuteError<A::Error>> {
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
         // take the cached state out while this command uses it; a concurrent command on the
-        // same aggregate loads its own and the append decides between them
-        let cached = self.cache().pop(id);
-        let loaded = match cached {
-            Some(hit) if expected_version.is_none_or(|v| v == hit.version) => {
-                metrics::counter!("workledger_aggregate_cache_total", "result" => "hit")
-                    .increment(1);
-                hit
-            }
-            _ => {
-                metrics::counter!("workledger_aggregate_cache_total", "result" => "miss")
-                    .increment(1);
-                self.load_stored(id).await?
-            }
+        // same aggregate loads its own, and the append decides between them
+        let hit = self
+            .cache()
+            .pop(id)
+            .filter(|hit| expected_version.is_none_or(|v| v == hit.version));
+        metrics::counter!("workledger_aggregate_cache_total",
+            "result" => if hit.is_some() { "hit" } else { "miss" })
+        .increment(1);
+        let from_cache = hit.is_some();
+        let mut loaded = match hit {
+            Some(hit) => hit,
+            None => self.load_stored(id).await?,
         };
-        if let Some(expected) = expected_version
-            && expected != loaded.version
-        {
-            let actual = loaded.version;
-            self.cache().put(id.to_owned(), loaded);
-            return Err(ExecuteError::VersionMismatch { expected, actual });
+        let mut decided = decide(command.clone(), &loaded, expected_version, services).await;
+        // a refusal or a no-op appends nothing, so nothing has checked the cached state it was
+        // decided on: decide again if the stored state has moved on
+        if from_cache && matches!(decided, Decided::Refused(_) | Decided::Unchanged) {
+            let stored = self.load_stored(id).await?;
+            if stored.version != loaded.version {
+                loaded = stored;
+                decided = decide(command, &loaded, expected_version, services).await;
+            }
         }
-        let Loaded {
-            mut aggregate,
-            version,
-            snapshot,
-        } = loaded;
-        // cqrs-es builds snapshots by applying the new events to the state it is given, so it
-        // must get the state from before the command (the sink has applied them already)
-        let before = aggregate.clone();
-        let sink = EventSink::default();
-        // a refused command leaves nothing cached: the state it saw is not kept
-        aggregate
-            .handle(command, services, &sink)
-            .await
-            .map_err(ExecuteError::Rejected)?;
-        let events = sink.collect().await;
-        if events.is_empty() {
-            self.cache().put(
-                id.to_owned(),
-                Loaded {
-                    aggregate,
+        match decided {
+            Decided::Mismatch { expected, actual } => {
+                self.remember(id, loaded);
+                Err(ExecuteError::VersionMismatch { expected, actual })
+            }
+            Decided::Refused(error) => {
+                self.remember(id, loaded);
+                Err(ExecuteError::Rejected(error))
+            }
+            Decided::Unchanged => {
+                let version = loaded.version;
+                self.remember(id, loaded);
+                Ok(Executed {
+                    events: Vec::new(),
                     version,
-                    snapshot,
-                },
-            );
-            return Ok(Executed {
-                events: Vec::new(),
-                version,
-                position: None,
-            });
+                    position: None,
+                })
+            }
+            Decided::Changed {
+                events,
+                before,
+                after,
+            } => {
+                let count = events.len();
+                let Loaded {
+                    version, snapshot, ..
+                } = loaded;
+                let context = EventStoreAggregateContext {
+                    aggregate_id: id.to_owned(),
+                    aggregate: before,
+                    current_sequence: version,
+                    current_snapshot: snapshot,
+                };
+                let (committed, position) =
+                    capture_position(self.store.commit(events, context, metadata.clone())).await;
+                let committed = committed.map_err(store_error)?;
+                let new_version = version + count;
+                // cqrs-es took a snapshot when the commit crossed a multiple of its size
+                let snapshot = if new_version / SNAPSHOT_EVERY > version / SNAPSHOT_EVERY {
+                    Some(snapshot.map_or(1, |n| n + 1))
+                } else {
+                    snapshot
+                };
+                self.remember(
+                    id,
+                    Loaded {
+                        aggregate: after,
+                        version: new_version,
+                        snapshot,
+                    },
+                );
+                Ok(Executed {
+                    version: new_version,
+                    events: committed,
+                    position,
+                })
+            }
         }
-        let count = events.len();
-        let context = EventStoreAggregateContext {
-            aggregate_id: id.to_owned(),
-            aggregate: before,
-            current_sequence: version,
-            current_snapshot: snapshot,
-        };
-        let (committed, position) =
-            capture_position(self.store.commit(events, context, metadata.clone())).await;
-        let committed = committed.map_err(store_error)?;
-        let new_version = version + count;
-        // cqrs-es took a snapshot when the commit crossed a multiple of the snapshot size
-        let snapshot = if new_version / SNAPSHOT_EVERY > version / SNAPSHOT_EVERY {
-            Some(snapshot.map_or(1, |n| n + 1))
-        } else {
-            snapshot
-        };
-        self.cache().put(
-            id.to_owned(),
-            Loaded {
-                aggregate,
-                version: new_version,
-                snapshot,
-            },
-        );
-        Ok(Executed {
-            version: new_version,
-            events: committed,
-            position,
-        })
+    }
+
+    /// Caches `loaded` unless a newer state of the aggregate is cached already.
+    fn remember(&self, id: &str, loaded: Loaded<A>) {
+        let mut cache = self.cache();
+        if cache
+            .peek(id)
+            .is_none_or(|cached| cached.version < loaded.version)
+        {
+            cache.put(id.to_owned(), loaded);
+        }
     }
 
     /// The latest snapshot and the events after it, in one statement.
@@ -329,6 +343,53 @@ where
 
     fn cache(&self) -> std::sync::MutexGuard<'_, LruCache<String, Loaded<A>>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What an aggregate decided on one state.
+enum Decided<A: Aggregate> {
+    Mismatch {
+        expected: usize,
+        actual: usize,
+    },
+    Refused(A::Error),
+    Unchanged,
+    Changed {
+        events: Vec<A::Event>,
+        /// The state the command was decided on (cqrs-es builds snapshots from it).
+        before: A,
+        /// The state with the new events applied.
+        after: A,
+    },
+}
+
+async fn decide<A: Aggregate + Clone>(
+    command: A::Command,
+    loaded: &Loaded<A>,
+    expected_version: Option<usize>,
+    services: &A::Services,
+) -> Decided<A> {
+    if let Some(expected) = expected_version
+        && expected != loaded.version
+    {
+        return Decided::Mismatch {
+            expected,
+            actual: loaded.version,
+        };
+    }
+    let mut after = loaded.aggregate.clone();
+    let sink = EventSink::default();
+    if let Err(error) = after.handle(command, services, &sink).await {
+        return Decided::Refused(error);
+    }
+    let events = sink.collect().await;
+    if events.is_empty() {
+        return Decided::Unchanged;
+    }
+    Decided::Changed {
+        events,
+        before: loaded.aggregate.clone(),
+        after,
     }
 }
 

@@ -17,10 +17,10 @@ pub mod repository;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use checkpoint::{BatchError, Checkpoints, process_batch};
+pub use checkpoint::{BatchError, Checkpoints, process_batch, process_batch_matching};
 pub use database::{DatabaseError, MIGRATOR, PoolSettings, connect, migrate, migrations_applied};
 pub use event_schemas::{LogPosition, RecordedEvent};
 pub use execute::{ExecuteError, Executed, Executor};
-pub use log::{GlobalLog, LogError};
+pub use log::{GlobalLog, LogError, LogFilter};
 pub use notify::{AppendNotifier, LogWaiter};
 pub use repository::{EventRepository, EventStore, SNAPSHOT_EVERY, capture_position};

@@ -23,6 +23,33 @@ pub enum LogError {
 #[derive(Debug, Clone, Copy)]
 pub struct GlobalLog;
 
+/// The events a reader takes, by aggregate type. A reader still passes over the others (its
+/// checkpoint moves past them), but their bodies are neither sent nor decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    aggregate_types: Option<Vec<String>>,
+}
+
+impl LogFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only events of these aggregate types.
+    pub fn aggregate_types(types: &[&str]) -> Self {
+        Self {
+            aggregate_types: Some(types.iter().map(|t| (*t).to_owned()).collect()),
+        }
+    }
+
+    pub fn matches(&self, aggregate_type: &str) -> bool {
+        self.aggregate_types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == aggregate_type))
+    }
+}
+
 const COLUMNS: &str = "global_position, tx_id::text::bigint as tx_id, event_id, aggregate_type, \
      aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
 
@@ -48,6 +75,47 @@ impl GlobalLog {
             .fetch_all(executor)
             .await?;
         rows.iter().map(decode).collect()
+    }
+
+    /// Up to `limit` events after `after` are passed over; those `filter` takes are returned in
+    /// full, with the position of the last event passed over (where a reader's checkpoint
+    /// goes). `None` when nothing was readable.
+    pub async fn read_matching<'c>(
+        executor: impl PgExecutor<'c>,
+        after: LogPosition,
+        limit: i64,
+        filter: &LogFilter,
+    ) -> Result<(Vec<RecordedEvent>, Option<LogPosition>), LogError> {
+        let Some(types) = &filter.aggregate_types else {
+            let events = Self::read(executor, after, limit).await?;
+            let last = events.last().map(|e| e.position);
+            return Ok((events, last));
+        };
+        let sql = "select global_position, tx_id::text::bigint as tx_id, event_id, aggregate_type, \
+                   aggregate_id, sequence, event_type, event_version, recorded_at, \
+                   aggregate_type = any($4) as taken, \
+                   case when aggregate_type = any($4) then payload end as payload, \
+                   case when aggregate_type = any($4) then metadata end as metadata \
+             from events \
+             where (tx_id, global_position) > ($1::text::xid8, $2) \
+               and tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             order by events.tx_id, events.global_position \
+             limit $3";
+        let rows = sqlx::query(sql)
+            .bind(after.tx_id.to_string())
+            .bind(after.global_position)
+            .bind(limit)
+            .bind(types)
+            .fetch_all(executor)
+            .await?;
+        let last = rows.last().map(position).transpose()?;
+        let mut taken = Vec::new();
+        for row in &rows {
+            if row.try_get::<bool, _>("taken")? {
+                taken.push(decode(row)?);
+            }
+        }
+        Ok((taken, last))
     }
 
     /// Whether events exist that are not readable yet because a transaction older than theirs

@@ -16,6 +16,10 @@ use tokio::sync::Notify;
 /// The Postgres channel appends are announced on.
 pub const CHANNEL: &str = "workledger_events";
 
+/// At most one notification per this interval: under load, readers wake for batches of
+/// events rather than for each one.
+pub const NOTIFY_SPACING: Duration = Duration::from_millis(5);
+
 /// Announces appends on [`CHANNEL`], coalescing bursts into one notification.
 #[derive(Debug, Clone, Default)]
 pub struct AppendNotifier {
@@ -32,13 +36,16 @@ impl AppendNotifier {
                 // `notify_one` leaves a permit when nobody waits, so appends that happen while
                 // a notification is being sent are announced by the next one.
                 task_wake.notified().await;
-                if let Err(error) = sqlx::query("select pg_notify($1, '')")
+                match sqlx::query("select pg_notify($1, '')")
                     .bind(CHANNEL)
                     .execute(&pool)
                     .await
                 {
-                    tracing::warn!(error = %error, "could not announce appended events; readers will poll");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(_) => tokio::time::sleep(NOTIFY_SPACING).await,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "could not announce appended events; readers will poll");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
         });

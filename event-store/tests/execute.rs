@@ -220,3 +220,34 @@ async fn a_stale_cached_state_costs_a_retry_not_a_wrong_decision() {
 fn executor_fresh(db: &TestDatabase) -> Executor<Counter> {
     Executor::new(db.pool.clone(), AppendNotifier::disabled(), vec![])
 }
+
+#[tokio::test]
+async fn a_refusal_decided_on_a_stale_cached_state_is_decided_again_on_the_stored_one() {
+    let db = TestDatabase::new().await;
+    let ours = executor(&db);
+    let theirs = executor_fresh(&db);
+    // our cache holds version 1 (value 1)
+    ours.execute("c", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    // the counter refuses `0` only... use NO_CHANGE, which is a no-op on any state: a no-op
+    // decided on the cached state is checked against the store, which has moved on
+    theirs
+        .execute("c", 5, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    let same = ours
+        .execute("c", NO_CHANGE, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    assert_eq!(
+        same.version, 2,
+        "the answer comes from the stored state, not the stale cache"
+    );
+    // and the cache now holds the stored state: the next change lands at version 3 at once
+    let next = ours
+        .execute("c", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    assert_eq!(next.version, 3);
+}

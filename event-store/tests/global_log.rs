@@ -310,3 +310,43 @@ async fn every_event_carries_its_own_id_and_the_full_metadata() {
     .await;
     assert!(bare.is_err());
 }
+
+#[tokio::test]
+async fn a_filtered_reader_takes_only_its_events_and_passes_over_the_rest() {
+    let db = TestDatabase::new().await;
+    create_seen_table(&db.pool).await;
+    let store = store(&db.pool);
+    for i in 0..10 {
+        append(&store, &format!("c-{i}")).await.unwrap();
+    }
+    wait_readable(&db.pool, 10).await;
+    let nothing = event_store::LogFilter::aggregate_types(&["Other"]);
+    let mut applied = 0;
+    let moved = event_store::process_batch_matching(
+        &db.pool,
+        "picky",
+        100,
+        &nothing,
+        async |_: &mut PgConnection, batch: &[event_store::RecordedEvent]| {
+            applied += batch.len();
+            Ok::<_, std::io::Error>(())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied, 0, "nothing matched, apply was not called");
+    assert!(moved.is_some(), "but the checkpoint passed over all ten");
+    assert!(Checkpoints::is_caught_up(&db.pool, "picky").await.unwrap());
+
+    let counters = event_store::LogFilter::aggregate_types(&["Counter"]);
+    let (taken, last) = GlobalLog::read_matching(&db.pool, LogPosition::START, 4, &counters)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 4);
+    assert_eq!(last, Some(taken[3].position));
+    assert!(
+        taken
+            .iter()
+            .all(|e| !e.payload.is_null() && !e.metadata.is_null())
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use event_schemas::{DecodeError, LogPosition, MetadataError, RecordedEvent};
-use event_store::{BatchError, LogWaiter, process_batch};
+use event_store::{BatchError, LogFilter, LogWaiter, process_batch_matching};
 use sqlx::PgConnection;
 
 use crate::RuntimeError;
@@ -82,10 +82,17 @@ impl ProcessManager {
         let done = AtomicUsize::new(0);
         let runtime = &self.runtime;
         let stop_after = self.stop_after;
-        let result = process_batch(
+        // definitions and identity cause no reactions: pass over them without decoding
+        let filter = LogFilter::aggregate_types(&[
+            event_schemas::workflow_instance::AGGREGATE_TYPE,
+            event_schemas::task::AGGREGATE_TYPE,
+            event_schemas::approval::AGGREGATE_TYPE,
+        ]);
+        let result = process_batch_matching(
             runtime.pool(),
             PROCESS_MANAGER,
             self.batch,
+            &filter,
             async |tx: &mut PgConnection, events: &[RecordedEvent]| {
                 for event in events {
                     react_to(runtime, tx, event, &done, stop_after).await?;

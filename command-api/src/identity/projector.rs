@@ -13,8 +13,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use event_schemas::identity::{TENANT_AGGREGATE_TYPE, USER_AGGREGATE_TYPE};
 use event_schemas::{AnyEvent, DecodeError, LogPosition, RecordedEvent, TenantEvent, UserEvent};
-use event_store::{BatchError, Checkpoints, LogWaiter, process_batch};
+use event_store::{BatchError, Checkpoints, LogFilter, LogWaiter, process_batch_matching};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -44,10 +45,13 @@ pub enum ProjectionError {
 
 /// Applies the next batch; the new checkpoint, or `None` when nothing was readable.
 pub async fn step(pool: &PgPool) -> Result<Option<LogPosition>, BatchError<ProjectionError>> {
-    let result = process_batch(
+    // only identity events are read in full; the rest are passed over
+    let filter = LogFilter::aggregate_types(&[TENANT_AGGREGATE_TYPE, USER_AGGREGATE_TYPE]);
+    let result = process_batch_matching(
         pool,
         PROJECTOR,
         BATCH,
+        &filter,
         async |tx: &mut PgConnection, events: &[RecordedEvent]| {
             for event in events {
                 apply(tx, event).await?;
