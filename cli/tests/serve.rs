@@ -346,3 +346,29 @@ async fn the_bootstrap_admin_logs_in_publishes_and_starts_an_instance_over_http(
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+/// `docs/openapi.json` is the document the app serves; `UPDATE_OPENAPI=1` rewrites it.
+#[tokio::test]
+async fn the_committed_openapi_document_is_the_one_served() {
+    let app = spawn_app().await;
+    let served: serde_json::Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(&served).unwrap() + "\n").unwrap();
+    }
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_default())
+            .unwrap_or_default();
+    assert!(
+        committed == served,
+        "docs/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo nextest run -p workledger openapi`"
+    );
+}
