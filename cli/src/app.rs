@@ -16,6 +16,8 @@ use command_api::{CommandApi, CommandSettings, ThrottleSettings};
 use event_store::database::PoolSettings;
 use event_store::{AppendNotifier, LogWaiter, connect, migrate};
 use orchestrator::{ProcessManager, Runtime, TimerWorker};
+use projections::{Projections, RunSettings};
+use query_api::{QuerySettings, QueryState};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -29,6 +31,8 @@ use crate::config::Config;
 pub struct Roles {
     /// The command endpoints (`POST`/`PUT` under `/api/v1`, and `/api/v1/auth`).
     pub command_api: bool,
+    /// The query endpoints (`GET` under `/api/v1`).
+    pub query_api: bool,
     /// Background workers: the orchestrator, timers, projectors and housekeeping.
     pub workers: bool,
 }
@@ -37,14 +41,22 @@ impl Roles {
     /// Everything, in one process (`workledger serve`).
     pub const ALL: Roles = Roles {
         command_api: true,
+        query_api: true,
         workers: true,
     };
     pub const COMMAND_API: Roles = Roles {
         command_api: true,
+        query_api: false,
+        workers: false,
+    };
+    pub const QUERY_API: Roles = Roles {
+        command_api: false,
+        query_api: true,
         workers: false,
     };
     pub const WORKERS: Roles = Roles {
         command_api: false,
+        query_api: false,
         workers: true,
     };
 }
@@ -88,6 +100,17 @@ impl Application {
         let mut routes = ops::router(pool.clone());
         if roles.command_api {
             routes = routes.merge(commands.router());
+        }
+        if roles.query_api {
+            let settings = QuerySettings {
+                consistency_wait: config.consistency_wait,
+                export_batch: config.export_batch,
+            };
+            routes = routes.merge(query_api::router(QueryState::new(
+                pool.clone(),
+                commands.token_keys(),
+                settings,
+            )));
         }
         let router = finish(routes, &config);
         let listener = TcpListener::bind(config.listen)
@@ -184,8 +207,9 @@ fn command_settings(config: &Config) -> CommandSettings {
     }
 }
 
-/// The background workers: the orchestrator's process manager, the timer worker, the identity
-/// projector and the sweeper of expired sessions, idempotency keys and login counters.
+/// The background workers: the read-model projectors, the orchestrator's process manager, the
+/// timer worker, the identity projector and the sweeper of expired sessions, idempotency keys
+/// and login counters.
 fn spawn_workers(
     set: &mut JoinSet<()>,
     runtime: &Arc<Runtime>,
@@ -193,6 +217,14 @@ fn spawn_workers(
     stop: &CancellationToken,
 ) {
     let pool = runtime.pool().clone();
+    let projections = Projections::all().with_settings(RunSettings {
+        batch_size: config.projector_batch,
+        poll_interval: config.poll_interval,
+        takeover_interval: config.projector_takeover,
+        retry_max: config.projector_retry_max,
+        ..RunSettings::default()
+    });
+    set.spawn(projections.run(pool.clone(), stop.clone()));
     let manager = ProcessManager::new(runtime.clone());
     let waiter = LogWaiter::new(&pool, config.poll_interval);
     let token = stop.clone();

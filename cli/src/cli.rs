@@ -15,6 +15,7 @@ Exit codes:
   1  the command failed (one line on stderr says why)
   2  bad command-line usage
   3  invalid configuration (the message names the variable)
+  4  `status`: a projector is failing
 
 Examples:
   workledger serve                         # API and projectors on 127.0.0.1:8080
@@ -44,9 +45,21 @@ pub enum Command {
     /// Only the command API (plus operations routes), for scaling out.
     #[command(name = "command-api")]
     CommandApi,
+    /// Only the query API (plus operations routes), for scaling out.
+    #[command(name = "query-api")]
+    QueryApi,
     /// Only the background workers: orchestrator, timers, projectors (plus operations routes
     /// for probes and metrics), for scaling out.
     Project,
+    /// Each projector's position, lag and error, and the log's size.
+    #[command(
+        after_help = "Examples:\n  workledger status\n  workledger status --format json\n\n\
+        Exit code 4 when a projector is failing (for scripts and health checks)."
+    )]
+    Status {
+        #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+        format: StatusFormat,
+    },
     /// Apply pending database migrations, then exit.
     #[command(
         after_help = "Example:\n  DATABASE_URL=postgres://postgres@db:5432/workledger workledger migrate"
@@ -67,6 +80,12 @@ Examples:
   workledger events --type ApprovalDecided --tenant acme --format jsonl
   workledger events --from 7301.1200 --since 2026-11-01T00:00:00Z
   workledger events --aggregate workflow_instance/0195... --at-version 3   # its state then";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {

@@ -84,6 +84,21 @@ pub struct Config {
     /// `WORKLEDGER_LOGIN_LOCKOUT`: how long a locked account or address waits.
     #[serde(with = "humantime_serde")]
     pub login_lockout: Duration,
+    /// `WORKLEDGER_CONSISTENCY_WAIT`: how long a query with `X-Consistency-Token` waits for
+    /// the projections behind it.
+    #[serde(with = "humantime_serde")]
+    pub consistency_wait: Duration,
+    /// `WORKLEDGER_EXPORT_BATCH`: audit entries per database round trip of an export.
+    pub export_batch: i64,
+    /// `WORKLEDGER_PROJECTOR_BATCH`: events per projector batch (and transaction).
+    pub projector_batch: i64,
+    /// `WORKLEDGER_PROJECTOR_TAKEOVER`: how often a standby worker tries to take over a
+    /// projector whose worker died.
+    #[serde(with = "humantime_serde")]
+    pub projector_takeover: Duration,
+    /// `WORKLEDGER_PROJECTOR_RETRY_MAX`: longest pause between retries of a failing projector.
+    #[serde(with = "humantime_serde")]
+    pub projector_retry_max: Duration,
 }
 
 /// The defaults, in the same shape (a secret cannot be serialized, so they are spelled out).
@@ -108,6 +123,11 @@ struct Defaults {
     login_max_failures_per_address: u32,
     login_failure_window: &'static str,
     login_lockout: &'static str,
+    consistency_wait: &'static str,
+    export_batch: i64,
+    projector_batch: i64,
+    projector_takeover: &'static str,
+    projector_retry_max: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -130,6 +150,11 @@ const DEFAULTS: Defaults = Defaults {
     login_max_failures_per_address: 20,
     login_failure_window: "15m",
     login_lockout: "5m",
+    consistency_wait: "5s",
+    export_batch: 2000,
+    projector_batch: 1000,
+    projector_takeover: "1s",
+    projector_retry_max: "30s",
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +245,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "WORKLEDGER_LOGIN_MAX_FAILURES_PER_ACCOUNT and _PER_ADDRESS must be at least 1"
                     .into(),
+            ));
+        }
+        if !(1..=100_000).contains(&self.export_batch)
+            || !(1..=100_000).contains(&self.projector_batch)
+        {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_EXPORT_BATCH and WORKLEDGER_PROJECTOR_BATCH must be 1 to 100000".into(),
             ));
         }
         if self.poll_interval.is_zero() || self.timer_interval.is_zero() {

@@ -17,6 +17,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// The configuration is invalid (the message names the variable).
     pub const CONFIG: u8 = 3;
+    /// `status`: a projector is failing.
+    pub const UNHEALTHY: u8 = 4;
 }
 
 /// Runs one invocation of the binary; errors are printed as one line, never a backtrace.
@@ -43,6 +45,11 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Serve => commands::serve::run(config, app::Roles::ALL).await,
             Command::CommandApi => commands::serve::run(config, app::Roles::COMMAND_API).await,
+            Command::QueryApi => commands::serve::run(config, app::Roles::QUERY_API).await,
+            Command::Status { format } => {
+                let pool = app::open_database(&config).await?;
+                return commands::status::run(&pool, format).await;
+            }
             Command::Project => commands::serve::run(config, app::Roles::WORKERS).await,
             Command::Migrate => commands::migrate::run(config).await,
             Command::Events(args) => {
@@ -53,6 +60,10 @@ pub fn run(cli: Cli) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<commands::status::Unhealthy>() => {
+            eprintln_error(&format!("{error:#}"));
+            ExitCode::from(exit::UNHEALTHY)
+        }
         Err(error) => {
             tracing::error!(
                 error = format!("{error:#}"),

@@ -197,3 +197,50 @@ async fn bad_arguments_are_one_clear_line_and_a_nonzero_exit() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn status_lists_every_projector_with_its_lag_and_fails_on_a_stopped_one() {
+    let (db, _, _) = populated().await;
+    let text = stdout(&workledger(&db, &["status"]));
+    for name in [
+        "definitions",
+        "instances",
+        "tasks",
+        "approvals",
+        "workflow_reports",
+        "audit",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}: {text}"));
+        assert!(
+            line.contains(" 5 ") || line.contains(" 5  "),
+            "5 events of lag: {line}"
+        );
+    }
+    assert!(text.contains("5 events in the log"));
+
+    sqlx::query(
+        "insert into projector_status (name, error, error_tx_id, error_position, failed_since, attempts) \
+         values ('tasks', 'payload of TaskOpened does not match', 1, 4, now(), 3)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let failing = workledger(&db, &["status", "--format", "json"]);
+    assert_eq!(failing.status.code(), Some(4));
+    let body: serde_json::Value = serde_json::from_slice(&failing.stdout).unwrap();
+    let tasks = body["projectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tasks")
+        .unwrap();
+    assert!(
+        tasks["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TaskOpened")
+    );
+}

@@ -1,0 +1,68 @@
+//! `workledger status`: each projector's position, lag and error; the log's size.
+
+use std::io::Write;
+
+use projections::Projections;
+use sqlx::PgPool;
+
+use crate::cli::StatusFormat;
+
+/// A projector is failing: `status` exits with code 4.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} failing: see the ERROR column")]
+pub struct Unhealthy(pub String);
+
+pub async fn run(pool: &PgPool, format: StatusFormat) -> anyhow::Result<()> {
+    let statuses = Projections::status(pool).await?;
+    let events: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(pool)
+        .await?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match format {
+        StatusFormat::Json => {
+            let body = serde_json::json!({"events": events, "projectors": statuses});
+            serde_json::to_writer_pretty(&mut out, &body)?;
+            writeln!(out)?;
+        }
+        StatusFormat::Table => {
+            writeln!(
+                out,
+                "{:<18} {:<20} {:>10} {:>10} {:<7} ERROR",
+                "PROJECTOR", "POSITION", "LAG", "LAG (s)", "ACTIVE"
+            )?;
+            for s in &statuses {
+                let error = s.error.as_ref().map_or("-".to_owned(), |e| {
+                    let at = e.position.map(|p| format!(" at {p}")).unwrap_or_default();
+                    format!("{}{at} ({} attempts)", e.message, e.attempts)
+                });
+                writeln!(
+                    out,
+                    "{:<18} {:<20} {:>10} {:>10.1} {:<7} {}",
+                    s.name,
+                    s.position.to_string(),
+                    s.lag_events,
+                    s.lag_seconds,
+                    if s.read_model {
+                        if s.active { "yes" } else { "no" }
+                    } else {
+                        "-"
+                    },
+                    error
+                )?;
+            }
+            writeln!(out, "\n{events} events in the log")?;
+        }
+    }
+    out.flush()?;
+    let failing: Vec<&str> = statuses
+        .iter()
+        .filter(|s| s.error.is_some())
+        .map(|s| s.name.as_str())
+        .collect();
+    if failing.is_empty() {
+        Ok(())
+    } else {
+        Err(Unhealthy(failing.join(", ")).into())
+    }
+}

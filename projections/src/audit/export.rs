@@ -1,0 +1,366 @@
+//! Exporting a tenant's audit trail in constant memory: JSON lines or CSV, one entry per line
+//! with its hashes, read in keyset batches of `chain_seq`.
+//!
+//! An export is a contiguous stretch of the tenant's hash chain ([`chain_range`]), so it
+//! verifies on its own with [`super::ChainVerifier`] ([`AuditEntry::from_record`] reads a CSV
+//! record back). The query API streams it over HTTP; `workledger audit export` can write it to
+//! a file with a manifest ([`Exporter::entries`], [`Exporter::last_hash`]).
+
+use std::io;
+use std::io::Write as _;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use event_schemas::LogPosition;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::AuditEntry;
+
+/// The fields of every exported entry, in order (the CSV header).
+pub const FIELDS: [&str; 14] = [
+    "event_id",
+    "position",
+    "tenant_id",
+    "chain_seq",
+    "aggregate_type",
+    "aggregate_id",
+    "sequence",
+    "event_type",
+    "event_version",
+    "actor",
+    "occurred_at",
+    "payload",
+    "prev_hash",
+    "hash",
+];
+
+/// How entries are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One JSON object per line (the [`AuditEntry`] fields).
+    #[default]
+    Jsonl,
+    /// A header line ([`FIELDS`]), then one record per entry, `payload` as JSON text; CRLF.
+    Csv,
+}
+
+/// A stretch of a tenant's chain: `chain_seq` from `first` to `last`, both inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainRange {
+    pub first: i64,
+    pub last: i64,
+}
+
+impl ChainRange {
+    /// Entries in the range.
+    pub fn len(&self) -> i64 {
+        (self.last - self.first + 1).max(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why an export stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("reading the audit trail failed")]
+    Database(#[from] sqlx::Error),
+    #[error("writing an entry failed")]
+    Write(#[from] io::Error),
+}
+
+/// The stretch of `tenant`'s chain an export from `from` to `to` covers: from the earliest
+/// entry that occurred at or after `from` (the chain's start without `from`) to the latest
+/// that occurred before `to` (the chain's current end without `to`). `None` when empty.
+pub async fn chain_range(
+    pool: &PgPool,
+    tenant: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Option<ChainRange>, sqlx::Error> {
+    let first: Option<i64> =
+        match from {
+            None => Some(1),
+            Some(at) => sqlx::query_scalar(
+                "select chain_seq from audit_entries where tenant_id = $1 and occurred_at >= $2 \
+                 order by occurred_at, chain_seq limit 1",
+            )
+            .bind(tenant)
+            .bind(at)
+            .fetch_optional(pool)
+            .await?,
+        };
+    let last: Option<i64> = match to {
+        None => {
+            sqlx::query_scalar("select chain_seq from audit_chain_heads where tenant_id = $1")
+                .bind(tenant)
+                .fetch_optional(pool)
+                .await?
+        }
+        Some(at) => {
+            sqlx::query_scalar(
+                "select chain_seq from audit_entries where tenant_id = $1 and occurred_at < $2 \
+                 order by occurred_at desc, chain_seq desc limit 1",
+            )
+            .bind(tenant)
+            .bind(at)
+            .fetch_optional(pool)
+            .await?
+        }
+    };
+    Ok(match (first, last) {
+        (Some(first), Some(last)) if first <= last => Some(ChainRange { first, last }),
+        _ => None,
+    })
+}
+
+/// Writes a range of a tenant's chain chunk by chunk (one database round trip per chunk), so
+/// memory stays at one chunk however long the trail is.
+#[derive(Debug)]
+pub struct Exporter {
+    pool: PgPool,
+    tenant: String,
+    next: i64,
+    last: i64,
+    batch: i64,
+    format: ExportFormat,
+    header_written: bool,
+    entries: u64,
+    last_hash: Option<String>,
+}
+
+impl Exporter {
+    /// An export of `range` (nothing for `None`) in chunks of `batch` entries.
+    pub fn new(
+        pool: PgPool,
+        tenant: impl Into<String>,
+        range: Option<ChainRange>,
+        format: ExportFormat,
+        batch: i64,
+    ) -> Self {
+        let range = range.unwrap_or(ChainRange { first: 1, last: 0 });
+        Self {
+            pool,
+            tenant: tenant.into(),
+            next: range.first,
+            last: range.last,
+            batch: batch.max(1),
+            format,
+            header_written: false,
+            entries: 0,
+            last_hash: None,
+        }
+    }
+
+    /// The next chunk of the export, `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ExportError> {
+        if self.format == ExportFormat::Csv && !self.header_written {
+            self.header_written = true;
+            let mut header = FIELDS.join(",").into_bytes();
+            header.extend_from_slice(b"\r\n");
+            return Ok(Some(header));
+        }
+        if self.next > self.last {
+            return Ok(None);
+        }
+        let upto = self.next.saturating_add(self.batch - 1).min(self.last);
+        let rows = sqlx::query(
+            "select event_id, tx_id, global_position, chain_seq, aggregate_type, aggregate_id, \
+                 sequence, event_type, event_version, actor, occurred_at, \
+                 payload::text as payload, encode(prev_hash, 'hex') as prev_hash, \
+                 encode(hash, 'hex') as hash \
+             from audit_entries where tenant_id = $1 and chain_seq between $2 and $3 \
+             order by chain_seq",
+        )
+        .bind(&self.tenant)
+        .bind(self.next)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len() * 640);
+        match self.format {
+            ExportFormat::Jsonl => {
+                for row in &rows {
+                    let line = Line::read(row, &self.tenant)?;
+                    line.write_json(&mut out)?;
+                    self.last_hash = Some(line.hash);
+                }
+            }
+            ExportFormat::Csv => {
+                let mut writer = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::CRLF)
+                    .from_writer(&mut out);
+                for row in &rows {
+                    let line = Line::read(row, &self.tenant)?;
+                    writer
+                        .write_record(line.fields())
+                        .map_err(io::Error::from)?;
+                    self.last_hash = Some(line.hash);
+                }
+                writer.flush()?;
+            }
+        }
+        self.entries += rows.len() as u64;
+        self.next = upto + 1;
+        Ok(Some(out))
+    }
+
+    /// Entries written so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// The hash of the last entry written (the export's final hash once done).
+    pub fn last_hash(&self) -> Option<&str> {
+        self.last_hash.as_deref()
+    }
+}
+
+/// Why a CSV record is not an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field {field}: {message}")]
+pub struct RecordError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl AuditEntry {
+    /// An entry from a CSV record of the export ([`FIELDS`] order).
+    pub fn from_record<S: AsRef<str>>(fields: &[S]) -> Result<Self, RecordError> {
+        if fields.len() != FIELDS.len() {
+            return Err(RecordError {
+                field: "record",
+                message: format!("{} fields, expected {}", fields.len(), FIELDS.len()),
+            });
+        }
+        let get = |i: usize| fields[i].as_ref();
+        fn parse<T: std::str::FromStr>(field: &'static str, value: &str) -> Result<T, RecordError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| RecordError {
+                field,
+                message: e.to_string(),
+            })
+        }
+        Ok(AuditEntry {
+            event_id: parse::<Uuid>("event_id", get(0))?,
+            position: parse::<LogPosition>("position", get(1))?,
+            tenant_id: get(2).to_owned(),
+            chain_seq: parse("chain_seq", get(3))?,
+            aggregate_type: get(4).to_owned(),
+            aggregate_id: get(5).to_owned(),
+            sequence: parse("sequence", get(6))?,
+            event_type: get(7).to_owned(),
+            event_version: get(8).to_owned(),
+            actor: get(9).to_owned(),
+            occurred_at: DateTime::parse_from_rfc3339(get(10))
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| RecordError {
+                    field: "occurred_at",
+                    message: e.to_string(),
+                })?,
+            payload: serde_json::from_str(get(11)).map_err(|e| RecordError {
+                field: "payload",
+                message: e.to_string(),
+            })?,
+            prev_hash: get(12).to_owned(),
+            hash: get(13).to_owned(),
+        })
+    }
+}
+
+/// One entry as the export writes it.
+struct Line<'a> {
+    event_id: Uuid,
+    position: String,
+    tenant_id: &'a str,
+    chain_seq: i64,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    actor: String,
+    occurred_at: String,
+    /// As Postgres writes the stored JSON (the verifier re-canonicalizes it).
+    payload: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl<'a> Line<'a> {
+    fn read(row: &PgRow, tenant_id: &'a str) -> Result<Self, io::Error> {
+        let get = || -> Result<Self, sqlx::Error> {
+            Ok(Line {
+                event_id: row.try_get("event_id")?,
+                position: format!(
+                    "{}.{}",
+                    row.try_get::<i64, _>("tx_id")?,
+                    row.try_get::<i64, _>("global_position")?
+                ),
+                tenant_id,
+                chain_seq: row.try_get("chain_seq")?,
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                sequence: row.try_get("sequence")?,
+                event_type: row.try_get("event_type")?,
+                event_version: row.try_get("event_version")?,
+                actor: row.try_get("actor")?,
+                occurred_at: row
+                    .try_get::<DateTime<Utc>, _>("occurred_at")?
+                    .to_rfc3339_opts(SecondsFormat::Micros, true),
+                payload: row.try_get("payload")?,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+            })
+        };
+        get().map_err(io::Error::other)
+    }
+
+    fn fields(&self) -> [String; 14] {
+        [
+            self.event_id.to_string(),
+            self.position.clone(),
+            self.tenant_id.to_owned(),
+            self.chain_seq.to_string(),
+            self.aggregate_type.clone(),
+            self.aggregate_id.clone(),
+            self.sequence.to_string(),
+            self.event_type.clone(),
+            self.event_version.clone(),
+            self.actor.clone(),
+            self.occurred_at.clone(),
+            self.payload.clone(),
+            self.prev_hash.clone(),
+            self.hash.clone(),
+        ]
+    }
+
+    /// `{"event_id":...,"payload":{...},...}\n`, strings escaped as JSON.
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), io::Error> {
+        let string = |out: &mut Vec<u8>, key: &str, value: &str| -> Result<(), io::Error> {
+            write!(out, ",\"{key}\":")?;
+            serde_json::to_writer(&mut *out, value).map_err(io::Error::other)
+        };
+        write!(out, "{{\"event_id\":\"{}\"", self.event_id)?;
+        write!(out, ",\"position\":\"{}\"", self.position)?;
+        string(out, "tenant_id", self.tenant_id)?;
+        write!(out, ",\"chain_seq\":{}", self.chain_seq)?;
+        string(out, "aggregate_type", &self.aggregate_type)?;
+        string(out, "aggregate_id", &self.aggregate_id)?;
+        write!(out, ",\"sequence\":{}", self.sequence)?;
+        string(out, "event_type", &self.event_type)?;
+        string(out, "event_version", &self.event_version)?;
+        string(out, "actor", &self.actor)?;
+        write!(out, ",\"occurred_at\":\"{}\"", self.occurred_at)?;
+        write!(out, ",\"payload\":{}", self.payload)?;
+        write!(out, ",\"prev_hash\":\"{}\"", self.prev_hash)?;
+        write!(out, ",\"hash\":\"{}\"}}", self.hash)?;
+        out.push(b'\n');
+        Ok(())
+    }
+}

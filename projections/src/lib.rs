@@ -1,0 +1,278 @@
+//! Workledger's projector runtime and read models (DESIGN §5).
+//!
+//! - [`Projector`]: a named, batch-at-a-time reader of the global log whose writes commit with
+//!   its checkpoint ([`run_batch`]).
+//! - [`Projections`]: the set of read-model projectors; [`Projections::run`] runs one worker per
+//!   projector (one active worker per projector across processes, by advisory lock, with
+//!   take-over), [`Projections::status`] reports checkpoints, lag and failures.
+//! - The read models: [`definitions`], [`instances`], [`tasks`], [`approvals`], [`reports`]
+//!   (workflow reports) and [`audit`] (the hash-chained audit trail, with the canonical-entry
+//!   and chain-hash functions `workledger audit verify` uses).
+//!
+//! - [`rebuild`]: rebuilds a projection into new tables and swaps them in (no downtime; a
+//!   failed rebuild changes nothing), for `workledger replay`.
+//!
+//! Read models are built from event data only (never the clock), so a rebuild reproduces them.
+
+pub mod approvals;
+pub mod audit;
+mod batch;
+pub mod definitions;
+pub mod instances;
+mod lock;
+mod projector;
+pub mod rebuild;
+pub mod reports;
+mod rows;
+mod status;
+pub mod tasks;
+mod worker;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_schemas::LogPosition;
+use event_store::{BatchError, Checkpoints};
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use batch::{Batch, run_batch};
+pub use lock::{ProjectorLock, lock_key};
+pub use projector::{EventFilter, EventRef, ProjectionError, Projector};
+pub use rebuild::{RebuildError, RebuildProgress};
+pub use status::{ProjectorFailure, ProjectorStatus};
+pub use worker::RunSettings;
+
+/// The read-model projectors' names (their checkpoint rows and metric labels).
+pub mod names {
+    pub const DEFINITIONS: &str = "definitions";
+    pub const INSTANCES: &str = "instances";
+    pub const TASKS: &str = "tasks";
+    pub const APPROVALS: &str = "approvals";
+    pub const WORKFLOW_REPORTS: &str = "workflow_reports";
+    pub const AUDIT: &str = "audit";
+}
+
+/// A projector name that is not one of the set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no projector is named {0:?}")]
+pub struct UnknownProjector(pub String);
+
+/// Why catching up stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error("projector {name} failed")]
+    Failed {
+        name: &'static str,
+        #[source]
+        source: BatchError<ProjectionError>,
+    },
+    #[error("projector {name} did not reach {target} within {waited:?} (it is at {position})")]
+    Timeout {
+        name: &'static str,
+        target: LogPosition,
+        position: LogPosition,
+        waited: Duration,
+    },
+}
+
+/// A set of projectors and how to run them.
+#[derive(Debug, Clone)]
+pub struct Projections {
+    projectors: Vec<Arc<dyn Projector>>,
+    settings: RunSettings,
+}
+
+impl Default for Projections {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl Projections {
+    /// Every read model: definitions, instances, tasks, approvals, workflow reports and audit.
+    pub fn all() -> Self {
+        Self::from_projectors(vec![
+            Arc::new(definitions::DefinitionsProjector),
+            Arc::new(instances::InstancesProjector),
+            Arc::new(tasks::TasksProjector),
+            Arc::new(approvals::ApprovalsProjector),
+            Arc::new(reports::WorkflowReportsProjector),
+            Arc::new(audit::AuditProjector),
+        ])
+    }
+
+    /// A set of your own projectors.
+    pub fn from_projectors(projectors: Vec<Arc<dyn Projector>>) -> Self {
+        Self {
+            projectors,
+            settings: RunSettings::default(),
+        }
+    }
+
+    /// Runs with `settings` instead of the defaults.
+    pub fn with_settings(mut self, settings: RunSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Only the projectors named (for `workledger replay --projection NAME`).
+    pub fn only(self, names: &[&str]) -> Result<Self, UnknownProjector> {
+        for name in names {
+            if !self.projectors.iter().any(|p| p.name() == *name) {
+                return Err(UnknownProjector((*name).to_owned()));
+            }
+        }
+        Ok(Self {
+            projectors: self
+                .projectors
+                .into_iter()
+                .filter(|p| names.contains(&p.name()))
+                .collect(),
+            settings: self.settings,
+        })
+    }
+
+    /// The projectors' names.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.projectors.iter().map(|p| p.name()).collect()
+    }
+
+    pub fn projectors(&self) -> &[Arc<dyn Projector>] {
+        &self.projectors
+    }
+
+    pub fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    /// Runs one worker per projector until `shutdown` is cancelled; returns once every worker
+    /// has finished its current batch (which commits or rolls back as a whole).
+    ///
+    /// Any number of processes may run the same projections: for each projector one worker
+    /// holds its advisory lock and projects, the others stand by and take over within
+    /// `takeover_interval` when the holder dies.
+    pub async fn run(self, pool: PgPool, shutdown: CancellationToken) {
+        let worker_id = format!(
+            "{}/{}/{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned()),
+            std::process::id(),
+            Uuid::new_v4().simple()
+        );
+        let wake = worker::spawn_wakeups(&pool, shutdown.clone());
+        let mut set = JoinSet::new();
+        for projector in self.projectors {
+            let worker = worker::Worker {
+                projector,
+                pool: pool.clone(),
+                settings: self.settings.clone(),
+                wake: wake.clone(),
+                shutdown: shutdown.clone(),
+                worker_id: worker_id.clone(),
+            };
+            set.spawn(worker.run());
+        }
+        while let Some(joined) = set.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(error = %error, "a projector worker panicked");
+            }
+        }
+    }
+
+    /// Runs every projector until nothing more is readable, in this task, without locks (for
+    /// tests, tools and a process that owns the database). Returns the events applied.
+    pub async fn catch_up(&self, pool: &PgPool) -> Result<u64, CatchUpError> {
+        let mut applied = 0;
+        for projector in &self.projectors {
+            loop {
+                let mut conn = pool.acquire().await.map_err(|e| CatchUpError::Failed {
+                    name: projector.name(),
+                    source: BatchError::Checkpoint(e),
+                })?;
+                let batch = run_batch(
+                    &mut conn,
+                    projector.name(),
+                    projector.as_ref(),
+                    self.settings.batch_size,
+                )
+                .await
+                .map_err(|source| CatchUpError::Failed {
+                    name: projector.name(),
+                    source,
+                })?;
+                match batch {
+                    Some(batch) => applied += batch.events as u64,
+                    None => break,
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Catches up until every projector's checkpoint is at or past `target`, waiting while
+    /// events are not readable yet (an older transaction anywhere in the cluster still runs).
+    pub async fn catch_up_to(
+        &self,
+        pool: &PgPool,
+        target: LogPosition,
+        timeout: Duration,
+    ) -> Result<u64, CatchUpError> {
+        let started = Instant::now();
+        let mut applied = 0;
+        loop {
+            applied += self.catch_up(pool).await?;
+            let mut behind = None;
+            for projector in &self.projectors {
+                let position = Checkpoints::load(pool, projector.name())
+                    .await
+                    .map_err(|e| CatchUpError::Failed {
+                        name: projector.name(),
+                        source: BatchError::Checkpoint(e),
+                    })?;
+                if position < target {
+                    behind = Some((projector.name(), position));
+                    break;
+                }
+            }
+            let Some((name, position)) = behind else {
+                return Ok(applied);
+            };
+            if started.elapsed() >= timeout {
+                return Err(CatchUpError::Timeout {
+                    name,
+                    target,
+                    position,
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Rebuilds every projector of the set in turn (see [`rebuild`]); `progress` gets the
+    /// projector's name with each batch. Returns the events applied.
+    pub async fn rebuild(
+        &self,
+        pool: &PgPool,
+        mut progress: impl FnMut(&str, &RebuildProgress),
+    ) -> Result<u64, RebuildError> {
+        let mut applied = 0;
+        for projector in &self.projectors {
+            let name = projector.name();
+            applied += rebuild::rebuild(pool, projector.as_ref(), self.settings.batch_size, |p| {
+                progress(name, p)
+            })
+            .await?;
+        }
+        Ok(applied)
+    }
+
+    /// Every log reader with a checkpoint (the orchestrator and identity included) and every
+    /// read-model projector: position, lag, worker and failure.
+    pub async fn status(pool: &PgPool) -> Result<Vec<ProjectorStatus>, sqlx::Error> {
+        let names = Self::all().names();
+        status::load(pool, &names).await
+    }
+}

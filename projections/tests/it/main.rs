@@ -1,0 +1,8 @@
+//! Projections against the real Postgres: a fresh database per test.
+
+mod audit_trail;
+mod read_models;
+mod rebuild;
+mod runtime;
+#[allow(dead_code)]
+mod support;

@@ -1,0 +1,249 @@
+//! `GET /api/v1/workflow-instances[/{id}]`.
+
+use api_common::{ApiError, CurrentUser, Json};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use projections::names::INSTANCES;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json as SqlJson;
+use sqlx::{Postgres, QueryBuilder};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::consistency::ConsistencyToken;
+use crate::page::{self, Page};
+use crate::params::{self, Instant, Params};
+use crate::routes::tagged;
+use crate::state::QueryState;
+
+pub(crate) fn router() -> OpenApiRouter<QueryState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_instances))
+        .routes(routes!(get_instance))
+}
+
+/// Lifecycle of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceStatus {
+    Running,
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+impl InstanceStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Running => "running",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Cancelled => "cancelled",
+            InstanceStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A step an instance waits on.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OpenStep {
+    /// `task`, `approval`, `timer`, or `join` (waiting for parallel branches).
+    pub kind: String,
+    pub step_id: String,
+    pub activation: u32,
+    /// The task, approval or timer id.
+    pub id: Option<Uuid>,
+    pub name: Option<String>,
+    /// When the instance entered the step.
+    pub since: DateTime<Utc>,
+    /// A task's or approval's due time; a timer's firing time.
+    pub due_at: Option<DateTime<Utc>>,
+    /// For a join: the parallel step, and how many of its branches arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_step_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrived: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u32>,
+}
+
+/// A workflow instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Instance {
+    pub id: Uuid,
+    pub definition_key: String,
+    pub definition_version: i64,
+    pub business_key: Option<String>,
+    pub status: InstanceStatus,
+    /// The end step's outcome, once completed.
+    pub outcome: Option<String>,
+    #[schema(value_type = Object)]
+    pub variables: Value,
+    pub open_steps: Vec<OpenStep>,
+    pub started_at: DateTime<Utc>,
+    /// `user:{id}` or `service:{name}`.
+    pub started_by: String,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Why it was cancelled or failed.
+    pub end_reason: Option<String>,
+    /// The step it failed at.
+    pub failed_step: Option<String>,
+    /// The aggregate's version (also the `ETag`).
+    pub version: i64,
+}
+
+/// One event of an instance's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntry {
+    /// The instance's version after the event.
+    pub sequence: i64,
+    pub event_type: String,
+    pub step_id: Option<String>,
+    pub activation: Option<i64>,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+    /// The event's facts.
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+/// An instance with its timeline.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InstanceDetail {
+    #[serde(flatten)]
+    pub instance: Instance,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    status: Option<InstanceStatus>,
+    definition_key: Option<String>,
+    business_key: Option<String>,
+    /// Started at or after (RFC 3339 or YYYY-MM-DD).
+    #[param(value_type = Option<String>)]
+    started_after: Option<Instant>,
+    /// Started before (RFC 3339 or YYYY-MM-DD).
+    #[param(value_type = Option<String>)]
+    started_before: Option<Instant>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Lists workflow instances, newest first.
+#[utoipa::path(get, path = "/api/v1/workflow-instances", tag = "instances",
+    params(ListParams,
+        ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the instances read model has passed this token")),
+    responses(
+        (status = 200, description = "A page of instances, newest first", body = Page<Instance>),
+        (status = 400, description = "Malformed consistency token", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter is not valid (named in `errors`)", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(tenant))]
+async fn list_instances(
+    State(state): State<QueryState>,
+    CurrentUser(claims): CurrentUser,
+    token: ConsistencyToken,
+    Params(params): Params<ListParams>,
+) -> Result<Json<Page<Instance>>, ApiError> {
+    tracing::Span::current().record("tenant", claims.tid.as_str());
+    let limit = params::limit(params.limit)?;
+    let after: Option<(DateTime<Utc>, Uuid)> = page::decode(params.cursor.as_deref())?;
+    state.consistent(token, &[INSTANCES]).await?;
+    let mut sql = QueryBuilder::<Postgres>::new(
+        "select to_jsonb(t) from workflow_instances t where tenant_id = ",
+    );
+    sql.push_bind(&claims.tid);
+    if let Some(status) = params.status {
+        // a literal, so the planner can pick the index for it
+        sql.push(format!(" and status = '{}'", status.as_str()));
+    }
+    if let Some(key) = &params.definition_key {
+        sql.push(" and definition_key = ").push_bind(key);
+    }
+    if let Some(key) = &params.business_key {
+        sql.push(" and business_key = ").push_bind(key);
+    }
+    if let Some(Instant(at)) = params.started_after {
+        sql.push(" and started_at >= ").push_bind(at);
+    }
+    if let Some(Instant(at)) = params.started_before {
+        sql.push(" and started_at < ").push_bind(at);
+    }
+    if let Some((at, id)) = after {
+        sql.push(" and (started_at, id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    sql.push(" order by started_at desc, id desc limit ")
+        .push_bind(limit + 1);
+    let rows: Vec<SqlJson<Instance>> = sql.build_query_scalar().fetch_all(&state.pool).await?;
+    let rows = rows.into_iter().map(|SqlJson(row)| row).collect();
+    Ok(Json(page::page(rows, limit, |i: &Instance| {
+        (i.started_at, i.id)
+    })))
+}
+
+/// A workflow instance: state, variables, open steps and timeline. `ETag` is its version.
+#[utoipa::path(get, path = "/api/v1/workflow-instances/{id}", tag = "instances",
+    params(("id" = Uuid, Path, description = "The instance id"),
+        ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the instances read model has passed this token")),
+    responses(
+        (status = 200, description = "The instance", body = InstanceDetail,
+         headers(("ETag" = String, description = "The instance's version, quoted"))),
+        (status = 304, description = "The version is the one in If-None-Match"),
+        (status = 401, description = "No valid access token", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such instance in your tenant", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not a UUID", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(tenant, instance_id = %id))]
+async fn get_instance(
+    State(state): State<QueryState>,
+    CurrentUser(claims): CurrentUser,
+    token: ConsistencyToken,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    tracing::Span::current().record("tenant", claims.tid.as_str());
+    let id = params::parse_id(&id)?;
+    state.consistent(token, &[INSTANCES]).await?;
+    let row: Option<SqlJson<Instance>> = sqlx::query_scalar(
+        "select to_jsonb(t) from workflow_instances t where tenant_id = $1 and id = $2",
+    )
+    .bind(&claims.tid)
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some(SqlJson(instance)) = row else {
+        return Err(ApiError::not_found(format!("no workflow instance {id}")));
+    };
+    let timeline: Vec<SqlJson<TimelineEntry>> = sqlx::query_scalar(
+        "select to_jsonb(t) from workflow_instance_timeline t \
+         where tenant_id = $1 and instance_id = $2 order by sequence",
+    )
+    .bind(&claims.tid)
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    let version = instance.version;
+    let body = InstanceDetail {
+        instance,
+        timeline: timeline.into_iter().map(|SqlJson(t)| t).collect(),
+    };
+    Ok(tagged(&headers, version, body))
+}

@@ -1,0 +1,299 @@
+//! Lists and their filters: who sees which tasks and approvals, `assignee=me`,
+//! `approver=me`, and bad filters.
+
+use domain::Role;
+use domain::definition::Definition;
+use event_schemas::ApprovalDecision;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_member_sees_the_tasks_offered_to_their_groups_and_an_operator_sees_all() {
+    let app = TestApp::spawn().await;
+    app.publish().await;
+    let first = app.start(json!(5000), "PO-1", 0).await;
+    let second = app.start(json!(7000), "PO-2", 1).await;
+    app.project().await;
+    let clerk = app.member_token(CLERK, &["clerks"]);
+    let lawyer = app.member_token(LAWYER, &["legal"]);
+
+    let page = app.ok("/api/v1/tasks?status=open", &clerk).await;
+    assert_eq!(
+        item_ids(&page),
+        [
+            second.child("review").to_string(),
+            first.child("review").to_string()
+        ],
+        "newest first"
+    );
+    assert_eq!(app.ok("/api/v1/tasks", &lawyer).await["items"], json!([]));
+    app.problem(
+        &format!("/api/v1/tasks/{}", first.child("review")),
+        &lawyer,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(
+        item_ids(&app.ok("/api/v1/tasks", &app.operator_token()).await).len(),
+        2
+    );
+    assert_eq!(
+        item_ids(
+            &app.ok("/api/v1/tasks?candidate_group=clerks", &lawyer)
+                .await
+        )
+        .len(),
+        0,
+        "a filter never widens what a member sees"
+    );
+    assert_eq!(
+        item_ids(
+            &app.ok("/api/v1/tasks?candidate_group=clerks", &app.auditor_token())
+                .await
+        )
+        .len(),
+        2
+    );
+    assert_eq!(
+        item_ids(
+            &app.ok("/api/v1/tasks?candidate_group=legal", &app.operator_token())
+                .await
+        )
+        .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn assignee_me_lists_the_callers_tasks_and_overdue_filters_them() {
+    let app = TestApp::spawn().await;
+    app.publish().await;
+    let mut first = app.start(json!(5000), "PO-1", 0).await;
+    let _second = app.start(json!(5000), "PO-2", 1).await;
+    first.claim("review", &member(CLERK, &["clerks"]), 2).await;
+    app.project().await;
+    let clerk = app.member_token(CLERK, &["clerks"]);
+    let mine = app.ok("/api/v1/tasks?assignee=me", &clerk).await;
+    assert_eq!(item_ids(&mine), [first.child("review").to_string()]);
+    assert_eq!(mine["items"][0]["assignee"], user(CLERK).to_string());
+    let by_id = app
+        .ok(
+            &format!("/api/v1/tasks?assignee={}", user(CLERK)),
+            &app.operator_token(),
+        )
+        .await;
+    assert_eq!(item_ids(&by_id), item_ids(&mine));
+    let other = app.member_token(0xC2, &["clerks"]);
+    assert_eq!(
+        app.ok("/api/v1/tasks?assignee=me", &other).await["items"],
+        json!([])
+    );
+    assert_eq!(
+        item_ids(
+            &app.ok("/api/v1/tasks?overdue=false&status=open", &clerk)
+                .await
+        )
+        .len(),
+        2
+    );
+    assert_eq!(
+        app.ok("/api/v1/tasks?overdue=true", &clerk).await["items"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn approver_me_lists_only_the_approvals_the_caller_may_decide_now() {
+    let app = TestApp::spawn().await;
+    app.publish().await;
+    let mut po = app.start(json!(15000), "PO-1", 0).await;
+    po.work("review", &member(CLERK, &["clerks"]), json!({}), 1)
+        .await;
+    po.vote("board", BOARD[0], ApprovalDecision::Reject, 2)
+        .await;
+    // a sequential sign-off: only the first approver's turn
+    let (first, second) = (user(0x51), user(0x52));
+    let definition = Definition::from_json(
+        &json!({
+            "key": "expense", "name": "Expense", "start": "sign",
+            "steps": {
+                "sign": {"type": "approval", "name": "Sign-off",
+                         "approvers": {"users": [first, second]}, "policy": "sequential",
+                         "approved": "done", "rejected": "done"},
+                "done": {"type": "end", "outcome": "finished"}
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    app.publish_definition(definition).await;
+    app.rt
+        .start(
+            &orchestrator::RequestContext {
+                caller: operator(),
+                at: t0(),
+                correlation_id: uuid::Uuid::now_v7(),
+                request_id: "r".into(),
+            },
+            "expense",
+            None,
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    app.project().await;
+
+    let mine = |n: u128| app.member_token(n, &[]);
+    let board_of =
+        |page: &serde_json::Value| item_ids(page).contains(&po.child("board").to_string());
+    assert!(
+        !board_of(
+            &app.ok("/api/v1/approvals?approver=me", &mine(BOARD[0]))
+                .await
+        ),
+        "already voted"
+    );
+    assert!(board_of(
+        &app.ok("/api/v1/approvals?approver=me", &mine(BOARD[1]))
+            .await
+    ));
+    assert!(board_of(
+        &app.ok("/api/v1/approvals?approver=me", &mine(BOARD[2]))
+            .await
+    ));
+    // a member still sees an approval they voted on, just not as theirs to decide
+    assert!(board_of(
+        &app.ok("/api/v1/approvals", &mine(BOARD[0])).await
+    ));
+    assert_eq!(
+        app.ok("/api/v1/approvals", &mine(CLERK)).await["items"],
+        json!([])
+    );
+
+    let sequential = app
+        .ok(
+            "/api/v1/approvals?approver=me",
+            &app.member_token(0x51, &[]),
+        )
+        .await;
+    assert_eq!(sequential["items"].as_array().unwrap().len(), 1);
+    assert_eq!(sequential["items"][0]["policy"], "sequential");
+    assert_eq!(
+        app.ok(
+            "/api/v1/approvals?approver=me",
+            &app.member_token(0x52, &[])
+        )
+        .await["items"],
+        json!([]),
+        "not their turn yet"
+    );
+    let operator = app.operator_token();
+    let as_operator = app
+        .ok(&format!("/api/v1/approvals?approver={second}"), &operator)
+        .await;
+    assert_eq!(as_operator["items"], json!([]));
+    assert_eq!(
+        app.ok("/api/v1/approvals?status=pending", &operator).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        app.ok("/api/v1/approvals?status=approved", &operator).await["items"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn instances_are_filtered_by_status_definition_business_key_and_start_time() {
+    let app = TestApp::spawn().await;
+    app.publish().await;
+    let mut done = app.start(json!(5000), "PO-1", 0).await;
+    done.approve_all(30).await;
+    let running = app.start(json!(5000), "PO-2", 60).await;
+    app.project().await;
+    let token = app.member_token(CLERK, &["clerks"]);
+    let ids = |path: &'static str| {
+        let app = &app;
+        let token = token.clone();
+        async move { item_ids(&app.ok(path, &token).await) }
+    };
+    assert_eq!(
+        ids("/api/v1/workflow-instances?status=running").await,
+        [running.id.to_string()]
+    );
+    assert_eq!(
+        ids("/api/v1/workflow-instances?status=completed").await,
+        [done.id.to_string()]
+    );
+    assert_eq!(
+        ids("/api/v1/workflow-instances?business_key=PO-1").await,
+        [done.id.to_string()]
+    );
+    assert_eq!(
+        ids("/api/v1/workflow-instances?definition_key=purchase-order")
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        ids("/api/v1/workflow-instances?definition_key=other")
+            .await
+            .len(),
+        0
+    );
+    assert_eq!(
+        ids("/api/v1/workflow-instances?started_after=2026-03-02T09:30:00Z").await,
+        [running.id.to_string()]
+    );
+    assert_eq!(
+        ids("/api/v1/workflow-instances?started_before=2026-03-02T09:30:00Z").await,
+        [done.id.to_string()]
+    );
+    let completed = app
+        .ok(&format!("/api/v1/workflow-instances/{}", done.id), &token)
+        .await;
+    assert_eq!(completed["outcome"], "approved");
+    assert_eq!(completed["ended_at"], "2026-03-02T09:30:00Z");
+}
+
+#[tokio::test]
+async fn bad_filters_are_422_problems_naming_the_parameter() {
+    let app = TestApp::spawn().await;
+    let token = app.token(TENANT, user(1), &[Role::Admin], &[]);
+    for (path, field) in [
+        ("/api/v1/tasks?status=finished", "status"),
+        ("/api/v1/tasks?overdue=maybe", "overdue"),
+        ("/api/v1/tasks?assignee=someone", "assignee"),
+        ("/api/v1/tasks?limit=0", "limit"),
+        ("/api/v1/tasks?limit=501", "limit"),
+        ("/api/v1/tasks?limit=many", "limit"),
+        ("/api/v1/tasks?cursor=not-ours", "cursor"),
+        ("/api/v1/tasks?asignee=me", "asignee"),
+        ("/api/v1/approvals?approver=nobody", "approver"),
+        (
+            "/api/v1/workflow-instances?started_after=yesterday",
+            "started_after",
+        ),
+        ("/api/v1/workflow-instances?status=paused", "status"),
+        ("/api/v1/tasks/not-a-uuid", "id"),
+        ("/api/v1/reports/workflows?bucket=month", "bucket"),
+        (
+            "/api/v1/reports/workflows?from=2026-03-10&to=2026-03-01",
+            "from",
+        ),
+        ("/api/v1/reports/tasks?group_by=team", "group_by"),
+        ("/api/v1/audit?from=noon", "from"),
+        ("/api/v1/audit/export?format=xml", "format"),
+    ] {
+        let problem = app
+            .problem(path, &token, StatusCode::UNPROCESSABLE_ENTITY)
+            .await;
+        assert_eq!(problem["code"], "validation_failed", "{path}");
+        assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+    }
+}

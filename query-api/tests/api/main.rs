@@ -1,0 +1,11 @@
+//! The query API through real HTTP on a spawned server, against the real Postgres.
+
+mod audit;
+mod consistency;
+mod lists;
+mod metrics;
+mod paging;
+mod reports;
+mod resources;
+#[allow(dead_code)]
+mod support;
