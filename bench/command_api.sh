@@ -10,7 +10,12 @@ port=${PORT:-18090}
 cargo build --release --locked -p workledger -p workledger-bench --bin workledger --bin http_load
 
 psql -h 127.0.0.1 -U postgres -qc "drop database if exists $db with (force)"
-export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
+psql -h 127.0.0.1 -U postgres -qc "create database $db"
+# both sides talk to the local Postgres the same way (no TLS on loopback)
+export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db?sslmode=disable"
+target/release/workledger migrate
+# pgbench first: at 64 clients it needs connections the server's pool would hold
+baseline=$(target/release/http_load --password unused pgbench --database-url "$DATABASE_URL")
 export WORKLEDGER_LISTEN="127.0.0.1:$port"
 export WORKLEDGER_ADMIN_EMAIL=admin@example.com
 export WORKLEDGER_ADMIN_PASSWORD='benchmark admin password'
@@ -25,5 +30,5 @@ for _ in $(seq 1 100); do
 done
 
 load=(target/release/http_load --base "http://127.0.0.1:$port" --password "$WORKLEDGER_ADMIN_PASSWORD")
-"${load[@]}" comment --database-url "$DATABASE_URL" "$@"
+"${load[@]}" comment --pgbench "$baseline" "$@"
 "${load[@]}" purchase-order

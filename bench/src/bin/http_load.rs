@@ -46,7 +46,18 @@ enum Scenario {
         /// Tasks the comments are spread over.
         #[arg(long, default_value_t = 512)]
         tasks: usize,
-        /// The database, for pgbench's single-insert TPS beside ours.
+        /// pgbench's single-insert TPS per connection count, measured in the same run
+        /// (`16=11496,64=13002`, from the `pgbench` subcommand).
+        #[arg(long, value_delimiter = ',', value_parser = parse_baseline)]
+        pgbench: Vec<(usize, f64)>,
+    },
+    /// pgbench's single-insert TPS (the event row into `events`) at each connection count,
+    /// printed as `16=TPS,64=TPS`: run it before the server holds its connections.
+    Pgbench {
+        #[arg(long, value_delimiter = ',', default_value = "16,64")]
+        connections: Vec<usize>,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
         #[arg(long)]
         database_url: String,
     },
@@ -146,14 +157,31 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .build()?;
+    if let Scenario::Pgbench {
+        connections,
+        seconds,
+        database_url,
+    } = &args.scenario
+    {
+        let mut figures = Vec::new();
+        for &c in connections {
+            figures.push(format!(
+                "{c}={:.0}",
+                pgbench::tps(database_url, c, *seconds, EVENTS_SCRIPT)?
+            ));
+        }
+        println!("{}", figures.join(","));
+        return Ok(());
+    }
     let admin = Api::login(&client, &args.base, &args.email, &args.password).await?;
     match args.scenario {
+        Scenario::Pgbench { .. } => Ok(()),
         Scenario::Comment {
             connections,
             seconds,
             tasks,
-            database_url,
-        } => comments(&admin, &connections, seconds, tasks, &database_url).await,
+            pgbench,
+        } => comments(&admin, &connections, seconds, tasks, &pgbench).await,
         Scenario::PurchaseOrder {
             connections,
             seconds,
@@ -166,7 +194,7 @@ async fn comments(
     connections: &[usize],
     seconds: u64,
     tasks: usize,
-    database_url: &str,
+    baseline: &[(usize, f64)],
 ) -> anyhow::Result<()> {
     let mut ids = Vec::with_capacity(tasks);
     for i in 0..tasks {
@@ -185,7 +213,10 @@ async fn comments(
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in connections {
-        let pg = pgbench::tps(database_url, c, seconds, EVENTS_SCRIPT)?;
+        let pg = baseline
+            .iter()
+            .find(|(n, _)| *n == c)
+            .map_or(f64::NAN, |(_, tps)| *tps);
         let duration = Duration::from_secs(seconds);
         let (rate, mut closed) = closed_loop(admin, &ids, c, duration).await;
         let (half_rate, mut open) = open_loop(admin, &ids, c, rate / 2.0, duration).await;
@@ -200,6 +231,14 @@ async fn comments(
         );
     }
     Ok(())
+}
+
+fn parse_baseline(text: &str) -> Result<(usize, f64), String> {
+    let (c, tps) = text.split_once('=').ok_or("expected CONNECTIONS=TPS")?;
+    Ok((
+        c.parse().map_err(|e| format!("{e}"))?,
+        tps.parse().map_err(|e| format!("{e}"))?,
+    ))
 }
 
 fn ms(d: Duration) -> f64 {
