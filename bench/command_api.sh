@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 db=workledger_bench_api
+bin="${CARGO_TARGET_DIR:-target}/release"
 port=${PORT:-18090}
 cargo build --release --locked -p workledger -p workledger-bench --bin workledger --bin http_load
 
@@ -13,15 +14,15 @@ psql -h 127.0.0.1 -U postgres -qc "drop database if exists $db with (force)"
 psql -h 127.0.0.1 -U postgres -qc "create database $db"
 # both sides talk to the local Postgres the same way (no TLS on loopback)
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db?sslmode=disable"
-target/release/workledger migrate
+"$bin"/workledger migrate
 # pgbench first: at 64 clients it needs connections the server's pool would hold
-baseline=$(target/release/http_load --password unused pgbench --database-url "$DATABASE_URL")
+baseline=$("$bin"/http_load --password unused pgbench --database-url "$DATABASE_URL")
 export WORKLEDGER_LISTEN="127.0.0.1:$port"
 export WORKLEDGER_ADMIN_EMAIL=admin@example.com
 export WORKLEDGER_ADMIN_PASSWORD='benchmark admin password'
 export WORKLEDGER_LOG=warn
 
-target/release/workledger serve 2>/tmp/workledger-bench-serve.log &
+"$bin"/workledger serve 2>/tmp/workledger-bench-serve.log &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in $(seq 1 100); do
@@ -29,6 +30,6 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-load=(target/release/http_load --base "http://127.0.0.1:$port" --password "$WORKLEDGER_ADMIN_PASSWORD")
+load=("$bin"/http_load --base "http://127.0.0.1:$port" --password "$WORKLEDGER_ADMIN_PASSWORD")
 "${load[@]}" comment --pgbench "$baseline" "$@"
 "${load[@]}" purchase-order
