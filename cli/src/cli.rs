@@ -16,6 +16,7 @@ Exit codes:
   2  bad command-line usage
   3  invalid configuration (the message names the variable)
   4  `status`: a projector is failing
+  5  `audit verify`: the export was tampered with
 
 Examples:
   workledger serve                         # API and projectors on 127.0.0.1:8080
@@ -68,6 +69,41 @@ pub enum Command {
     /// Print the event log (filtered), or one aggregate's state at a version.
     #[command(after_help = EVENTS_HELP)]
     Events(EventsArgs),
+    /// Rebuild projections from the start of the log into new tables and swap them in, with
+    /// no downtime (safe while `serve` runs).
+    #[command(after_help = REPLAY_HELP)]
+    Replay(ReplayArgs),
+    /// Export the audit trail with a manifest, or verify an export.
+    #[command(subcommand, after_help = AUDIT_HELP)]
+    Audit(AuditCommand),
+    /// Tenants, users, roles and groups, without the API (e.g. when it is unreachable).
+    #[command(subcommand, after_help = ADMIN_HELP)]
+    Admin(AdminCommand),
+}
+
+const REPLAY_HELP: &str = "\
+The live tables keep serving during the rebuild; the new ones are swapped in with one
+transaction. A failed or interrupted rebuild changes nothing: run it again.
+
+Exit codes:
+  0  rebuilt and swapped in
+  1  the rebuild failed (the serving tables are untouched)
+  2  bad usage, or an unknown projection (the message lists the valid names)
+
+Examples:
+  workledger replay --projection tasks
+  workledger replay --all";
+
+/// Which projections `replay` rebuilds.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ReplayArgs {
+    /// One projection: definitions, instances, tasks, approvals, workflow_reports or audit.
+    #[arg(long, value_name = "NAME")]
+    pub projection: Option<String>,
+    /// Every projection, one after the other.
+    #[arg(long)]
+    pub all: bool,
 }
 
 const EVENTS_HELP: &str = "\
@@ -126,4 +162,168 @@ pub struct EventsArgs {
     /// With `--aggregate TYPE/ID`: print the aggregate's state after its first N events.
     #[arg(long, value_name = "N")]
     pub at_version: Option<i64>,
+}
+
+const AUDIT_HELP: &str = "\
+Exit codes:
+  0  exported / the export is intact
+  1  the command failed (e.g. the database or the file cannot be read)
+  2  bad usage
+  5  `verify`: the export was tampered with (the line names the first bad entry)
+
+Examples:
+  workledger audit export --format jsonl --tenant acme -o acme.jsonl
+  WORKLEDGER_AUDIT_SIGNING_KEY=$(cat seed.b64) workledger audit export --format csv -o all.csv
+  workledger audit verify acme.jsonl
+  workledger audit verify all.csv --public-key <base64 Ed25519 public key>";
+
+/// `workledger audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write the audit trail (one hash chain per tenant) to FILE, streaming, with
+    /// FILE.manifest.json beside it and, with a signing key, FILE.manifest.sig.
+    #[command(after_help = AUDIT_HELP)]
+    Export(ExportArgs),
+    /// Recompute the chains of an export and check its manifest (and signature); exit 5 and
+    /// name the first bad entry when it was tampered with.
+    #[command(after_help = AUDIT_HELP)]
+    Verify(VerifyArgs),
+}
+
+/// How an audit export is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// A header, then one record per entry (payload as JSON text).
+    Csv,
+}
+
+impl AuditFormat {
+    /// The name written in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditFormat::Jsonl => "jsonl",
+            AuditFormat::Csv => "csv",
+        }
+    }
+}
+
+/// `workledger audit export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_enum, default_value_t = AuditFormat::Jsonl)]
+    pub format: AuditFormat,
+    /// Entries that occurred at or after this time (RFC 3339).
+    #[arg(long, value_parser = crate::commands::events::parse_time)]
+    pub from: Option<DateTime<Utc>>,
+    /// Entries that occurred before this time (RFC 3339).
+    #[arg(long, value_parser = crate::commands::events::parse_time)]
+    pub to: Option<DateTime<Utc>>,
+    /// Only this tenant's chain (every tenant's otherwise).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// A file holding a base64 32-byte Ed25519 seed to sign the manifest with (else
+    /// WORKLEDGER_AUDIT_SIGNING_KEY, else unsigned).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+}
+
+/// `workledger audit verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The exported file (its manifest is FILE.manifest.json).
+    pub file: PathBuf,
+    /// The base64 Ed25519 public key to check the signature with (the manifest's otherwise);
+    /// with it, a missing signature is tampering.
+    #[arg(long, value_name = "B64")]
+    pub public_key: Option<String>,
+}
+
+const ADMIN_HELP: &str = "\
+These act directly on the database through the identity module, as the service `cli-admin`;
+passwords come from --password-env (the name of an environment variable), never the command line.
+
+Exit codes:
+  0  done
+  1  refused or failed (one line says why, e.g. the email is taken)
+  2  bad usage
+
+Examples:
+  export PW=...    # the password, read from the variable --password-env names
+  workledger admin create-tenant --id acme --name Acme --admin-email a@acme.test --password-env PW
+  workledger admin create-user --tenant acme --email bob@acme.test --name Bob \\
+      --roles member --groups clerks --password-env PW
+  workledger admin set-roles --tenant acme --user 0195... --roles member,designer
+  workledger admin set-groups --tenant acme --user 0195... --groups clerks,managers";
+
+/// `workledger admin ...`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a tenant and its first admin.
+    #[command(name = "create-tenant", after_help = ADMIN_HELP)]
+    CreateTenant {
+        /// The tenant id (2-63 of a-z, 0-9, '-').
+        #[arg(long)]
+        id: String,
+        /// Its display name.
+        #[arg(long)]
+        name: String,
+        /// The first admin's email.
+        #[arg(long)]
+        admin_email: String,
+        /// The first admin's display name.
+        #[arg(long, default_value = "Administrator")]
+        admin_name: String,
+        /// The environment variable holding the admin's password.
+        #[arg(long, value_name = "VAR")]
+        password_env: String,
+    },
+    /// Create a user in a tenant.
+    #[command(name = "create-user", after_help = ADMIN_HELP)]
+    CreateUser {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Roles, comma-separated (admin, designer, operator, member, auditor, ...).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// The environment variable holding the password.
+        #[arg(long, value_name = "VAR")]
+        password_env: String,
+    },
+    /// Replace a user's roles.
+    #[command(name = "set-roles", after_help = ADMIN_HELP)]
+    SetRoles {
+        #[arg(long)]
+        tenant: String,
+        /// The user's id.
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// Roles, comma-separated (empty for none).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Replace a user's groups.
+    #[command(name = "set-groups", after_help = ADMIN_HELP)]
+    SetGroups {
+        #[arg(long)]
+        tenant: String,
+        /// The user's id.
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// Groups, comma-separated (empty for none).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
 }

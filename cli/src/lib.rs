@@ -15,10 +15,14 @@ use cli::{Cli, Command};
 pub mod exit {
     /// The command failed (the message says why).
     pub const FAILURE: u8 = 1;
+    /// Bad usage (also `replay` with an unknown projection).
+    pub const USAGE: u8 = 2;
     /// The configuration is invalid (the message names the variable).
     pub const CONFIG: u8 = 3;
     /// `status`: a projector is failing.
     pub const UNHEALTHY: u8 = 4;
+    /// `audit verify`: the export was tampered with.
+    pub const TAMPERED: u8 = 5;
 }
 
 /// Runs one invocation of the binary; errors are printed as one line, never a backtrace.
@@ -41,6 +45,11 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
+    // the services log their failures; operator commands only print their one line
+    let service = matches!(
+        cli.command,
+        Command::Serve | Command::CommandApi | Command::QueryApi | Command::Project
+    );
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve => commands::serve::run(config, app::Roles::ALL).await,
@@ -56,6 +65,20 @@ pub fn run(cli: Cli) -> ExitCode {
                 let pool = app::open_database(&config).await?;
                 commands::events::run(&pool, args).await
             }
+            Command::Replay(args) => {
+                let pool = app::open_database(&config).await?;
+                commands::replay::run(&pool, args).await
+            }
+            Command::Audit(cli::AuditCommand::Export(args)) => {
+                let pool = app::open_database(&config).await?;
+                commands::audit::export(&pool, args).await
+            }
+            // needs no database: an auditor can verify an export anywhere
+            Command::Audit(cli::AuditCommand::Verify(args)) => commands::audit::verify(args),
+            Command::Admin(command) => {
+                let pool = app::open_database(&config).await?;
+                commands::admin::run(&pool, command).await
+            }
         }
     });
     match result {
@@ -63,6 +86,18 @@ pub fn run(cli: Cli) -> ExitCode {
         Err(error) if error.is::<commands::status::Unhealthy>() => {
             eprintln_error(&format!("{error:#}"));
             ExitCode::from(exit::UNHEALTHY)
+        }
+        Err(error) if error.is::<commands::audit::Tampered>() => {
+            eprintln_error(&format!("{error:#}"));
+            ExitCode::from(exit::TAMPERED)
+        }
+        Err(error) if error.is::<commands::replay::UnknownProjection>() => {
+            eprintln_error(&format!("{error:#}"));
+            ExitCode::from(exit::USAGE)
+        }
+        Err(error) if !service => {
+            eprintln_error(&format!("{error:#}"));
+            ExitCode::from(exit::FAILURE)
         }
         Err(error) => {
             tracing::error!(

@@ -201,6 +201,20 @@ async fn bad_arguments_are_one_clear_line_and_a_nonzero_exit() {
 #[tokio::test]
 async fn status_lists_every_projector_with_its_lag_and_fails_on_a_stopped_one() {
     let (db, _, _) = populated().await;
+    // lag counts readable events: wait until other databases' transactions let all five through
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while event_store::GlobalLog::read(&db.pool, event_store::LogPosition::START, 100)
+        .await
+        .unwrap()
+        .len()
+        < 5
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the events never became readable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let text = stdout(&workledger(&db, &["status"]));
     for name in [
         "definitions",

@@ -33,6 +33,10 @@ pub struct RebuildProgress {
 }
 
 /// Why a rebuild failed (the live tables are untouched).
+/// How often the swap is tried while the copy cannot reach the live position.
+const SWAP_ATTEMPTS: u32 = 100;
+const SWAP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
     #[error("another rebuild of {0} is running")]
@@ -41,6 +45,15 @@ pub enum RebuildError {
     Database(#[from] sqlx::Error),
     #[error("projecting into the new tables failed")]
     Projection(#[source] BatchError<ProjectionError>),
+    #[error(
+        "the new tables of {name} could not reach the live position {live} (they are at \
+         {position}): an older transaction holds the log back; nothing was swapped"
+    )]
+    Behind {
+        name: String,
+        position: LogPosition,
+        live: LogPosition,
+    },
 }
 
 impl From<BatchError<ProjectionError>> for RebuildError {
@@ -138,28 +151,48 @@ async fn run(
         });
     }
 
-    // the swap: the live worker waits on its checkpoint row meanwhile
-    let mut tx = Connection::begin(&mut *conn).await?;
-    let live = Checkpoints::lock(&mut tx, name).await?;
+    // the swap: the live worker waits on its checkpoint row meanwhile. The copy must reach the
+    // live position first: swapping in a copy that is behind would make rows vanish from the
+    // serving tables until the live worker re-projected them. When events are not readable yet
+    // (an older transaction somewhere), let go of the lock, wait, and try again.
+    let mut attempts = 0;
     loop {
-        let position = Checkpoints::load(&mut *tx, checkpoint).await?;
+        let mut tx = Connection::begin(&mut *conn).await?;
+        let live = Checkpoints::lock(&mut tx, name).await?;
+        let mut position = Checkpoints::load(&mut *tx, checkpoint).await?;
+        while position < live {
+            // a savepoint per batch inside the swap transaction
+            match run_batch(&mut tx, checkpoint, projector, batch_size).await? {
+                Some(batch) => {
+                    applied += batch.events as u64;
+                    position = batch.position;
+                }
+                None => break,
+            }
+        }
         if position >= live {
+            for table in projector.tables() {
+                swap_table(&mut tx, schema, table).await?;
+            }
+            Checkpoints::save(&mut *tx, name, position).await?;
+            tx.commit().await?;
             break;
         }
-        // a savepoint per batch inside the swap transaction
-        match run_batch(&mut tx, checkpoint, projector, batch_size).await? {
-            Some(batch) => applied += batch.events as u64,
-            None => break,
+        tx.rollback().await?;
+        attempts += 1;
+        if attempts >= SWAP_ATTEMPTS {
+            return Err(RebuildError::Behind {
+                name: name.to_owned(),
+                position,
+                live,
+            });
+        }
+        tokio::time::sleep(SWAP_RETRY).await;
+        while let Some(batch) = run_batch(conn, checkpoint, projector, batch_size).await? {
+            applied += batch.events as u64;
         }
     }
-    let position = Checkpoints::load(&mut *tx, checkpoint).await?;
-    for table in projector.tables() {
-        swap_table(&mut tx, schema, table).await?;
-    }
-    Checkpoints::save(&mut *tx, name, position).await?;
-    tx.commit().await?;
     sqlx::query("reset search_path").execute(&mut *conn).await?;
-    tracing::info!(events = applied, position = %position, "rebuilt and swapped in");
     Ok(applied)
 }
 

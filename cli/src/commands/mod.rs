@@ -1,4 +1,7 @@
+pub mod admin;
+pub mod audit;
 pub mod events;
 pub mod migrate;
+pub mod replay;
 pub mod serve;
 pub mod status;

@@ -1,0 +1,348 @@
+//! `workledger audit export` and `verify`: an export verifies, and every kind of tampering
+//! (edit, deletion, insertion, reordering, a wrong key) exits 5 naming the first bad entry.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::definition::Definition;
+use domain::{Caller, Role};
+use event_schemas::LogPosition;
+use event_store::AppendNotifier;
+use event_store::testing::TestDatabase;
+use orchestrator::{RequestContext, Runtime, StaticDirectory};
+use projections::Projections;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+const ONE_TASK: &str = r#"{"key": "one-task", "name": "One task", "start": "work",
+    "steps": {"work": {"type": "task", "name": "Work", "candidate_groups": ["clerks"], "next": "done"},
+              "done": {"type": "end", "outcome": "done"}}}"#;
+
+fn ctx(tenant: &str, roles: Vec<Role>) -> RequestContext {
+    RequestContext {
+        caller: Caller::user(tenant, Uuid::now_v7(), roles, Vec::<String>::new()),
+        at: chrono::Utc::now(),
+        correlation_id: Uuid::now_v7(),
+        request_id: "test".into(),
+    }
+}
+
+/// A database with a definition and a few instances, projected.
+async fn populated() -> TestDatabase {
+    let db = TestDatabase::new().await;
+    let rt = Runtime::new(
+        db.pool.clone(),
+        AppendNotifier::disabled(),
+        Arc::new(StaticDirectory::new()),
+    );
+    rt.publish(
+        &ctx("acme", vec![Role::Designer]),
+        Definition::from_json(ONE_TASK).unwrap(),
+    )
+    .await
+    .unwrap();
+    rt.publish(
+        &ctx("globex", vec![Role::Designer]),
+        Definition::from_json(ONE_TASK).unwrap(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..4 {
+        rt.start(
+            &ctx("acme", vec![Role::Operator]),
+            "one-task",
+            None,
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    project_everything(&db.pool).await;
+    db
+}
+
+/// Projects up to the last stored event (other tests' transactions in the same cluster can
+/// hold events back from being readable for a moment).
+async fn project_everything(pool: &PgPool) {
+    let (tx_id, global_position): (i64, i64) = sqlx::query_as(
+        "select tx_id::text::bigint, global_position from events \
+         order by tx_id desc, global_position desc limit 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let target = LogPosition {
+        tx_id: tx_id as u64,
+        global_position,
+    };
+    Projections::all()
+        .catch_up_to(pool, target, Duration::from_secs(30))
+        .await
+        .unwrap();
+}
+
+fn workledger(db: &TestDatabase, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_workledger"));
+    command
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .env("WORKLEDGER_LOG", "warn")
+        .env_remove("WORKLEDGER_AUDIT_SIGNING_KEY");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// A fresh directory for an export.
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("workledger-audit-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `audit verify` on `file`: the exit code and the stderr.
+fn verify(db: &TestDatabase, file: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["audit", "verify", path(file)];
+    args.extend_from_slice(extra);
+    let output = workledger(db, &args, &[]);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn export(db: &TestDatabase, format: &str, env: &[(&str, &str)]) -> PathBuf {
+    let file = scratch().join(format!("audit.{format}"));
+    ok(&workledger(
+        db,
+        &["audit", "export", "--format", format, "-o", path(&file)],
+        env,
+    ));
+    file
+}
+
+fn rewrite_lines(file: &Path, change: impl FnOnce(&mut Vec<String>)) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    change(&mut lines);
+    std::fs::write(file, lines.join("\n") + "\n").unwrap();
+}
+
+fn assert_tampered(db: &TestDatabase, file: &Path, expect: &[&str]) {
+    let (code, stderr) = verify(db, file, &[]);
+    assert_eq!(code, Some(5), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: tampered:"), "{stderr}");
+    for e in expect {
+        assert!(stderr.contains(e), "{e:?} in {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn an_export_verifies_and_its_manifest_describes_it() {
+    let db = populated().await;
+    let entries: i64 = sqlx::query_scalar("select count(*) from audit_entries")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let file = export(&db, "jsonl", &[]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.manifest.json", path(&file))).unwrap())
+            .unwrap();
+    assert_eq!(manifest["count"], entries);
+    assert_eq!(manifest["format"], "jsonl");
+    assert_eq!(manifest["tenants"].as_array().unwrap().len(), 2);
+    assert_eq!(manifest["tenants"][0]["tenant_id"], "acme");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().lines().count() as i64,
+        entries
+    );
+    let (code, stderr) = verify(&db, &file, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let csv = export(&db, "csv", &[]);
+    let (code, stderr) = verify(&db, &csv, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test]
+async fn one_tenant_exports_alone_and_verifies() {
+    let db = populated().await;
+    let file = scratch().join("globex.jsonl");
+    ok(&workledger(
+        &db,
+        &["audit", "export", "--tenant", "globex", "-o", path(&file)],
+        &[],
+    ));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.lines().count() >= 1);
+    assert!(text.lines().all(|l| l.contains("\"tenant_id\":\"globex\"")));
+    assert_eq!(verify(&db, &file, &[]).0, Some(0));
+}
+
+#[tokio::test]
+async fn every_kind_of_tampering_exits_5_naming_the_first_bad_entry() {
+    let db = populated().await;
+    let original = export(&db, "jsonl", &[]);
+    let copy = |name: &str| {
+        let file = original.with_file_name(name);
+        std::fs::copy(&original, &file).unwrap();
+        std::fs::copy(
+            format!("{}.manifest.json", path(&original)),
+            format!("{}.manifest.json", path(&file)),
+        )
+        .unwrap();
+        file
+    };
+
+    let edited = copy("edited.jsonl");
+    rewrite_lines(&edited, |lines| {
+        let mut entry: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        entry["actor"] = "user:someone-else".into();
+        lines[1] = entry.to_string();
+    });
+    assert_tampered(&db, &edited, &["line 2", "entry 2", "edited"]);
+
+    let deleted = copy("deleted.jsonl");
+    rewrite_lines(&deleted, |lines| {
+        lines.remove(1);
+    });
+    assert_tampered(&db, &deleted, &["line 2", "chain_seq 3"]);
+
+    let inserted = copy("inserted.jsonl");
+    rewrite_lines(&inserted, |lines| {
+        let again = lines[1].clone();
+        lines.insert(2, again);
+    });
+    assert_tampered(&db, &inserted, &["line 3"]);
+
+    let swapped = copy("swapped.jsonl");
+    rewrite_lines(&swapped, |lines| lines.swap(1, 2));
+    assert_tampered(&db, &swapped, &["line 2", "event "]);
+
+    let truncated = copy("truncated.jsonl");
+    rewrite_lines(&truncated, |lines| {
+        lines.pop();
+    });
+    assert_tampered(&db, &truncated, &["entries"]);
+
+    let edited_csv = export(&db, "csv", &[]);
+    rewrite_lines(&edited_csv, |lines| {
+        lines[2] = lines[2].replace("acme", "acmf");
+    });
+    let (code, stderr) = verify(&db, &edited_csv, &[]);
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_signed_manifest_verifies_with_its_key_and_fails_with_another() {
+    let db = populated().await;
+    let seed = B64.encode([7u8; 32]);
+    let file = export(&db, "jsonl", &[("WORKLEDGER_AUDIT_SIGNING_KEY", &seed)]);
+    let public = B64.encode(
+        ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    assert!(Path::new(&format!("{}.manifest.sig", path(&file))).exists());
+    let (code, stderr) = verify(&db, &file, &["--public-key", &public]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let other = B64.encode(
+        ed25519_dalek::SigningKey::from_bytes(&[8u8; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let (code, stderr) = verify(&db, &file, &["--public-key", &other]);
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(stderr.contains("signature"), "{stderr}");
+
+    // a manifest edited after signing no longer verifies, even with its own key
+    let manifest = format!("{}.manifest.json", path(&file));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["count"] = 1.into();
+    std::fs::write(&manifest, value.to_string()).unwrap();
+    let (code, stderr) = verify(&db, &file, &[]);
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(stderr.contains("signature"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_missing_file_is_a_clear_failure_and_a_missing_manifest_is_tampering() {
+    let db = TestDatabase::new().await;
+    let (code, stderr) = verify(&db, Path::new("/nonexistent/audit.jsonl"), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not a readable file"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let dir = scratch();
+    let orphan = dir.join("orphan.jsonl");
+    std::fs::write(&orphan, "").unwrap();
+    let (code, stderr) = verify(&db, &orphan, &[]);
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(stderr.contains("manifest"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_time_range_selects_entries_and_an_empty_range_still_verifies() {
+    let db = populated().await;
+    let file = scratch().join("future.jsonl");
+    ok(&workledger(
+        &db,
+        &[
+            "audit",
+            "export",
+            "--from",
+            "2999-01-01T00:00:00Z",
+            "-o",
+            path(&file),
+        ],
+        &[],
+    ));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "");
+    assert_eq!(verify(&db, &file, &[]).0, Some(0));
+
+    let file = scratch().join("past.csv");
+    ok(&workledger(
+        &db,
+        &[
+            "audit",
+            "export",
+            "--format",
+            "csv",
+            "--to",
+            "2999-01-01T00:00:00Z",
+            "-o",
+            path(&file),
+        ],
+        &[],
+    ));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.manifest.json", path(&file))).unwrap())
+            .unwrap();
+    assert!(manifest["count"].as_u64().unwrap() > 0);
+    assert_eq!(manifest["requested_to"], "2999-01-01T00:00:00Z");
+    assert_eq!(verify(&db, &file, &[]).0, Some(0));
+}
