@@ -2,112 +2,15 @@
 //! (edit, deletion, insertion, reordering, a wrong key) exits 5 naming the first bad entry.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Arc;
-use std::time::Duration;
 
-use domain::definition::Definition;
-use domain::{Caller, Role};
-use event_schemas::LogPosition;
-use event_store::AppendNotifier;
 use event_store::testing::TestDatabase;
-use orchestrator::{RequestContext, Runtime, StaticDirectory};
-use projections::Projections;
-use sqlx::PgPool;
 use uuid::Uuid;
+
+mod support;
+use support::{populated, stdout, workledger_with_env};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-
-const ONE_TASK: &str = r#"{"key": "one-task", "name": "One task", "start": "work",
-    "steps": {"work": {"type": "task", "name": "Work", "candidate_groups": ["clerks"], "next": "done"},
-              "done": {"type": "end", "outcome": "done"}}}"#;
-
-fn ctx(tenant: &str, roles: Vec<Role>) -> RequestContext {
-    RequestContext {
-        caller: Caller::user(tenant, Uuid::now_v7(), roles, Vec::<String>::new()),
-        at: chrono::Utc::now(),
-        correlation_id: Uuid::now_v7(),
-        request_id: "test".into(),
-    }
-}
-
-/// A database with a definition and a few instances, projected.
-async fn populated() -> TestDatabase {
-    let db = TestDatabase::new().await;
-    let rt = Runtime::new(
-        db.pool.clone(),
-        AppendNotifier::disabled(),
-        Arc::new(StaticDirectory::new()),
-    );
-    rt.publish(
-        &ctx("acme", vec![Role::Designer]),
-        Definition::from_json(ONE_TASK).unwrap(),
-    )
-    .await
-    .unwrap();
-    rt.publish(
-        &ctx("globex", vec![Role::Designer]),
-        Definition::from_json(ONE_TASK).unwrap(),
-    )
-    .await
-    .unwrap();
-    for _ in 0..4 {
-        rt.start(
-            &ctx("acme", vec![Role::Operator]),
-            "one-task",
-            None,
-            None,
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    }
-    project_everything(&db.pool).await;
-    db
-}
-
-/// Projects up to the last stored event (other tests' transactions in the same cluster can
-/// hold events back from being readable for a moment).
-async fn project_everything(pool: &PgPool) {
-    let (tx_id, global_position): (i64, i64) = sqlx::query_as(
-        "select tx_id::text::bigint, global_position from events \
-         order by tx_id desc, global_position desc limit 1",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let target = LogPosition {
-        tx_id: tx_id as u64,
-        global_position,
-    };
-    Projections::all()
-        .catch_up_to(pool, target, Duration::from_secs(30))
-        .await
-        .unwrap();
-}
-
-fn workledger(db: &TestDatabase, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_workledger"));
-    command
-        .args(args)
-        .env("DATABASE_URL", db.url())
-        .env("WORKLEDGER_LOG", "warn")
-        .env_remove("WORKLEDGER_AUDIT_SIGNING_KEY");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("the binary runs")
-}
-
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
 
 /// A fresh directory for an export.
 fn scratch() -> PathBuf {
@@ -124,7 +27,7 @@ fn path(p: &Path) -> &str {
 fn verify(db: &TestDatabase, file: &Path, extra: &[&str]) -> (Option<i32>, String) {
     let mut args = vec!["audit", "verify", path(file)];
     args.extend_from_slice(extra);
-    let output = workledger(db, &args, &[]);
+    let output = workledger_with_env(db, &args, &[]);
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -133,7 +36,7 @@ fn verify(db: &TestDatabase, file: &Path, extra: &[&str]) -> (Option<i32>, Strin
 
 fn export(db: &TestDatabase, format: &str, env: &[(&str, &str)]) -> PathBuf {
     let file = scratch().join(format!("audit.{format}"));
-    ok(&workledger(
+    stdout(&workledger_with_env(
         db,
         &["audit", "export", "--format", format, "-o", path(&file)],
         env,
@@ -160,7 +63,7 @@ fn assert_tampered(db: &TestDatabase, file: &Path, expect: &[&str]) {
 
 #[tokio::test]
 async fn an_export_verifies_and_its_manifest_describes_it() {
-    let db = populated().await;
+    let db = populated(&["acme", "globex"], 4).await;
     let entries: i64 = sqlx::query_scalar("select count(*) from audit_entries")
         .fetch_one(&db.pool)
         .await
@@ -187,9 +90,9 @@ async fn an_export_verifies_and_its_manifest_describes_it() {
 
 #[tokio::test]
 async fn one_tenant_exports_alone_and_verifies() {
-    let db = populated().await;
+    let db = populated(&["acme", "globex"], 4).await;
     let file = scratch().join("globex.jsonl");
-    ok(&workledger(
+    stdout(&workledger_with_env(
         &db,
         &["audit", "export", "--tenant", "globex", "-o", path(&file)],
         &[],
@@ -202,7 +105,7 @@ async fn one_tenant_exports_alone_and_verifies() {
 
 #[tokio::test]
 async fn every_kind_of_tampering_exits_5_naming_the_first_bad_entry() {
-    let db = populated().await;
+    let db = populated(&["acme", "globex"], 4).await;
     let original = export(&db, "jsonl", &[]);
     let copy = |name: &str| {
         let file = original.with_file_name(name);
@@ -257,7 +160,7 @@ async fn every_kind_of_tampering_exits_5_naming_the_first_bad_entry() {
 
 #[tokio::test]
 async fn a_signed_manifest_verifies_with_its_key_and_fails_with_another() {
-    let db = populated().await;
+    let db = populated(&["acme", "globex"], 4).await;
     let seed = B64.encode([7u8; 32]);
     let file = export(&db, "jsonl", &[("WORKLEDGER_AUDIT_SIGNING_KEY", &seed)]);
     let public = B64.encode(
@@ -307,9 +210,9 @@ async fn a_missing_file_is_a_clear_failure_and_a_missing_manifest_is_tampering()
 
 #[tokio::test]
 async fn a_time_range_selects_entries_and_an_empty_range_still_verifies() {
-    let db = populated().await;
+    let db = populated(&["acme", "globex"], 4).await;
     let file = scratch().join("future.jsonl");
-    ok(&workledger(
+    stdout(&workledger_with_env(
         &db,
         &[
             "audit",
@@ -325,7 +228,7 @@ async fn a_time_range_selects_entries_and_an_empty_range_still_verifies() {
     assert_eq!(verify(&db, &file, &[]).0, Some(0));
 
     let file = scratch().join("past.csv");
-    ok(&workledger(
+    stdout(&workledger_with_env(
         &db,
         &[
             "audit",

@@ -1,28 +1,17 @@
 //! `workledger events`: the log as a table or JSON lines, filters, and state at a version.
 
-use std::process::{Command, Output};
 use std::sync::Arc;
 
+use domain::Role;
 use domain::definition::Definition;
 use domain::task::TaskCommand;
-use domain::{Caller, Role};
 use event_store::AppendNotifier;
 use event_store::testing::TestDatabase;
-use orchestrator::{RequestContext, Runtime, StaticDirectory};
+use orchestrator::{Runtime, StaticDirectory};
 use uuid::Uuid;
 
-const ONE_TASK: &str = r#"{"key": "one-task", "name": "One task", "start": "work",
-    "steps": {"work": {"type": "task", "name": "Work", "candidate_groups": ["clerks"], "next": "done"},
-              "done": {"type": "end", "outcome": "done"}}}"#;
-
-fn ctx(tenant: &str, roles: Vec<Role>, groups: Vec<&str>) -> RequestContext {
-    RequestContext {
-        caller: Caller::user(tenant, Uuid::now_v7(), roles, groups),
-        at: chrono::Utc::now(),
-        correlation_id: Uuid::now_v7(),
-        request_id: "test".into(),
-    }
-}
+mod support;
+use support::{ONE_TASK, ctx, stdout, workledger};
 
 /// A database with one instance whose task was claimed: returns it and the task id.
 async fn populated() -> (TestDatabase, Uuid, Uuid) {
@@ -33,14 +22,14 @@ async fn populated() -> (TestDatabase, Uuid, Uuid) {
         Arc::new(StaticDirectory::new()),
     );
     rt.publish(
-        &ctx("acme", vec![Role::Designer], vec![]),
+        &ctx("acme", vec![Role::Designer], &[]),
         Definition::from_json(ONE_TASK).unwrap(),
     )
     .await
     .unwrap();
     let started = rt
         .start(
-            &ctx("acme", vec![Role::Operator], vec![]),
+            &ctx("acme", vec![Role::Operator], &[]),
             "one-task",
             None,
             None,
@@ -51,7 +40,7 @@ async fn populated() -> (TestDatabase, Uuid, Uuid) {
     let instance: Uuid = started.id.parse().unwrap();
     let task = domain::ids::step_child_id(instance, "work", 1);
     rt.task(
-        &ctx("acme", vec![Role::Member], vec!["clerks"]),
+        &ctx("acme", vec![Role::Member], &["clerks"]),
         task,
         TaskCommand::Claim,
         None,
@@ -59,24 +48,6 @@ async fn populated() -> (TestDatabase, Uuid, Uuid) {
     .await
     .unwrap();
     (db, instance, task)
-}
-
-fn workledger(db: &TestDatabase, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_workledger"))
-        .args(args)
-        .env("DATABASE_URL", db.url())
-        .env("WORKLEDGER_LOG", "warn")
-        .output()
-        .expect("the binary runs")
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
 }
 
 #[tokio::test]

@@ -1,81 +1,18 @@
 //! `workledger replay`: rebuilding read models through the binary leaves them identical.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
-use domain::definition::Definition;
-use domain::{Caller, Role};
-use event_schemas::LogPosition;
+use domain::Role;
 use event_store::AppendNotifier;
 use event_store::testing::TestDatabase;
-use orchestrator::{RequestContext, Runtime, StaticDirectory};
+use orchestrator::{Runtime, StaticDirectory};
 use projections::Projections;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-const ONE_TASK: &str = r#"{"key": "one-task", "name": "One task", "start": "work",
-    "steps": {"work": {"type": "task", "name": "Work", "candidate_groups": ["clerks"], "next": "done"},
-              "done": {"type": "end", "outcome": "done"}}}"#;
-
-fn ctx(tenant: &str, roles: Vec<Role>) -> RequestContext {
-    RequestContext {
-        caller: Caller::user(tenant, Uuid::now_v7(), roles, Vec::<String>::new()),
-        at: chrono::Utc::now(),
-        correlation_id: Uuid::now_v7(),
-        request_id: "test".into(),
-    }
-}
-
-/// A database with a definition and a few instances, projected.
-async fn populated() -> TestDatabase {
-    let db = TestDatabase::new().await;
-    let rt = Runtime::new(
-        db.pool.clone(),
-        AppendNotifier::disabled(),
-        Arc::new(StaticDirectory::new()),
-    );
-    rt.publish(
-        &ctx("acme", vec![Role::Designer]),
-        Definition::from_json(ONE_TASK).unwrap(),
-    )
-    .await
-    .unwrap();
-    for _ in 0..4 {
-        rt.start(
-            &ctx("acme", vec![Role::Operator]),
-            "one-task",
-            None,
-            None,
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    }
-    project_everything(&db.pool).await;
-    db
-}
-
-/// Projects up to the last stored event (other tests' transactions in the same cluster can
-/// hold events back from being readable for a moment).
-async fn project_everything(pool: &PgPool) {
-    let (tx_id, global_position): (i64, i64) = sqlx::query_as(
-        "select tx_id::text::bigint, global_position from events \
-         order by tx_id desc, global_position desc limit 1",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let target = LogPosition {
-        tx_id: tx_id as u64,
-        global_position,
-    };
-    Projections::all()
-        .catch_up_to(pool, target, Duration::from_secs(30))
-        .await
-        .unwrap();
-}
+mod support;
+use support::{ctx, populated, project_everything, workledger};
 
 /// Every row of `table` as JSON text, in a stable order.
 async fn rows(pool: &PgPool, table: &str) -> Vec<String> {
@@ -85,15 +22,6 @@ async fn rows(pool: &PgPool, table: &str) -> Vec<String> {
     .fetch_all(pool)
     .await
     .unwrap()
-}
-
-fn workledger(db: &TestDatabase, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_workledger"))
-        .args(args)
-        .env("DATABASE_URL", db.url())
-        .env("WORKLEDGER_LOG", "warn")
-        .output()
-        .expect("the binary runs")
 }
 
 const TABLES: [&str; 5] = [
@@ -106,7 +34,7 @@ const TABLES: [&str; 5] = [
 
 #[tokio::test]
 async fn replaying_every_projection_leaves_the_read_models_identical() {
-    let db = populated().await;
+    let db = populated(&["acme"], 4).await;
     let mut before = Vec::new();
     for table in TABLES {
         let r = rows(&db.pool, table).await;
@@ -134,7 +62,7 @@ async fn replaying_every_projection_leaves_the_read_models_identical() {
 
 #[tokio::test]
 async fn replaying_one_projection_rebuilds_only_its_tables() {
-    let db = populated().await;
+    let db = populated(&["acme"], 4).await;
     let before = rows(&db.pool, "tasks").await;
     let output = workledger(&db, &["replay", "--projection", "tasks"]);
     assert!(
@@ -170,7 +98,7 @@ async fn replay_needs_a_projection_or_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_during_live_traffic_ends_identical_to_a_fresh_build() {
-    let db = populated().await;
+    let db = populated(&["acme"], 4).await;
     let live = CancellationToken::new();
     let workers = tokio::spawn(Projections::all().run(db.pool.clone(), live.clone()));
     let traffic_done = CancellationToken::new();
@@ -186,7 +114,7 @@ async fn a_replay_during_live_traffic_ends_identical_to_a_fresh_build() {
             let mut started = 0;
             while !done.is_cancelled() || started < 5 {
                 rt.start(
-                    &ctx("acme", vec![Role::Operator]),
+                    &ctx("acme", vec![Role::Operator], &[]),
                     "one-task",
                     None,
                     None,
@@ -245,7 +173,7 @@ async fn a_replay_during_live_traffic_ends_identical_to_a_fresh_build() {
 
 #[tokio::test]
 async fn a_rebuild_that_cannot_run_fails_in_one_line_and_leaves_the_serving_tables_alone() {
-    let db = populated().await;
+    let db = populated(&["acme"], 4).await;
     let before = rows(&db.pool, "tasks").await;
     // another rebuild of tasks holds its lock
     let mut other = db.pool.acquire().await.unwrap();
