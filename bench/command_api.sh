@@ -22,7 +22,8 @@ export WORKLEDGER_ADMIN_EMAIL=admin@example.com
 export WORKLEDGER_ADMIN_PASSWORD='benchmark admin password'
 export WORKLEDGER_LOG=warn
 
-"$bin"/workledger serve 2>/tmp/workledger-bench-serve.log &
+# ROLE=command-api measures the command API alone (no projectors or workers in the process)
+"$bin"/workledger "${ROLE:-serve}" 2>/tmp/workledger-bench-serve.log &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in $(seq 1 100); do
@@ -31,5 +32,6 @@ for _ in $(seq 1 100); do
 done
 
 load=("$bin"/http_load --base "http://127.0.0.1:$port" --password "$WORKLEDGER_ADMIN_PASSWORD")
-"${load[@]}" comment --pgbench "$baseline" "$@"
+wrk=(); command -v wrk >/dev/null && wrk=(--wrk)
+"${load[@]}" comment --pgbench "$baseline" "${wrk[@]}" "$@"
 "${load[@]}" purchase-order

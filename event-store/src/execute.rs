@@ -17,6 +17,7 @@ use lru::LruCache;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
 
+use crate::connections::Connections;
 use crate::notify::AppendNotifier;
 use crate::repository::{EventRepository, EventStore, SNAPSHOT_EVERY, capture_position};
 
@@ -66,7 +67,7 @@ struct Loaded<A> {
 /// Executes commands against aggregates of type `A`.
 pub struct Executor<A: Aggregate> {
     store: EventStore<A>,
-    pool: PgPool,
+    connections: Connections,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     cache: Mutex<LruCache<String, Loaded<A>>>,
 }
@@ -89,9 +90,10 @@ where
         notifier: AppendNotifier,
         upcasters: Vec<Box<dyn EventUpcaster>>,
     ) -> Self {
+        let connections = Connections::new(pool);
         Self {
-            store: EventRepository::store::<A>(pool.clone(), notifier, Vec::new()),
-            pool,
+            store: EventRepository::store_on::<A>(connections.clone(), notifier, Vec::new()),
+            connections,
             upcasters,
             cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHED_AGGREGATES).expect("not zero"),
@@ -119,10 +121,11 @@ where
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self
-                .try_once(id, command.clone(), &metadata, expected_version, services)
-                .await
-            {
+            // boxed: loading, deciding and appending hold a lot of state across their awaits,
+            // which would otherwise sit in every caller's future
+            let attempt_once =
+                Box::pin(self.try_once(id, command.clone(), &metadata, expected_version, services));
+            match attempt_once.await {
                 Err(ExecuteError::Conflict)
                     if expected_version.is_none() && attempt <= RACE_RETRIES =>
                 {
@@ -173,13 +176,14 @@ where
         };
         let mut decided = decide(command.clone(), &loaded, expected_version, services).await;
         // a refusal or a no-op appends nothing, so nothing has checked the cached state it was
-        // decided on: decide again if the stored state has moved on
-        if from_cache && matches!(decided, Decided::Refused(_) | Decided::Unchanged) {
-            let stored = self.load_stored(id).await?;
-            if stored.version != loaded.version {
-                loaded = stored;
-                decided = decide(command, &loaded, expected_version, services).await;
-            }
+        // decided on: decide again if the stored state has moved on (asking for the version
+        // first, an index-only read, and loading only when it did)
+        if from_cache
+            && matches!(decided, Decided::Refused(_) | Decided::Unchanged)
+            && self.stored_version(id).await? != loaded.version
+        {
+            loaded = self.load_stored(id).await?;
+            decided = decide(command, &loaded, expected_version, services).await;
         }
         match decided {
             Decided::Mismatch { expected, actual } => {
@@ -252,6 +256,21 @@ where
         }
     }
 
+    /// The stored version of aggregate `id` (0 when it has no events).
+    async fn stored_version(&self, id: &str) -> Result<usize, ExecuteError<A::Error>> {
+        let version = sqlx::query_scalar(
+            "select coalesce(max(sequence), 0) from events \
+             where aggregate_type = $1 and aggregate_id = $2",
+        )
+        .bind(A::TYPE)
+        .bind(id);
+        let mut conn = self.connections.acquire().await.map_err(store_failure)?;
+        let answer = version.fetch_one(&mut *conn).await;
+        conn.keep();
+        let version: i64 = answer.map_err(store_failure)?;
+        Ok(version as usize)
+    }
+
     /// The latest snapshot and the events after it, in one statement.
     async fn load_stored(&self, id: &str) -> Result<Loaded<A>, ExecuteError<A::Error>> {
         let rows = sqlx::query(
@@ -269,10 +288,11 @@ where
              order by 1, 2",
         )
         .bind(A::TYPE)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| ExecuteError::Store(Box::new(e)))?;
+        .bind(id);
+        let mut conn = self.connections.acquire().await.map_err(store_failure)?;
+        let answer = rows.fetch_all(&mut *conn).await;
+        conn.keep();
+        let rows = answer.map_err(store_failure)?;
         let mut loaded = Loaded {
             aggregate: A::default(),
             version: 0,

@@ -5,10 +5,12 @@
 //!   `event_id` and wakes the log readers.
 //! - [`execute`]: the command path: expected versions, lost races, consistency tokens.
 //! - [`log`]: the gap-free global log reader, ordered by `(tx_id, global_position)`.
+//! - [`connections`]: connections the command path keeps between statements.
 //! - [`checkpoint`]: named readers' positions, advanced in the same transaction as their effects.
 //! - [`notify`]: LISTEN/NOTIFY wake-ups with a poll fallback.
 
 pub mod checkpoint;
+pub mod connections;
 pub mod database;
 pub mod execute;
 pub mod log;

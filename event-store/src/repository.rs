@@ -25,6 +25,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use crate::connections::Connections;
 use crate::notify::AppendNotifier;
 
 tokio::task_local! {
@@ -54,7 +55,7 @@ pub type EventStore<A> = PersistedEventStore<EventRepository, A>;
 /// The repository behind every [`EventStore`].
 pub struct EventRepository {
     inner: PostgresEventRepository,
-    pool: PgPool,
+    connections: Connections,
     notifier: AppendNotifier,
 }
 
@@ -66,9 +67,15 @@ impl std::fmt::Debug for EventRepository {
 
 impl EventRepository {
     pub fn new(pool: PgPool, notifier: AppendNotifier) -> Self {
+        Self::with_connections(Connections::new(pool), notifier)
+    }
+
+    /// A repository appending through `connections` (shared with an [`crate::Executor`]'s
+    /// loads).
+    pub fn with_connections(connections: Connections, notifier: AppendNotifier) -> Self {
         Self {
-            inner: PostgresEventRepository::new(pool.clone()),
-            pool,
+            inner: PostgresEventRepository::new(connections.pool().clone()),
+            connections,
             notifier,
         }
     }
@@ -79,8 +86,20 @@ impl EventRepository {
         notifier: AppendNotifier,
         upcasters: Vec<Box<dyn cqrs_es::persist::EventUpcaster>>,
     ) -> EventStore<A> {
-        PersistedEventStore::new_snapshot_store(Self::new(pool, notifier), SNAPSHOT_EVERY)
-            .with_upcasters(upcasters)
+        Self::store_on::<A>(Connections::new(pool), notifier, upcasters)
+    }
+
+    /// [`EventRepository::store`] appending through `connections`.
+    pub fn store_on<A: Aggregate>(
+        connections: Connections,
+        notifier: AppendNotifier,
+        upcasters: Vec<Box<dyn cqrs_es::persist::EventUpcaster>>,
+    ) -> EventStore<A> {
+        PersistedEventStore::new_snapshot_store(
+            Self::with_connections(connections, notifier),
+            SNAPSHOT_EVERY,
+        )
+        .with_upcasters(upcasters)
     }
 }
 
@@ -98,7 +117,7 @@ const INSERT_MANY: &str = "insert into events \
 /// Appends `events` (all of one aggregate) with their `metadata` and, when given, the
 /// aggregate's new snapshot, in one statement.
 async fn append(
-    pool: &PgPool,
+    connections: &Connections,
     aggregate_type: &str,
     events: &[SerializedEvent],
     metadata: &[Value],
@@ -162,7 +181,13 @@ async fn append(
             .bind(current_snapshot as i64)
             .bind(payload);
     }
-    match query.fetch_all(pool).await {
+    let mut conn = connections
+        .acquire()
+        .await
+        .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
+    let answer = query.fetch_all(&mut *conn).await;
+    conn.keep();
+    match answer {
         Ok(rows) => {
             let last = rows
                 .iter()
@@ -238,7 +263,14 @@ impl PersistedEventRepository for EventRepository {
         }
         let metadata: Vec<Value> = events.iter().map(stamped_metadata).collect();
         let started = Instant::now();
-        let result = append(&self.pool, A::TYPE, events, &metadata, snapshot_update).await;
+        let result = append(
+            &self.connections,
+            A::TYPE,
+            events,
+            &metadata,
+            snapshot_update,
+        )
+        .await;
         let outcome = match &result {
             Ok(()) => "ok",
             Err(PersistenceError::OptimisticLockError) => "conflict",

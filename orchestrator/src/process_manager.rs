@@ -159,7 +159,7 @@ async fn react_to(
         event_type: event.event_type.clone(),
         source,
     })?;
-    if reactions.is_empty() {
+    if reactions.is_empty() || runtime.has_reacted_to(event) {
         return Ok(());
     }
     let cause = Cause::of_recorded(event).map_err(|source| ProcessError::Metadata {

@@ -1,7 +1,8 @@
 //! Commands on the workflow aggregates, and the cascade of reactions they trigger.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, EventEnvelope};
@@ -14,6 +15,7 @@ use domain::{
 };
 use event_schemas::{Actor, AnyEvent, EventMetadata, LogPosition, RecordedEvent};
 use event_store::{AppendNotifier, Executor};
+use lru::LruCache;
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -88,6 +90,14 @@ impl Cause {
         })
     }
 
+    fn key(&self) -> CauseKey {
+        (
+            self.aggregate_type.clone(),
+            self.aggregate_id.clone(),
+            self.sequence,
+        )
+    }
+
     fn metadata(&self) -> EventMetadata {
         EventMetadata {
             event_id: Uuid::nil(),
@@ -101,6 +111,41 @@ impl Cause {
             request_id: self.request_id.clone(),
             occurred_at: self.at,
         }
+    }
+}
+
+/// An event by aggregate type, id and sequence.
+type CauseKey = (String, String, i64);
+
+/// How many events [`Reacted`] remembers.
+const REMEMBERED_REACTIONS: usize = 100_000;
+
+/// The events whose every reaction the inline cascade carried out, so that the process
+/// manager in the same process passes over them instead of sending each command again only
+/// to find it changes nothing (a store round trip per reaction). Forgetting is always safe:
+/// the process manager then sends the commands again, and they are idempotent.
+#[derive(Debug)]
+struct Reacted(Mutex<LruCache<CauseKey, ()>>);
+
+impl Default for Reacted {
+    fn default() -> Self {
+        Self(Mutex::new(LruCache::new(
+            NonZeroUsize::new(REMEMBERED_REACTIONS).expect("not zero"),
+        )))
+    }
+}
+
+impl Reacted {
+    fn remember(&self, key: CauseKey) {
+        self.lock().put(key, ());
+    }
+
+    fn take(&self, key: &CauseKey) -> bool {
+        self.lock().pop(key).is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<CauseKey, ()>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -129,6 +174,8 @@ pub struct Runtime {
     cache: DefinitionCache,
     directory: Arc<dyn Directory>,
     cascade: bool,
+    /// Events whose every reaction this process's cascade carried out (see [`Reacted`]).
+    reacted: Reacted,
 }
 
 impl Runtime {
@@ -142,6 +189,7 @@ impl Runtime {
             cache: DefinitionCache::default(),
             directory,
             cascade: true,
+            reacted: Reacted::default(),
         }
     }
 
@@ -305,7 +353,8 @@ impl Runtime {
                 sequence,
             };
             let queue = reactions(&executed.events, cause);
-            let (position, appended) = self.cascade(queue).await;
+            // boxed: the cascade's state would otherwise sit in every command's future
+            let (position, appended) = Box::pin(self.cascade(queue)).await;
             outcome.position = outcome.position.max(position);
             outcome.appended += appended;
         }
@@ -321,8 +370,13 @@ impl Runtime {
     ) -> (Option<LogPosition>, usize) {
         let mut last = None;
         let mut appended = 0;
+        // per cause: reactions not yet carried out, and whether all so far succeeded
+        let mut pending: HashMap<CauseKey, (usize, bool)> = HashMap::new();
+        for (cause, _) in &queue {
+            pending.entry(cause.key()).or_insert((0, true)).0 += 1;
+        }
         while let Some((cause, reaction)) = queue.pop_front() {
-            match self.dispatch(&cause, reaction).await {
+            let succeeded = match self.dispatch(&cause, reaction).await {
                 Ok(Dispatched::Appended {
                     aggregate_type,
                     aggregate_id,
@@ -338,23 +392,50 @@ impl Runtime {
                             sequence,
                             ..cause.clone()
                         };
-                        queue.extend(
-                            react(&aggregate_id, &event)
-                                .into_iter()
-                                .map(|r| (next.clone(), r)),
-                        );
+                        let reactions = react(&aggregate_id, &event);
+                        if !reactions.is_empty() {
+                            pending.insert(next.key(), (reactions.len(), true));
+                        }
+                        queue.extend(reactions.into_iter().map(|r| (next.clone(), r)));
                     }
+                    true
                 }
-                Ok(Dispatched::Schedule(timer)) => {
-                    if let Err(error) = timers::insert(&self.pool, &timer).await {
+                Ok(Dispatched::Schedule(timer)) => match timers::insert(&self.pool, &timer).await {
+                    Ok(()) => true,
+                    Err(error) => {
                         tracing::warn!(error = %error, timer = %timer.timer_id,
                             "could not store a timer; the process manager will");
+                        false
                     }
+                },
+                Err(error) => {
+                    report_failure(&cause, &error);
+                    false
                 }
-                Err(error) => report_failure(&cause, &error),
+            };
+            let key = cause.key();
+            if let Some((left, ok)) = pending.get_mut(&key) {
+                *left -= 1;
+                *ok &= succeeded;
+                if *left == 0 {
+                    if *ok {
+                        self.reacted.remember(key.clone());
+                    }
+                    pending.remove(&key);
+                }
             }
         }
         (last, appended)
+    }
+
+    /// Whether this process's cascade carried out every reaction to `event` already (asked
+    /// once by the process manager, which then passes over the event).
+    pub fn has_reacted_to(&self, event: &RecordedEvent) -> bool {
+        self.reacted.take(&(
+            event.aggregate_type.clone(),
+            event.aggregate_id.clone(),
+            event.sequence,
+        ))
     }
 
     /// Carries out one reaction as the orchestrator of the cause's tenant.

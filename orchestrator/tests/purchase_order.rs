@@ -388,3 +388,54 @@ async fn a_due_date_becomes_a_durable_timer_that_marks_the_task_overdue_once() {
             .unwrap();
     assert_eq!(overdue, 1);
 }
+
+#[tokio::test]
+async fn the_process_manager_passes_over_events_whose_reactions_the_cascade_carried_out() {
+    let po = Po::start(json!(5000), false).await;
+    po.work("review", &member(CLERK, &["clerks"]), json!({}))
+        .await;
+    let stored: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&po.db.pool)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let events = loop {
+        let events =
+            event_store::GlobalLog::read(&po.db.pool, event_store::LogPosition::START, 10_000)
+                .await
+                .unwrap();
+        if events.len() as i64 == stored {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log never became readable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let reacting: Vec<_> = events
+        .iter()
+        .filter(|e| !domain::react_to_recorded(e).unwrap().is_empty())
+        .collect();
+    assert!(reacting.len() >= 4, "{reacting:?}");
+    for event in &reacting {
+        assert!(
+            po.rt.has_reacted_to(event),
+            "{} {} was not marked done",
+            event.event_type,
+            event.aggregate_id
+        );
+        assert!(!po.rt.has_reacted_to(event), "asked once, then forgotten");
+    }
+    // the marks are taken now: a process manager going over the log sends every reaction
+    // again, and the commands change nothing
+    let before = po.trail().await;
+    while ProcessManager::new(po.rt.clone())
+        .step()
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    assert_eq!(po.trail().await, before);
+    po.assert_nothing_doubled().await;
+}

@@ -7,6 +7,7 @@
 
 #![allow(clippy::print_stdout)] // printing the figures is this binary's purpose
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -50,6 +51,10 @@ enum Scenario {
         /// (`16=11496,64=13002`, from the `pgbench` subcommand).
         #[arg(long, value_delimiter = ',', value_parser = parse_baseline)]
         pgbench: Vec<(usize, f64)>,
+        /// Drive the closed loop with `wrk` (from Debian; much lighter on a shared machine
+        /// than this process) instead of this process's own client.
+        #[arg(long)]
+        wrk: bool,
     },
     /// pgbench's single-insert TPS (the event row into `events`) at each connection count,
     /// printed as `16=TPS,64=TPS`: run it before the server holds its connections.
@@ -150,6 +155,27 @@ struct Samples {
     errors: u64,
 }
 
+/// What one load run measured.
+#[derive(Debug, Clone, Copy)]
+struct Loop {
+    /// Successful requests per second.
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+}
+
+impl Loop {
+    fn of(mut samples: Samples, elapsed: Duration) -> Self {
+        Self {
+            rate: samples.latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50: quantile(&mut samples.latencies, 0.5),
+            p99: quantile(&mut samples.latencies, 0.99),
+            errors: samples.errors,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -181,7 +207,8 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             tasks,
             pgbench,
-        } => comments(&admin, &connections, seconds, tasks, &pgbench).await,
+            wrk,
+        } => comments(&admin, &connections, seconds, tasks, &pgbench, wrk).await,
         Scenario::PurchaseOrder {
             connections,
             seconds,
@@ -195,6 +222,7 @@ async fn comments(
     seconds: u64,
     tasks: usize,
     baseline: &[(usize, f64)],
+    wrk: bool,
 ) -> anyhow::Result<()> {
     let mut ids = Vec::with_capacity(tasks);
     for i in 0..tasks {
@@ -206,10 +234,16 @@ async fn comments(
             .await?;
         ids.push(task["id"].as_str().context("task id")?.to_owned());
     }
+    let script = if wrk {
+        Some(wrk_script(admin, &ids)?)
+    } else {
+        None
+    };
     let ids = Arc::new(ids);
+    let generator = if wrk { "wrk" } else { "http_load" };
     println!("## One-event command: `POST /api/v1/tasks/{{id}}/comments`, {seconds} s each\n");
     println!(
-        "| connections | pgbench single-insert TPS | closed loop req/s | vs pgbench | p50 | p99 | errors | open loop at half: req/s | p50 | p99 |"
+        "| connections | pgbench single-insert TPS | closed loop ({generator}) req/s | vs pgbench | p50 | p99 | errors | open loop at half: req/s | p50 | p99 |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in connections {
@@ -218,19 +252,92 @@ async fn comments(
             .find(|(n, _)| *n == c)
             .map_or(f64::NAN, |(_, tps)| *tps);
         let duration = Duration::from_secs(seconds);
-        let (rate, mut closed) = closed_loop(admin, &ids, c, duration).await;
-        let (half_rate, mut open) = open_loop(admin, &ids, c, rate / 2.0, duration).await;
+        let closed = match &script {
+            Some(script) => run_wrk(script, &admin.base, c, seconds)?,
+            None => closed_loop(admin, &ids, c, duration).await,
+        };
+        let open = open_loop(admin, &ids, c, closed.rate / 2.0, duration).await;
         println!(
-            "| {c} | {pg:.0} | {rate:.0} | {:.0}% | {:.1} ms | {:.1} ms | {} | {half_rate:.0} | {:.1} ms | {:.1} ms |",
-            100.0 * rate / pg,
-            ms(quantile(&mut closed.latencies, 0.5)),
-            ms(quantile(&mut closed.latencies, 0.99)),
+            "| {c} | {pg:.0} | {:.0} | {:.0}% | {:.1} ms | {:.1} ms | {} | {:.0} | {:.1} ms | {:.1} ms |",
+            closed.rate,
+            100.0 * closed.rate / pg,
+            ms(closed.p50),
+            ms(closed.p99),
             closed.errors + open.errors,
-            ms(quantile(&mut open.latencies, 0.5)),
-            ms(quantile(&mut open.latencies, 0.99)),
+            open.rate,
+            ms(open.p50),
+            ms(open.p99),
         );
     }
+    if let Some(script) = script {
+        let _ = std::fs::remove_file(script);
+    }
     Ok(())
+}
+
+/// Writes a wrk script posting comments round-robin over `ids` with the admin's token; its
+/// `done` prints one line: `WRK <requests> <seconds> <p50 µs> <p99 µs> <errors>`.
+fn wrk_script(admin: &Api, ids: &[String]) -> anyhow::Result<PathBuf> {
+    let list: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+    let text = format!(
+        r#"local ids = {{ {ids} }}
+local n = 0
+wrk.method = "POST"
+wrk.body = '{{"text": "looks good"}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/api/v1/tasks/" .. ids[(n % #ids) + 1] .. "/comments")
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %d %f %d %d %d\n", summary.requests, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"#,
+        ids = list.join(", "),
+        token = admin.token,
+    );
+    let path = std::env::temp_dir().join(format!("workledger-comments-{}.lua", Uuid::now_v7()));
+    std::fs::write(&path, text).context("writing the wrk script")?;
+    Ok(path)
+}
+
+/// Runs wrk closed-loop over `connections` for `seconds`.
+fn run_wrk(script: &Path, base: &str, connections: usize, seconds: u64) -> anyhow::Result<Loop> {
+    let output = std::process::Command::new("wrk")
+        .args(["-t", "2", "-c", &connections.to_string()])
+        .args(["-d", &format!("{seconds}s"), "-s"])
+        .arg(script)
+        .arg(base)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    ensure!(
+        output.status.success(),
+        "wrk failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("WRK "))
+        .context("wrk printed no summary")?;
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("wrk's summary")?;
+    let [requests, seconds, p50, p99, errors] = fields[..] else {
+        bail!("wrk's summary has {} fields", fields.len());
+    };
+    Ok(Loop {
+        rate: (requests - errors) / seconds,
+        p50: Duration::from_micros(p50 as u64),
+        p99: Duration::from_micros(p99 as u64),
+        errors: errors as u64,
+    })
 }
 
 fn parse_baseline(text: &str) -> Result<(usize, f64), String> {
@@ -258,7 +365,7 @@ async fn closed_loop(
     ids: &Arc<Vec<String>>,
     connections: usize,
     duration: Duration,
-) -> (f64, Samples) {
+) -> Loop {
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..connections)
@@ -285,10 +392,7 @@ async fn closed_loop(
             all.errors += samples.errors;
         }
     }
-    (
-        all.latencies.len() as f64 / started.elapsed().as_secs_f64(),
-        all,
-    )
+    Loop::of(all, started.elapsed())
 }
 
 /// Requests started on a fixed schedule of `rate` per second (whatever the answers take),
@@ -299,7 +403,7 @@ async fn open_loop(
     connections: usize,
     rate: f64,
     duration: Duration,
-) -> (f64, Samples) {
+) -> Loop {
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let samples = Arc::new(Mutex::new(Samples::default()));
     let limit = Arc::new(tokio::sync::Semaphore::new(connections * 4));
@@ -325,9 +429,8 @@ async fn open_loop(
     for task in tasks {
         let _ = task.await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let samples = std::mem::take(&mut *samples.lock().await);
-    (samples.latencies.len() as f64 / elapsed, samples)
+    Loop::of(samples, started.elapsed())
 }
 
 async fn purchase_orders(admin: &Api, connections: usize, seconds: u64) -> anyhow::Result<()> {

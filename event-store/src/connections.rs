@@ -1,0 +1,153 @@
+//! Connections kept by the command path between statements.
+//!
+//! sqlx 0.8's pool tests every connection it takes back with a round trip to Postgres (a
+//! `Sync` and its answer, in a task of its own) before another caller may use it. On the
+//! command path, whose commands are one statement each, that is a second round trip per
+//! command: a third of the server's system calls and a share of Postgres's CPU in profiles.
+//! [`Connections`] keeps a few connections out of the pool and hands them from one statement
+//! to the next without that test. A connection whose statement was cancelled halfway (its
+//! future dropped) is closed rather than kept; one that answered, even with an error, is in a
+//! known state and is kept. When all are busy, callers use the pool as before.
+
+use std::sync::{Arc, Mutex};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
+
+/// How many connections one [`Connections`] keeps out of the pool at most.
+pub const KEPT_CONNECTIONS: usize = 8;
+
+/// A few connections kept out of `pool` for the command path; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    pool: PgPool,
+    kept: Arc<Kept>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    idle: Mutex<Vec<PgConnection>>,
+    /// Connections taken out of the pool and not closed since (idle or in use).
+    out: Mutex<usize>,
+    limit: usize,
+}
+
+/// A connection for one statement: give it back with [`Lease::keep`] once the statement has
+/// answered; dropped without that, a kept connection is closed.
+#[derive(Debug)]
+pub struct Lease(Held);
+
+#[derive(Debug)]
+enum Held {
+    Kept {
+        conn: Option<PgConnection>,
+        kept: Arc<Kept>,
+    },
+    Pooled(PoolConnection<Postgres>),
+}
+
+impl Connections {
+    pub fn new(pool: PgPool) -> Self {
+        Self::with_limit(pool, KEPT_CONNECTIONS)
+    }
+
+    /// Keeps at most `limit` connections (0: always use the pool).
+    pub fn with_limit(pool: PgPool, limit: usize) -> Self {
+        Self {
+            pool,
+            kept: Arc::new(Kept {
+                idle: Mutex::new(Vec::new()),
+                out: Mutex::new(0),
+                limit,
+            }),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// An idle kept connection, a new one taken out of the pool while fewer than the limit
+    /// are out, or else a pooled one.
+    pub async fn acquire(&self) -> Result<Lease, sqlx::Error> {
+        if let Some(conn) = lock(&self.kept.idle).pop() {
+            return Ok(self.kept(conn));
+        }
+        let take = {
+            let mut out = lock(&self.kept.out);
+            let take = *out < self.kept.limit;
+            if take {
+                *out += 1;
+            }
+            take
+        };
+        match self.pool.acquire().await {
+            Ok(conn) if take => Ok(self.kept(conn.detach())),
+            Ok(conn) => Ok(Lease(Held::Pooled(conn))),
+            Err(error) => {
+                if take {
+                    *lock(&self.kept.out) -= 1;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn kept(&self, conn: PgConnection) -> Lease {
+        Lease(Held::Kept {
+            conn: Some(conn),
+            kept: self.kept.clone(),
+        })
+    }
+}
+
+impl Lease {
+    /// Whether this is one of the kept connections (not a pooled one).
+    pub fn is_kept(&self) -> bool {
+        matches!(self.0, Held::Kept { .. })
+    }
+
+    /// Gives the connection back for the next statement (call once its statement answered).
+    pub fn keep(mut self) {
+        if let Held::Kept { conn, kept } = &mut self.0
+            && let Some(conn) = conn.take()
+        {
+            lock(&kept.idle).push(conn);
+        }
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match &self.0 {
+            Held::Kept { conn, .. } => conn.as_ref().expect("a lease holds its connection"),
+            Held::Pooled(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match &mut self.0 {
+            Held::Kept { conn, .. } => conn.as_mut().expect("a lease holds its connection"),
+            Held::Pooled(conn) => conn,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Held::Kept { conn, kept } = &mut self.0
+            && conn.take().is_some()
+        {
+            // its statement may be half sent or half read: close it, make room for another
+            *lock(&kept.out) -= 1;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

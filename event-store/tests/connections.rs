@@ -1,0 +1,68 @@
+//! The command path's kept connections: reused without the pool's release round trip,
+//! closed when their statement was cancelled, the pool used beyond the limit.
+
+use std::time::Duration;
+
+use event_store::connections::Connections;
+use event_store::testing::TestDatabase;
+
+async fn backend(lease: &mut event_store::connections::Lease) -> i32 {
+    sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut **lease)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_kept_connection_serves_the_next_statement() {
+    let db = TestDatabase::new().await;
+    let connections = Connections::with_limit(db.pool.clone(), 1);
+    let mut first = connections.acquire().await.unwrap();
+    assert!(first.is_kept());
+    let pid = backend(&mut first).await;
+    first.keep();
+    let mut second = connections.acquire().await.unwrap();
+    assert!(second.is_kept());
+    assert_eq!(backend(&mut second).await, pid, "the same connection again");
+    // beyond the limit, the pool serves
+    let mut third = connections.acquire().await.unwrap();
+    assert!(!third.is_kept());
+    assert_ne!(backend(&mut third).await, pid);
+    second.keep();
+}
+
+#[tokio::test]
+async fn an_error_answer_keeps_the_connection_usable() {
+    let db = TestDatabase::new().await;
+    let connections = Connections::with_limit(db.pool.clone(), 1);
+    let mut lease = connections.acquire().await.unwrap();
+    let pid = backend(&mut lease).await;
+    let failed = sqlx::query("select 1 / 0").execute(&mut *lease).await;
+    assert!(failed.is_err());
+    lease.keep();
+    let mut again = connections.acquire().await.unwrap();
+    assert_eq!(backend(&mut again).await, pid);
+}
+
+#[tokio::test]
+async fn a_cancelled_statement_closes_its_connection_and_frees_its_place() {
+    let db = TestDatabase::new().await;
+    let connections = Connections::with_limit(db.pool.clone(), 1);
+    let mut lease = connections.acquire().await.unwrap();
+    let pid = backend(&mut lease).await;
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(100),
+        sqlx::query("select pg_sleep(5)").execute(&mut *lease),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the statement was cut off");
+    drop(lease);
+    let mut next = connections.acquire().await.unwrap();
+    assert!(next.is_kept(), "the closed connection's place was freed");
+    assert_ne!(backend(&mut next).await, pid, "a fresh connection");
+    let one: i32 = sqlx::query_scalar("select 1")
+        .fetch_one(&mut *next)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+}
