@@ -1,10 +1,11 @@
 -- Bulk audit entries for the export benchmark and the export memory test: `$4` more entries
 -- of tenant `$1`, correctly hash-chained onto the tenant's chain (from genesis when it has
--- none), and the chain's new head. Large chains are made in several calls.
+-- none), and the chain's new head. Large chains are made in many calls of a few thousand:
+-- a long transaction holds back every log reader of the cluster.
 --
 -- The audit projector turns log events into entries at tens of thousands per second in a
 -- release build, far fewer in a debug test build; millions of entries are generated here
--- instead, by Postgres, in one statement. Each entry is what the projector writes for one of
+-- instead, by Postgres. Each entry is what the projector writes for one of
 -- a task's five events (opened, claimed, two comments, completed) by one of 200 users, with a
 -- payload of about 250 bytes. `$2` (0-based, below 65536) of `$3` tenants interleaves the log
 -- positions of several chains and keeps their ids apart; `$5` is the time of position 0,

@@ -299,13 +299,14 @@ impl Batch {
 /// The bulk audit-entry generator (see the file's comment).
 pub const AUDIT_ENTRIES_SQL: &str = include_str!("../../../sql/audit_entries.sql");
 
-/// `entries` more entries on `tenant`'s audit chain, a million per statement.
+/// `entries` more entries on `tenant`'s audit chain, 20,000 per statement: a long transaction
+/// would hold back every log reader of the cluster (they read below the oldest running one).
 pub async fn audit(pool: &PgPool, tenant: &str, entries: i64) -> anyhow::Result<()> {
     let started = Instant::now();
     let epoch: DateTime<Utc> = Utc::now() - Duration::days(DAYS);
     let mut done = 0;
     while done < entries {
-        let n = (entries - done).min(1_000_000);
+        let n = (entries - done).min(20_000);
         sqlx::query(AUDIT_ENTRIES_SQL)
             .bind(tenant)
             .bind(0i32)
@@ -316,10 +317,12 @@ pub async fn audit(pool: &PgPool, tenant: &str, entries: i64) -> anyhow::Result<
             .await
             .context("generating audit entries")?;
         done += n;
-        eprintln!(
-            "{done} audit entries of {tenant} in {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
+        if done % 1_000_000 == 0 || done == entries {
+            eprintln!(
+                "{done} audit entries of {tenant} in {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     sqlx::query("analyze audit_entries").execute(pool).await?;
     Ok(())
