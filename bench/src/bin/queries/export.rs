@@ -97,6 +97,10 @@ pub fn cli(bin: &Path, database_url: &str, output: &Path) -> anyhow::Result<()> 
         .env("DATABASE_URL", database_url)
         .env("WORKLEDGER_LOG", "warn")
         .stdout(Stdio::null());
+    // the export needs neither; `audit export` refuses one without the other
+    command
+        .env_remove("WORKLEDGER_ADMIN_EMAIL")
+        .env_remove("WORKLEDGER_ADMIN_PASSWORD");
     let started = Instant::now();
     let (status, peak) = run_measuring_peak_rss(&mut command)?;
     let seconds = started.elapsed().as_secs_f64();
