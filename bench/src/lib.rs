@@ -1,5 +1,5 @@
-//! Shared pieces of Workledger's benchmarks: a minimal aggregate for raw event-store figures
-//! and small statistics helpers.
+//! Shared pieces of Workledger's benchmarks: a minimal aggregate for raw event-store figures,
+//! small statistics helpers and peak memory of a process.
 
 pub mod pgbench;
 
@@ -103,4 +103,32 @@ pub fn process_cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The peak resident set of process `pid` so far (`VmHWM` of /proc/PID/status, the kernel's
+/// high-water mark), in KiB; `None` once it has exited.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs `command` to its end, sampling its peak resident set every few milliseconds (a process
+/// that has exited has none to read): the exit status and the largest peak seen, in KiB.
+pub fn run_measuring_peak_rss(
+    command: &mut std::process::Command,
+) -> std::io::Result<(std::process::ExitStatus, Option<u64>)> {
+    let mut child = command.spawn()?;
+    let mut peak: Option<u64> = None;
+    loop {
+        if let Some(kib) = peak_rss_kib(child.id()) {
+            peak = Some(peak.map_or(kib, |p| p.max(kib)));
+        }
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, peak));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

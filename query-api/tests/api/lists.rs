@@ -64,6 +64,25 @@ async fn a_member_sees_the_tasks_offered_to_their_groups_and_an_operator_sees_al
         .len(),
         0
     );
+    // the open inbox filters by group its own way (in index order): the same answers
+    assert_eq!(
+        item_ids(
+            &app.ok("/api/v1/tasks?candidate_group=clerks&status=open", &clerk)
+                .await
+        ),
+        item_ids(&page)
+    );
+    assert_eq!(
+        item_ids(
+            &app.ok(
+                "/api/v1/tasks?candidate_group=legal&status=open",
+                &app.operator_token()
+            )
+            .await
+        )
+        .len(),
+        0
+    );
 }
 
 #[tokio::test]
