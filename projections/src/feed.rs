@@ -238,7 +238,7 @@ mod tests {
             }
         );
         assert_eq!(
-            union(&[report.clone()]),
+            union(std::slice::from_ref(&report)),
             EventFilter {
                 aggregate_types: Some(vec!["task".into(), "approval".into()]),
                 event_types: Some(vec!["TaskOverdue".into()]),

@@ -310,7 +310,7 @@ fn run_order(rt: &mut LocalRuntime, tenant: &str, t0: DateTime<Utc>, i: u32) -> 
     let later = |minutes: i64| at + TimeDelta::minutes(minutes);
     let id = Uuid::from_u128(u128::from(i) + 1);
     let child = |step: &str| step_child_id(id, step, 1);
-    let amount = if i % 4 == 0 { 25_000 } else { 800 };
+    let amount = if i.is_multiple_of(4) { 25_000 } else { 800 };
     rt.start(
         &operator,
         at,
