@@ -82,26 +82,43 @@ pub enum Command {
 }
 
 const REPLAY_HELP: &str = "\
-The live tables keep serving during the rebuild; the new ones are swapped in with one
-transaction. A failed or interrupted rebuild changes nothing: run it again.
+The live tables keep serving during the rebuild; each projection's new tables are swapped in
+with one transaction. Projections rebuilt together share each read of the log.
+
+A failed or interrupted rebuild (an error, Ctrl-C, a killed process, a lost connection) changes
+nothing that serves. It leaves its copy behind (schema rebuild_NAME, checkpoint rebuild:NAME),
+and the next replay of that projection resumes from where it stopped (\"resuming NAME from
+TX.POSITION\" on stderr). A copy made under another migration or another version of workledger
+is not resumed: the replay starts that projection over. --restart always starts over.
 
 Exit codes:
   0  rebuilt and swapped in
-  1  the rebuild failed (the serving tables are untouched)
+  1  the rebuild failed (the serving tables are untouched; run it again to resume)
   2  bad usage, or an unknown projection (the message lists the valid names)
 
 Examples:
   workledger replay --projection tasks
-  workledger replay --all";
+  workledger replay --all
+  workledger replay --all --restart    # discard what an interrupted rebuild left";
 
-/// Which projections `replay` rebuilds.
+/// Which projections `replay` rebuilds, and whether to start over.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub which: ReplayWhich,
+    /// Start from the start of the log even when an interrupted rebuild left a copy to resume.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+/// One projection or all of them.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
-pub struct ReplayArgs {
+pub struct ReplayWhich {
     /// One projection: definitions, instances, tasks, approvals, workflow_reports or audit.
     #[arg(long, value_name = "NAME")]
     pub projection: Option<String>,
-    /// Every projection, one after the other.
+    /// Every projection, together (one read of the log for all).
     #[arg(long)]
     pub all: bool,
 }

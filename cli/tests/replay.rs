@@ -4,15 +4,15 @@ use std::process::Command;
 use std::sync::Arc;
 
 use domain::Role;
-use event_store::AppendNotifier;
 use event_store::testing::TestDatabase;
+use event_store::{AppendNotifier, GlobalLog};
 use orchestrator::{Runtime, StaticDirectory};
 use projections::Projections;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 mod support;
-use support::{ctx, populated, project_everything, workledger};
+use support::{ctx, populated, project_everything, runtime, workledger};
 
 /// Every row of `table` as JSON text, in a stable order.
 async fn rows(pool: &PgPool, table: &str) -> Vec<String> {
@@ -192,4 +192,200 @@ async fn a_rebuild_that_cannot_run_fails_in_one_line_and_leaves_the_serving_tabl
         "{stderr}"
     );
     assert_eq!(rows(&db.pool, "tasks").await, before);
+}
+
+/// Every read model's rows and the live checkpoints, as JSON text.
+async fn serving_state(pool: &PgPool) -> Vec<(String, Vec<String>)> {
+    let mut state = Vec::new();
+    for projector in Projections::all().projectors() {
+        for table in projector.tables() {
+            state.push(((*table).to_owned(), rows(pool, table).await));
+        }
+    }
+    let checkpoints: Vec<String> = sqlx::query_scalar(
+        "select to_jsonb(c)::text from checkpoints c where name = any($1) order by 1",
+    )
+    .bind(Projections::all().names())
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    state.push(("checkpoints".to_owned(), checkpoints));
+    state
+}
+
+/// The event count in a replay summary (`replayed ...: N events in ...`).
+fn replayed_events(summary: &str) -> u64 {
+    let (_, rest) = summary.split_once(": ").expect(summary);
+    rest.split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .expect(summary)
+}
+
+/// Waits for `check` (polling), failing after a deadline that only guards against a hang.
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_killed_halfway_changes_nothing_that_serves_and_the_next_one_resumes_it() {
+    let db = populated(&["acme"], 150).await;
+    let before = serving_state(&db.pool).await;
+    let live: i64 = sqlx::query_scalar("select count(*) from checkpoints where name = any($1)")
+        .bind(Projections::all().names())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 6);
+
+    // The copies cannot be swapped in while the live tables are share-locked (a swap drops
+    // them; nothing before it conflicts): the replay projects everything readable, then waits
+    // there, where it is killed. No timing involved. (A lock table takes no transaction id, so
+    // no event anywhere in the cluster is held back from being readable meanwhile.)
+    let mut holder = db.pool.begin().await.unwrap();
+    let tables: Vec<&str> = Projections::all()
+        .projectors()
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    sqlx::query(&format!("lock table {} in share mode", tables.join(", ")))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut replay = Command::new(env!("CARGO_BIN_EXE_workledger"))
+        .args(["replay", "--all"])
+        .env("DATABASE_URL", db.url())
+        .env("WORKLEDGER_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let copies_at_live = "select count(*) from checkpoints s join checkpoints l \
+         on s.name = 'rebuild:' || l.name \
+         where (s.tx_id, s.global_position) >= (l.tx_id, l.global_position)";
+    wait_for("every copy to reach the live position", || async {
+        sqlx::query_scalar::<_, i64>(copies_at_live)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            == 6
+    })
+    .await;
+    // more of the log arrives meanwhile: the killed replay has applied some of it, not all
+    let rt = runtime(&db);
+    for _ in 0..40 {
+        rt.start(
+            &ctx("acme", vec![Role::Operator], &[]),
+            "one-task",
+            None,
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(replay.try_wait().unwrap(), None, "the replay waits to swap");
+    replay.kill().unwrap(); // SIGKILL
+    let killed = replay.wait_with_output().unwrap();
+    assert!(!killed.status.success());
+    let progress = String::from_utf8_lossy(&killed.stderr);
+    assert!(progress.contains("events/s"), "{progress}");
+    assert!(killed.stdout.is_empty(), "no summary: it did not finish");
+    holder.rollback().await.unwrap();
+    // the killed process's sessions end once they notice (their advisory locks go with them)
+    let keys: Vec<i64> = Projections::all()
+        .names()
+        .iter()
+        .map(|n| projections::lock_key(&format!("rebuild:{n}")))
+        .collect();
+    wait_for("the killed replay's sessions to end", || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_locks where locktype = 'advisory' and objsubid = 1 \
+             and ((classid::bigint << 32) | objid::bigint) = any($1)",
+        )
+        .bind(&keys)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+            == 0
+    })
+    .await;
+
+    assert_eq!(
+        serving_state(&db.pool).await,
+        before,
+        "the serving tables and live checkpoints are exactly as before"
+    );
+    let scratch: i64 = sqlx::query_scalar(
+        "select count(*) from checkpoints where name like 'rebuild:%' and global_position > 0",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(scratch, 6, "each copy kept how far it got");
+
+    // what arrived meanwhile must be readable, or the resumed replay would swap without it
+    // (another test's transaction in the cluster can hold it back for a moment)
+    wait_for("the whole log to be readable", || async {
+        let head = GlobalLog::head(&db.pool).await.unwrap();
+        let last: (i64, i64) = sqlx::query_as(
+            "select tx_id::text::bigint, global_position from events \
+             order by tx_id desc, global_position desc limit 1",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (head.tx_id as i64, head.global_position) == last
+    })
+    .await;
+    let resumed = workledger(&db, &["replay", "--all"]);
+    let stderr = String::from_utf8_lossy(&resumed.stderr).into_owned();
+    let resumed = support::stdout(&resumed);
+    for name in Projections::all().names() {
+        assert!(
+            stderr.contains(&format!("resuming {name} from ")),
+            "{stderr}"
+        );
+    }
+    let resumed_events = replayed_events(&resumed);
+    let after_resume = serving_state(&db.pool).await;
+    let leftovers: i64 = sqlx::query_scalar(
+        "select (select count(*) from pg_namespace where nspname like 'rebuild_%') \
+              + (select count(*) from checkpoints where name like 'rebuild:%')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(leftovers, 0);
+
+    // a fresh build from the start of the log gives the same read models
+    let fresh = support::stdout(&workledger(&db, &["replay", "--all", "--restart"]));
+    let fresh_events = replayed_events(&fresh);
+    assert!(
+        resumed_events > 0 && resumed_events < fresh_events,
+        "the resumed replay went on from where the killed one stopped: \
+         {resumed_events} of {fresh_events} events"
+    );
+    let instances: i64 = sqlx::query_scalar("select count(*) from workflow_instances")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(instances, 190);
+    // the fresh build moved the live checkpoints' `updated_at` only
+    let strip = |state: Vec<(String, Vec<String>)>| {
+        state
+            .into_iter()
+            .filter(|(table, _)| table != "checkpoints")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(serving_state(&db.pool).await), strip(after_resume));
 }

@@ -20,6 +20,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Acquire, PgConnection, Row};
 use uuid::Uuid;
 
+use crate::feed::Feed;
 use crate::projector::{EventFilter, ProjectionError, Projector};
 
 /// What a committed batch did.
@@ -121,7 +122,32 @@ pub async fn run_batch(
     projector: &dyn Projector,
     limit: i64,
 ) -> Result<Option<Batch>, BatchError<ProjectionError>> {
-    let limit = limit.max(1);
+    run(conn, name, projector, Source::Own(limit.max(1))).await
+}
+
+/// [`run_batch`] taking its events from `feed` (a read shared with the set's other
+/// projectors) instead of reading them itself.
+pub(crate) async fn run_fed_batch(
+    conn: &mut PgConnection,
+    name: &str,
+    projector: &dyn Projector,
+    feed: &Feed,
+) -> Result<Option<Batch>, BatchError<ProjectionError>> {
+    run(conn, name, projector, Source::Feed(feed)).await
+}
+
+enum Source<'a> {
+    /// Read up to this many events of the projector's own.
+    Own(i64),
+    Feed(&'a Feed),
+}
+
+async fn run(
+    conn: &mut PgConnection,
+    name: &str,
+    projector: &dyn Projector,
+    source: Source<'_>,
+) -> Result<Option<Batch>, BatchError<ProjectionError>> {
     let filter = projector.filter();
     let mut tx = conn.begin().await?;
     // Read models are derived data: a commit lost in a crash takes its checkpoint with it and
@@ -130,36 +156,42 @@ pub async fn run_batch(
         .execute(&mut *tx)
         .await?;
     let after = Checkpoints::lock(&mut tx, name).await?;
-    let read = read(&mut tx, after, &filter, limit)
-        .await
-        .map_err(LogError::Read)?;
-    let head = read.head.unwrap_or(LogPosition::START).max(after);
-    let Some(last) = read.events.last().map(|e| e.position) else {
-        if head > after {
-            Checkpoints::save(&mut *tx, name, head).await?;
-            tx.commit().await?;
-            return Ok(Some(Batch {
-                position: head,
-                events: 0,
-            }));
+    let own;
+    let shared;
+    let (events, end): (&[RecordedEvent], LogPosition) = match source {
+        Source::Own(limit) => {
+            own = read(&mut tx, after, &filter, limit)
+                .await
+                .map_err(LogError::Read)?;
+            let head = own.head.unwrap_or(LogPosition::START).max(after);
+            let end = match own.events.last() {
+                // fewer events than asked for: nothing else of interest is readable up to
+                // the head
+                Some(last) if (own.events.len() as i64) < limit => last.position.max(head),
+                Some(last) => last.position,
+                None => head,
+            };
+            (own.events.as_slice(), end)
         }
+        Source::Feed(feed) => {
+            shared = feed.next(&mut tx, after).await.map_err(LogError::Read)?;
+            (shared.events(&filter, after), shared.end.max(after))
+        }
+    };
+    if end <= after {
         tx.rollback().await?;
         return Ok(None);
-    };
-    projector
-        .apply(&mut tx, &read.events)
-        .await
-        .map_err(BatchError::Apply)?;
-    // fewer events than asked for: nothing else of interest is readable up to the head
-    let position = if (read.events.len() as i64) < limit {
-        last.max(head)
-    } else {
-        last
-    };
-    Checkpoints::save(&mut *tx, name, position).await?;
+    }
+    if !events.is_empty() {
+        projector
+            .apply(&mut tx, events)
+            .await
+            .map_err(BatchError::Apply)?;
+    }
+    Checkpoints::save(&mut *tx, name, end).await?;
     tx.commit().await?;
     Ok(Some(Batch {
-        position,
-        events: read.events.len(),
+        position: end,
+        events: events.len(),
     }))
 }

@@ -9,8 +9,9 @@
 //!   (workflow reports) and [`audit`] (the hash-chained audit trail, with the canonical-entry
 //!   and chain-hash functions `workledger audit verify` uses).
 //!
-//! - [`rebuild`]: rebuilds a projection into new tables and swaps them in (no downtime; a
-//!   failed rebuild changes nothing), for `workledger replay`.
+//! - [`rebuild`]: rebuilds projections into new tables and swaps them in (no downtime; a
+//!   failed or interrupted rebuild changes nothing that serves and can be resumed), for
+//!   `workledger replay`.
 //!
 //! Read models are built from event data only (never the clock), so a rebuild reproduces them.
 
@@ -18,6 +19,7 @@ pub mod approvals;
 pub mod audit;
 mod batch;
 pub mod definitions;
+mod feed;
 pub mod instances;
 mod lock;
 mod projector;
@@ -38,10 +40,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use batch::run_fed_batch;
 pub use batch::{Batch, run_batch};
 pub use lock::{ProjectorLock, lock_key};
 pub use projector::{EventFilter, EventRef, ProjectionError, Projector};
-pub use rebuild::{RebuildError, RebuildProgress};
+pub use rebuild::{RebuildError, RebuildOptions, RebuildProgress};
 pub use status::{ProjectorFailure, ProjectorStatus};
 pub use worker::RunSettings;
 
@@ -162,6 +165,7 @@ impl Projections {
             Uuid::new_v4().simple()
         );
         let wake = worker::spawn_wakeups(&pool, shutdown.clone());
+        let feed = Arc::new(self.feed());
         let mut set = JoinSet::new();
         for projector in self.projectors {
             let worker = worker::Worker {
@@ -171,6 +175,7 @@ impl Projections {
                 wake: wake.clone(),
                 shutdown: shutdown.clone(),
                 worker_id: worker_id.clone(),
+                feed: feed.clone(),
             };
             set.spawn(worker.run());
         }
@@ -184,31 +189,41 @@ impl Projections {
     /// Runs every projector until nothing more is readable, in this task, without locks (for
     /// tests, tools and a process that owns the database). Returns the events applied.
     pub async fn catch_up(&self, pool: &PgPool) -> Result<u64, CatchUpError> {
+        // a batch of each projector in turn, so that they share each read of the log
+        let feed = self.feed();
         let mut applied = 0;
-        for projector in &self.projectors {
-            loop {
-                let mut conn = pool.acquire().await.map_err(|e| CatchUpError::Failed {
-                    name: projector.name(),
-                    source: BatchError::Checkpoint(e),
-                })?;
-                let batch = run_batch(
-                    &mut conn,
-                    projector.name(),
-                    projector.as_ref(),
-                    self.settings.batch_size,
-                )
-                .await
-                .map_err(|source| CatchUpError::Failed {
+        let mut done = vec![false; self.projectors.len()];
+        while done.contains(&false) {
+            for (projector, done) in self.projectors.iter().zip(done.iter_mut()) {
+                if *done {
+                    continue;
+                }
+                let failed = |source| CatchUpError::Failed {
                     name: projector.name(),
                     source,
-                })?;
+                };
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(|e| failed(BatchError::Checkpoint(e)))?;
+                let batch = run_fed_batch(&mut conn, projector.name(), projector.as_ref(), &feed)
+                    .await
+                    .map_err(failed)?;
                 match batch {
                     Some(batch) => applied += batch.events as u64,
-                    None => break,
+                    None => *done = true,
                 }
             }
         }
         Ok(applied)
+    }
+
+    /// One read of the log for all of the set's projectors.
+    fn feed(&self) -> feed::Feed {
+        feed::Feed::new(
+            self.projectors.iter().map(|p| p.filter()),
+            self.settings.batch_size,
+        )
     }
 
     /// Catches up until every projector's checkpoint is at or past `target`, waiting while
@@ -251,22 +266,33 @@ impl Projections {
         }
     }
 
-    /// Rebuilds every projector of the set in turn (see [`rebuild`]); `progress` gets the
-    /// projector's name with each batch. Returns the events applied.
+    /// Rebuilds every projector of the set together (see [`rebuild`]), resuming what an
+    /// interrupted rebuild left; `progress` gets the projector's name with each batch. Returns
+    /// the events applied.
     pub async fn rebuild(
         &self,
         pool: &PgPool,
-        mut progress: impl FnMut(&str, &RebuildProgress),
+        progress: impl FnMut(&str, &RebuildProgress),
     ) -> Result<u64, RebuildError> {
-        let mut applied = 0;
-        for projector in &self.projectors {
-            let name = projector.name();
-            applied += rebuild::rebuild(pool, projector.as_ref(), self.settings.batch_size, |p| {
-                progress(name, p)
-            })
-            .await?;
-        }
-        Ok(applied)
+        self.rebuild_with(pool, RebuildOptions::default(), progress)
+            .await
+    }
+
+    /// [`Projections::rebuild`] with `options` (e.g. to start over).
+    pub async fn rebuild_with(
+        &self,
+        pool: &PgPool,
+        options: RebuildOptions,
+        progress: impl FnMut(&str, &RebuildProgress),
+    ) -> Result<u64, RebuildError> {
+        rebuild::rebuild_all(
+            pool,
+            &self.projectors,
+            self.settings.batch_size,
+            options,
+            progress,
+        )
+        .await
     }
 
     /// Every log reader with a checkpoint (the orchestrator and identity included) and every

@@ -1,50 +1,74 @@
-//! Rebuilding a projection with no downtime (DESIGN §5): project from the start of the log into
-//! fresh copies of its tables while the old ones keep serving, then swap them in with one
-//! transaction. A rebuild that fails changes nothing.
+//! Rebuilding projections with no downtime (DESIGN §5): project from the start of the log into
+//! fresh copies of their tables while the old ones keep serving, then swap each projector's
+//! copies in with one transaction. A rebuild that fails or is interrupted changes nothing that
+//! serves, and the next one resumes it.
 //!
-//! 1. Copies of the projector's tables are created empty in a schema of their own
+//! 1. Copies of a projector's tables are created empty in a schema of their own
 //!    (`create table rebuild_<name>.t (like public.t including all)`: the migrations stay the
-//!    one place their DDL lives).
-//! 2. The projector runs on a connection whose `search_path` puts that schema first, under
-//!    the checkpoint `rebuild:<name>`, until it has read everything readable.
-//! 3. One transaction locks the live checkpoint row (the live worker waits at its next batch),
-//!    catches the copies up to at least the live position, drops the old tables, moves the
-//!    copies into `public` with the old index names, and moves the live checkpoint there.
+//!    one place their DDL lives). The schema's comment records what the copy was created under
+//!    (the migration and this crate's version); the copy is resumed only under the same.
+//! 2. The projectors run together, each on a connection whose `search_path` puts its schema
+//!    first, under the checkpoint `rebuild:<name>`, until they have read everything readable.
+//!    They share each read of the log ([`Feed`]); each commits its own batches.
+//! 3. Per projector, one transaction locks the live checkpoint row (the live worker waits at
+//!    its next batch), catches the copies up to at least the live position, drops the old
+//!    tables, moves the copies into `public` with the old index names, moves the live
+//!    checkpoint there, and drops the scratch schema and checkpoint.
+//!
+//! A failed or killed rebuild leaves its schema and checkpoint behind: each batch committed with
+//! its checkpoint, so the next rebuild goes on from there (unless told to start over).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use event_schemas::LogPosition;
 use event_store::{BatchError, Checkpoints, GlobalLog};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Row};
+use tokio::sync::mpsc;
 
-use crate::batch::run_batch;
+use crate::batch::{run_batch, run_fed_batch};
+use crate::feed::Feed;
 use crate::lock::lock_key;
 use crate::projector::{ProjectionError, Projector};
 
-/// Where a rebuild stands, for a progress bar.
+/// Where a projector's rebuild stands, for a progress bar.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RebuildProgress {
-    /// Events applied so far.
+    /// Events applied so far (by this run).
     pub events: u64,
     pub position: LogPosition,
     /// The head of the readable log when the rebuild started.
     pub head: LogPosition,
     pub events_per_second: f64,
+    /// Where this run started: [`LogPosition::START`], or where an earlier, interrupted
+    /// rebuild had got to.
+    pub resumed_from: LogPosition,
 }
 
-/// Why a rebuild failed (the live tables are untouched).
+/// How a rebuild treats copies an earlier rebuild left behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RebuildOptions {
+    /// Start over from the start of the log even when a resumable copy exists.
+    pub restart: bool,
+}
+
 /// How often the swap is tried while the copy cannot reach the live position.
 const SWAP_ATTEMPTS: u32 = 100;
 const SWAP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Why a rebuild failed (the live tables are untouched).
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
     #[error("another rebuild of {0} is running")]
     Busy(String),
     #[error("the rebuild's database work failed")]
     Database(#[from] sqlx::Error),
-    #[error("projecting into the new tables failed")]
-    Projection(#[source] BatchError<ProjectionError>),
+    #[error("projecting into the new tables of {name} failed")]
+    Projection {
+        name: String,
+        #[source]
+        source: BatchError<ProjectionError>,
+    },
     #[error(
         "the new tables of {name} could not reach the live position {live} (they are at \
          {position}): an older transaction holds the log back; nothing was swapped"
@@ -56,98 +80,272 @@ pub enum RebuildError {
     },
 }
 
-impl From<BatchError<ProjectionError>> for RebuildError {
-    fn from(error: BatchError<ProjectionError>) -> Self {
-        RebuildError::Projection(error)
-    }
-}
-
-/// Rebuilds `projector`'s tables from the start of the log and swaps them in; returns the
-/// events applied. `progress` is called after every batch.
-#[tracing::instrument(skip_all, fields(projector = projector.name()))]
-pub async fn rebuild(
-    pool: &PgPool,
-    projector: &dyn Projector,
-    batch_size: i64,
-    mut progress: impl FnMut(&RebuildProgress),
-) -> Result<u64, RebuildError> {
-    let name = projector.name();
-    let schema = format!(
+/// The scratch schema of `projector`'s rebuild.
+pub fn scratch_schema(name: &str) -> String {
+    format!(
         "rebuild_{}",
         name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-    );
-    let checkpoint = format!("rebuild:{name}");
-    let mut conn = pool.connect_options().connect().await?;
-    let guard: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(lock_key(&checkpoint))
-        .fetch_one(&mut conn)
-        .await?;
-    if !guard {
-        return Err(RebuildError::Busy(name.to_owned()));
-    }
-    let result = run(
-        &mut conn,
-        projector,
-        &schema,
-        &checkpoint,
-        batch_size,
-        &mut progress,
     )
-    .await;
-    // whatever happened, leave nothing behind but the swapped tables
-    let _ = sqlx::query(&format!("drop schema if exists {schema} cascade"))
-        .execute(&mut conn)
-        .await;
-    let _ = sqlx::query("delete from checkpoints where name = $1")
-        .bind(&checkpoint)
-        .execute(&mut conn)
-        .await;
-    conn.close().await.ok();
-    result
 }
 
-async fn run(
+/// The checkpoint of `projector`'s rebuild.
+pub fn scratch_checkpoint(name: &str) -> String {
+    format!("rebuild:{name}")
+}
+
+/// One projector's rebuild: its own connection, holding the rebuild's advisory lock.
+struct Job {
+    projector: Arc<dyn Projector>,
+    conn: PgConnection,
+    schema: String,
+    checkpoint: String,
+    start: LogPosition,
+}
+
+/// Rebuilds `projectors` together (one read of the log for all) and swaps each one's tables
+/// in as soon as it has caught up; returns the events applied. `progress` is called when a
+/// projector starts and after each of its batches.
+#[tracing::instrument(skip_all, fields(projectors = projectors.len()))]
+pub(crate) async fn rebuild_all(
+    pool: &PgPool,
+    projectors: &[Arc<dyn Projector>],
+    batch_size: i64,
+    options: RebuildOptions,
+    mut progress: impl FnMut(&str, &RebuildProgress),
+) -> Result<u64, RebuildError> {
+    // every projector's rebuild lock first: a busy one stops the whole set before anything
+    let mut locked: Vec<(Arc<dyn Projector>, PgConnection)> = Vec::new();
+    for projector in projectors {
+        let attempt = try_lock(pool, &scratch_checkpoint(projector.name())).await;
+        if let Ok(Some(conn)) = attempt {
+            locked.push((projector.clone(), conn));
+            continue;
+        }
+        for (_, conn) in locked {
+            conn.close().await.ok();
+        }
+        return Err(match attempt {
+            Err(error) => error.into(),
+            _ => RebuildError::Busy(projector.name().to_owned()),
+        });
+    }
+    let marker = marker(pool).await?;
+    let mut jobs = Vec::with_capacity(locked.len());
+    let mut failure = None;
+    for (projector, mut conn) in locked {
+        let schema = scratch_schema(projector.name());
+        let checkpoint = scratch_checkpoint(projector.name());
+        match prepare(
+            &mut conn,
+            projector.as_ref(),
+            &schema,
+            &checkpoint,
+            &marker,
+            options,
+        )
+        .await
+        {
+            Ok(start) => jobs.push(Job {
+                projector,
+                conn,
+                schema,
+                checkpoint,
+                start,
+            }),
+            Err(error) => {
+                failure.get_or_insert(error);
+                conn.close().await.ok();
+            }
+        }
+    }
+    if let Some(error) = failure {
+        for job in jobs {
+            job.conn.close().await.ok();
+        }
+        return Err(error);
+    }
+
+    let head = GlobalLog::head(pool).await.map_err(|e| match e {
+        event_store::LogError::Read(e) => RebuildError::Database(e),
+    })?;
+    let feed = Arc::new(Feed::new(
+        jobs.iter().map(|j| j.projector.filter()),
+        batch_size,
+    ));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    for job in jobs {
+        let feed = feed.clone();
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            let mut job = job;
+            let name = job.projector.name();
+            let result = run(&mut job, &feed, batch_size, head, |p| {
+                let _ = tx.send((name, p));
+            })
+            .await;
+            job.conn.close().await.ok();
+            result
+        });
+    }
+    drop(tx);
+    while let Some((name, p)) = rx.recv().await {
+        progress(name, &p);
+    }
+    let mut applied = 0;
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(events)) => applied += events,
+            Ok(Err(error)) => {
+                failure.get_or_insert(error);
+            }
+            Err(join) => {
+                failure.get_or_insert(RebuildError::Database(sqlx::Error::Protocol(format!(
+                    "a rebuild task ended abnormally: {join}"
+                ))));
+            }
+        }
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(applied),
+    }
+}
+
+/// A new connection holding the advisory lock `name`; `None` when someone else holds it.
+async fn try_lock(pool: &PgPool, name: &str) -> Result<Option<PgConnection>, sqlx::Error> {
+    let mut conn = pool.connect_options().connect().await?;
+    let taken: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(lock_key(name))
+        .fetch_one(&mut conn)
+        .await?;
+    if taken {
+        Ok(Some(conn))
+    } else {
+        conn.close().await.ok();
+        Ok(None)
+    }
+}
+
+/// What a copy is created under: the last migration applied and this crate's version (a
+/// projector's code may change without a migration). A copy is resumed only under the same.
+async fn marker(pool: &PgPool) -> Result<String, sqlx::Error> {
+    let migration: Option<i64> =
+        sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+            .fetch_one(pool)
+            .await?;
+    Ok(format!(
+        "workledger rebuild copy; migration {}; projections {}",
+        migration.unwrap_or(0),
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+/// Resumes the copy an earlier rebuild left (when it was made under `marker` and has all its
+/// tables), or creates empty copies; returns where projecting goes on from.
+async fn prepare(
     conn: &mut PgConnection,
     projector: &dyn Projector,
     schema: &str,
     checkpoint: &str,
-    batch_size: i64,
-    progress: &mut impl FnMut(&RebuildProgress),
-) -> Result<u64, RebuildError> {
-    let name = projector.name();
+    marker: &str,
+    options: RebuildOptions,
+) -> Result<LogPosition, RebuildError> {
+    let tables = projector.tables();
+    let found: Option<(Option<String>, i64)> = sqlx::query_as(
+        "select obj_description(n.oid, 'pg_namespace'), \
+                (select count(*) from pg_tables t \
+                 where t.schemaname = n.nspname and t.tablename = any($2)) \
+         from pg_namespace n where n.nspname = $1",
+    )
+    .bind(schema)
+    .bind(tables)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((comment, count)) = &found
+        && !options.restart
+        && comment.as_deref() == Some(marker)
+        && *count == tables.len() as i64
+    {
+        let position = Checkpoints::load(&mut *conn, checkpoint).await?;
+        tracing::info!(%position, "resuming the rebuild an earlier run left");
+        return Ok(position);
+    }
+    if found.is_some() {
+        tracing::info!(
+            restart = options.restart,
+            "starting over: the copy an earlier rebuild left is not resumable"
+        );
+    }
+    // one transaction: the copies and their checkpoint start over together
+    let mut tx = Connection::begin(&mut *conn).await?;
     sqlx::query(&format!("drop schema if exists {schema} cascade"))
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?;
     sqlx::query(&format!("create schema {schema}"))
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?;
-    for table in projector.tables() {
+    for table in tables {
         sqlx::query(&format!(
             "create table {schema}.{table} (like public.{table} including all)"
         ))
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?;
     }
+    sqlx::query(&format!(
+        "comment on schema {schema} is '{}'",
+        marker.replace('\'', "''")
+    ))
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("delete from checkpoints where name = $1")
         .bind(checkpoint)
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
+    Ok(LogPosition::START)
+}
+
+async fn run(
+    job: &mut Job,
+    feed: &Feed,
+    batch_size: i64,
+    head: LogPosition,
+    mut progress: impl FnMut(RebuildProgress),
+) -> Result<u64, RebuildError> {
+    let projector = job.projector.as_ref();
+    let name = projector.name();
+    let (schema, checkpoint) = (job.schema.as_str(), job.checkpoint.as_str());
+    let conn = &mut job.conn;
+    let failed = |source| RebuildError::Projection {
+        name: name.to_owned(),
+        source,
+    };
     sqlx::query(&format!("set search_path to {schema}, public"))
         .execute(&mut *conn)
         .await?;
-
-    let head = GlobalLog::head(&mut *conn).await.map_err(|e| match e {
-        event_store::LogError::Read(e) => RebuildError::Database(e),
-    })?;
     let started = Instant::now();
     let mut applied = 0u64;
-    while let Some(batch) = run_batch(conn, checkpoint, projector, batch_size).await? {
+    // where it starts (or resumes) from, before the first batch
+    progress(RebuildProgress {
+        events: 0,
+        position: job.start,
+        head,
+        events_per_second: 0.0,
+        resumed_from: job.start,
+    });
+    while let Some(batch) = run_fed_batch(conn, checkpoint, projector, feed)
+        .await
+        .map_err(failed)?
+    {
         applied += batch.events as u64;
-        progress(&RebuildProgress {
+        progress(RebuildProgress {
             events: applied,
             position: batch.position,
             head,
             events_per_second: applied as f64 / started.elapsed().as_secs_f64().max(1e-3),
+            resumed_from: job.start,
         });
     }
 
@@ -162,7 +360,10 @@ async fn run(
         let mut position = Checkpoints::load(&mut *tx, checkpoint).await?;
         while position < live {
             // a savepoint per batch inside the swap transaction
-            match run_batch(&mut tx, checkpoint, projector, batch_size).await? {
+            match run_batch(&mut tx, checkpoint, projector, batch_size)
+                .await
+                .map_err(failed)?
+            {
                 Some(batch) => {
                     applied += batch.events as u64;
                     position = batch.position;
@@ -175,6 +376,13 @@ async fn run(
                 swap_table(&mut tx, schema, table).await?;
             }
             Checkpoints::save(&mut *tx, name, position).await?;
+            sqlx::query(&format!("drop schema {schema} cascade"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("delete from checkpoints where name = $1")
+                .bind(checkpoint)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             break;
         }
@@ -188,7 +396,10 @@ async fn run(
             });
         }
         tokio::time::sleep(SWAP_RETRY).await;
-        while let Some(batch) = run_batch(conn, checkpoint, projector, batch_size).await? {
+        while let Some(batch) = run_batch(conn, checkpoint, projector, batch_size)
+            .await
+            .map_err(failed)?
+        {
             applied += batch.events as u64;
         }
     }

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::batch::{Batch, run_batch};
+use crate::batch::{Batch, run_batch, run_fed_batch};
+use crate::feed::Feed;
 use crate::lock::ProjectorLock;
 use crate::projector::{ProjectionError, Projector};
 use crate::status;
@@ -85,6 +86,8 @@ pub(crate) struct Worker {
     pub wake: watch::Receiver<u64>,
     pub shutdown: CancellationToken,
     pub worker_id: String,
+    /// The read shared with the process's other workers.
+    pub feed: Arc<Feed>,
 }
 
 impl Worker {
@@ -229,6 +232,15 @@ impl Worker {
     #[tracing::instrument(name = "projector_batch", skip_all, fields(projector = self.projector.name(), limit = limit))]
     async fn batch(&self, limit: i64) -> Result<Option<Batch>, BatchError<ProjectionError>> {
         let mut conn = self.pool.acquire().await?;
+        if limit == self.feed.limit() {
+            return run_fed_batch(
+                &mut conn,
+                self.projector.name(),
+                self.projector.as_ref(),
+                &self.feed,
+            )
+            .await;
+        }
         run_batch(
             &mut conn,
             self.projector.name(),

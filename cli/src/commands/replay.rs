@@ -1,13 +1,16 @@
 //! `workledger replay`: rebuild projections into new tables from the start of the log while
 //! the live ones keep serving, then swap them in (DESIGN §5). Safe while `serve` runs; a
-//! failed or interrupted rebuild leaves the serving tables untouched.
+//! failed or interrupted rebuild leaves the serving tables untouched, and the next run resumes
+//! it (`--restart` starts over).
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
-use projections::{Projections, RebuildProgress};
+use event_schemas::LogPosition;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use projections::{Projections, RebuildOptions, RebuildProgress};
 use sqlx::PgPool;
 
 use crate::cli::ReplayArgs;
@@ -24,7 +27,7 @@ pub struct UnknownProjection {
 pub async fn run(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     let all = Projections::all();
     let valid = all.names().join(", ");
-    let set = match &args.projection {
+    let set = match &args.which.projection {
         Some(name) => all.only(&[name.as_str()]).map_err(|_| UnknownProjection {
             name: name.clone(),
             valid,
@@ -34,8 +37,13 @@ pub async fn run(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     let names = set.names();
     let mut report = Reporter::new(std::io::stderr().is_terminal());
     let started = Instant::now();
+    let options = RebuildOptions {
+        restart: args.restart,
+    };
     let events = set
-        .rebuild(pool, |name, progress| report.progress(name, progress))
+        .rebuild_with(pool, options, |name, progress| {
+            report.progress(name, progress)
+        })
         .await
         .context("the rebuild failed; the serving tables are untouched")?;
     report.finish();
@@ -57,19 +65,23 @@ pub async fn run(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A progress bar on a terminal, a plain line per second otherwise.
+/// A progress bar per projection on a terminal, a plain line per projection per second
+/// otherwise.
 struct Reporter {
+    bars: Option<MultiProgress>,
+    seen: HashMap<String, Seen>,
+}
+
+struct Seen {
     bar: Option<ProgressBar>,
-    current: Option<String>,
     last_line: Instant,
 }
 
 impl Reporter {
     fn new(terminal: bool) -> Self {
         Self {
-            bar: terminal.then(ProgressBar::hidden),
-            current: None,
-            last_line: Instant::now(),
+            bars: terminal.then(MultiProgress::new),
+            seen: HashMap::new(),
         }
     }
 
@@ -81,29 +93,45 @@ impl Reporter {
             .max(p.position.global_position)
             .max(0) as u64;
         let done = p.position.global_position.max(0) as u64;
-        match &mut self.bar {
-            Some(bar) => {
-                if self.current.as_deref() != Some(name) {
-                    bar.finish_and_clear();
-                    let new = ProgressBar::new(total);
-                    new.set_style(
-                        ProgressStyle::with_template(
-                            "{prefix:>16} [{bar:40}] {pos}/{len} {msg} ETA {eta}",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
-                    );
-                    new.set_prefix(name.to_owned());
-                    *bar = new;
+        let first = !self.seen.contains_key(name);
+        if first && p.resumed_from > LogPosition::START {
+            let line = format!(
+                "resuming {name} from {} (what an interrupted rebuild left; --restart starts over)",
+                p.resumed_from
+            );
+            match &self.bars {
+                Some(bars) => {
+                    let _ = bars.println(line);
                 }
+                None => {
+                    let _ = writeln!(std::io::stderr().lock(), "{line}");
+                }
+            }
+        }
+        let seen = self.seen.entry(name.to_owned()).or_insert_with(|| Seen {
+            bar: self.bars.as_ref().map(|bars| {
+                let bar = bars.add(ProgressBar::new(total));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>16} [{bar:40}] {pos}/{len} {msg} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(name.to_owned());
+                bar
+            }),
+            last_line: Instant::now(),
+        });
+        match &seen.bar {
+            Some(bar) => {
                 bar.set_length(total);
                 bar.set_position(done);
                 bar.set_message(format!("{:.0} events/s", p.events_per_second));
             }
             None => {
-                let first = self.current.as_deref() != Some(name);
-                if first || self.last_line.elapsed() >= Duration::from_secs(1) {
-                    self.last_line = Instant::now();
+                if first || seen.last_line.elapsed() >= Duration::from_secs(1) {
+                    seen.last_line = Instant::now();
                     let mut err = std::io::stderr().lock();
                     let _ = writeln!(
                         err,
@@ -113,12 +141,13 @@ impl Reporter {
                 }
             }
         }
-        self.current = Some(name.to_owned());
     }
 
     fn finish(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        for seen in self.seen.values() {
+            if let Some(bar) = &seen.bar {
+                bar.finish_and_clear();
+            }
         }
     }
 }

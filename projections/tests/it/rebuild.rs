@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_schemas::LogPosition;
 use event_schemas::RecordedEvent;
 use futures::future::BoxFuture;
 use projections::{
-    EventFilter, ProjectionError, Projections, Projector, RebuildError, RunSettings,
+    EventFilter, ProjectionError, Projections, Projector, RebuildError, RebuildOptions, RunSettings,
 };
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
@@ -133,7 +134,7 @@ impl Projector for Broken {
 }
 
 #[tokio::test]
-async fn a_failed_rebuild_leaves_the_live_tables_as_they_were() {
+async fn a_failed_rebuild_leaves_the_live_tables_as_they_were_and_the_next_one_resumes_it() {
     let (db, rt) = setup().await;
     let pool = &db.pool;
     Po::start(&rt, json!(5000), "PO-1").await;
@@ -143,7 +144,166 @@ async fn a_failed_rebuild_leaves_the_live_tables_as_they_were() {
     let broken =
         Projections::from_projectors(vec![Arc::new(Broken(tasks.projectors()[0].clone()))]);
     let error = broken.rebuild(pool, |_, _| {}).await.unwrap_err();
-    assert!(matches!(error, RebuildError::Projection(_)), "{error}");
+    assert!(matches!(error, RebuildError::Projection { .. }), "{error}");
+    assert_eq!(dump_all(pool).await, before);
+    // the copy stays, to be resumed (its checkpoint is created by its first committed batch)
+    assert_eq!(leftovers(pool).await, 1);
+
+    let mut resumed_from = Vec::new();
+    tasks
+        .rebuild(pool, |_, p| resumed_from.push(p.resumed_from))
+        .await
+        .unwrap();
+    assert_eq!(dump_all(pool).await, before);
+    assert_eq!(leftovers(pool).await, 0);
+    // nothing had committed: it went on from the start
+    assert!(!resumed_from.is_empty());
+    assert!(resumed_from.iter().all(|p| *p == LogPosition::START));
+}
+
+/// Keeps swaps from happening while `tx` is open: a swap drops the live tables, which a share
+/// lock keeps from happening (and the copies' `like` and everything else a rebuild does before
+/// its swap do not conflict with it). No transaction id is taken, so no event anywhere in the
+/// cluster is held back from being readable.
+async fn hold_swaps(tx: &mut PgConnection, set: &Projections) {
+    let tables: Vec<&str> = set
+        .projectors()
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    sqlx::query(&format!("lock table {} in share mode", tables.join(", ")))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+}
+
+/// Starts a rebuild of `set` and stops it (drops it, as a killed process would stop) once
+/// every copy has caught up with the live position, while it waits to swap (see
+/// [`hold_swaps`]). Returns once its sessions are gone.
+async fn interrupted_rebuild(pool: &PgPool, set: &Projections) {
+    let mut holder = pool.begin().await.unwrap();
+    hold_swaps(&mut holder, set).await;
+    let mut rebuild = tokio::spawn({
+        let (set, pool) = (set.clone(), pool.clone());
+        async move {
+            set.rebuild(&pool, |_, _| {})
+                .await
+                .map_err(|e| e.to_string())
+        }
+    });
+    eventually(
+        Duration::from_secs(20),
+        "the copies to catch up",
+        || async {
+            let caught_up: i64 = sqlx::query_scalar(
+                "select count(*) from checkpoints s join checkpoints l \
+             on s.name = 'rebuild:' || l.name \
+             where (s.tx_id, s.global_position) >= (l.tx_id, l.global_position)",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            caught_up == set.names().len() as i64
+        },
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut rebuild)
+            .await
+            .is_err(),
+        "the rebuild waits to swap"
+    );
+    rebuild.abort();
+    let _ = rebuild.await;
+    holder.rollback().await.unwrap();
+    let keys: Vec<i64> = set
+        .names()
+        .iter()
+        .map(|n| projections::lock_key(&format!("rebuild:{n}")))
+        .collect();
+    eventually(
+        Duration::from_secs(20),
+        "the rebuild's sessions to end",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from pg_locks where locktype = 'advisory' and objsubid = 1 \
+                 and ((classid::bigint << 32) | objid::bigint) = any($1)",
+            )
+            .bind(&keys)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+                == 0
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_interrupted_rebuild_resumes_where_it_stopped_unless_told_to_start_over() {
+    let (db, rt) = setup().await;
+    let pool = &db.pool;
+    for n in 0..4 {
+        let po = Po::start(&rt, json!(1000 * n), &format!("PO-{n}")).await;
+        po.work("review", &member(CLERK, &["clerks"]), json!({}), 5)
+            .await;
+    }
+    project(pool).await;
+    let before = dump_all(pool).await;
+    let set = Projections::all().with_settings(RunSettings {
+        batch_size: 5,
+        ..RunSettings::default()
+    });
+
+    interrupted_rebuild(pool, &set).await;
+    assert_eq!(dump_all(pool).await, before, "nothing swapped");
+    assert_eq!(leftovers(pool).await, 12, "six copies and checkpoints stay");
+    // resumed: everything had been projected, only the swaps are left
+    let mut starts = std::collections::HashMap::new();
+    let applied = set
+        .rebuild(pool, |name, p| {
+            starts.insert(name.to_owned(), p.resumed_from);
+        })
+        .await
+        .unwrap();
+    assert_eq!(applied, 0, "nothing projected twice");
+    assert_eq!(starts.len(), 6);
+    assert!(
+        starts.values().all(|p| *p > LogPosition::START),
+        "{starts:?}"
+    );
+    assert_eq!(dump_all(pool).await, before);
+    assert_eq!(leftovers(pool).await, 0);
+
+    // a copy made under another migration (or another version) is started over
+    interrupted_rebuild(pool, &set).await;
+    sqlx::query("comment on schema rebuild_tasks is 'workledger rebuild copy; migration 1'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let mut starts = std::collections::HashMap::new();
+    set.rebuild(pool, |name, p| {
+        starts.insert(name.to_owned(), p.resumed_from);
+    })
+    .await
+    .unwrap();
+    assert_eq!(starts.len(), 6);
+    for (name, start) in &starts {
+        // tasks starts over; the others resume
+        assert_eq!(name == "tasks", *start == LogPosition::START, "{starts:?}");
+    }
+    assert_eq!(dump_all(pool).await, before);
+
+    // and so is every copy when told to
+    interrupted_rebuild(pool, &set).await;
+    let mut starts = std::collections::HashMap::new();
+    set.rebuild_with(pool, RebuildOptions { restart: true }, |name, p| {
+        starts.insert(name.to_owned(), p.resumed_from);
+    })
+    .await
+    .unwrap();
+    assert_eq!(starts.len(), 6);
+    assert!(starts.values().all(|p| *p == LogPosition::START));
     assert_eq!(dump_all(pool).await, before);
     assert_eq!(leftovers(pool).await, 0);
 }
