@@ -120,10 +120,14 @@ impl GlobalLog {
 
     /// Whether events exist that are not readable yet because a transaction older than theirs
     /// is still running: a reader that finds nothing should look again soon rather than sleep.
+    ///
+    /// Compares the newest event's transaction with the snapshot's horizon: one step down the
+    /// log-order index (`exists (... where tx_id >= pg_snapshot_xmin(...))` is not an index
+    /// condition, and scanned the whole log on every call).
     pub async fn has_unreadable<'c>(executor: impl PgExecutor<'c>) -> Result<bool, LogError> {
         Ok(sqlx::query_scalar(
-            "select exists(select 1 from events \
-             where tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+            "select coalesce((select tx_id from events order by tx_id desc limit 1) \
+                             >= pg_snapshot_xmin(pg_current_snapshot()), false)",
         )
         .fetch_one(executor)
         .await?)

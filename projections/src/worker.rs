@@ -34,6 +34,10 @@ pub struct RunSettings {
     pub takeover_interval: Duration,
     /// How often a worker checks that its lock connection is alive, and samples lag.
     pub heartbeat: Duration,
+    /// Once caught up, the least time between the starts of two batches: events arriving
+    /// meanwhile go into one batch rather than one transaction per notification for each
+    /// projector (under load those small transactions were most of the database's work).
+    pub live_interval: Duration,
 }
 
 impl Default for RunSettings {
@@ -46,6 +50,7 @@ impl Default for RunSettings {
             retry_max: Duration::from_secs(30),
             takeover_interval: Duration::from_secs(1),
             heartbeat: Duration::from_secs(1),
+            live_interval: Duration::from_millis(20),
         }
     }
 }
@@ -178,6 +183,8 @@ impl Worker {
             let result = self.batch(limit).await;
             match result {
                 Ok(Some(batch)) => {
+                    // fewer events than asked for: caught up as of this batch's snapshot
+                    let caught_up = (batch.events as i64) < limit;
                     idle = 0;
                     record_batch(name, &batch, started.elapsed());
                     position = Some(batch.position);
@@ -198,6 +205,11 @@ impl Worker {
                         self.sample_lag(batch.position).await;
                         last_lag = Some(Instant::now());
                     }
+                    if caught_up && single_left == 0 {
+                        // a notification that came during the batch wakes this at once
+                        self.wait_for_events(0).await;
+                        self.pace(started).await;
+                    }
                 }
                 Ok(None) => {
                     if last_lag.is_none_or(|t| t.elapsed() >= self.settings.heartbeat) {
@@ -211,6 +223,7 @@ impl Worker {
                         last_lag = Some(Instant::now());
                     }
                     self.wait_for_events(idle).await;
+                    self.pace(started).await;
                     idle = idle.saturating_add(1);
                 }
                 Err(BatchError::Apply(error)) if limit > 1 => {
@@ -304,6 +317,16 @@ impl Worker {
                     .set(seconds);
             }
             Err(error) => tracing::debug!(error = %chain(&error), "could not sample lag"),
+        }
+    }
+
+    /// Caught up: lets at least `live_interval` pass since the last batch started, so that
+    /// events arriving close together are projected together.
+    async fn pace(&self, last_started: Instant) {
+        let next = last_started + self.settings.live_interval;
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            () = tokio::time::sleep_until(next.into()) => {}
         }
     }
 
