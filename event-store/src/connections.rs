@@ -6,8 +6,8 @@
 //! command: a third of the server's system calls and a share of Postgres's CPU in profiles.
 //! [`Connections`] keeps a few connections out of the pool and hands them from one statement
 //! to the next without that test. A connection whose statement was cancelled halfway (its
-//! future dropped) is closed rather than kept; one that answered, even with an error, is in a
-//! known state and is kept. When all are busy, callers use the pool as before.
+//! future dropped) or whose connection failed is closed rather than kept; one that answered,
+//! even with an error of Postgres's own, is in a known state and is kept. When all are busy, callers use the pool as before.
 
 use std::sync::{Arc, Mutex};
 
@@ -105,6 +105,25 @@ impl Lease {
     /// Whether this is one of the kept connections (not a pooled one).
     pub fn is_kept(&self) -> bool {
         matches!(self.0, Held::Kept { .. })
+    }
+
+    /// Gives the connection back after `answer`: kept when Postgres answered (rows, or an
+    /// error of its own such as a unique violation), closed when the connection itself failed
+    /// (I/O, protocol), so that a broken connection (Postgres restarted, say) is never reused.
+    pub fn keep_after<T>(self, answer: &Result<T, sqlx::Error>) {
+        match answer {
+            Ok(_) => self.keep(),
+            // classes 08 (connection exception), 57 (operator intervention: the server ends
+            // the session) and 58 (system error) leave no usable session behind
+            Err(sqlx::Error::Database(e))
+                if !e
+                    .code()
+                    .is_some_and(|c| ["08", "57", "58"].iter().any(|k| c.starts_with(k))) =>
+            {
+                self.keep()
+            }
+            Err(_) => drop(self),
+        }
     }
 
     /// Gives the connection back for the next statement (call once its statement answered).

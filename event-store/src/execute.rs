@@ -266,7 +266,7 @@ where
         .bind(id);
         let mut conn = self.connections.acquire().await.map_err(store_failure)?;
         let answer = version.fetch_one(&mut *conn).await;
-        conn.keep();
+        conn.keep_after(&answer);
         let version: i64 = answer.map_err(store_failure)?;
         Ok(version as usize)
     }
@@ -291,7 +291,7 @@ where
         .bind(id);
         let mut conn = self.connections.acquire().await.map_err(store_failure)?;
         let answer = rows.fetch_all(&mut *conn).await;
-        conn.keep();
+        conn.keep_after(&answer);
         let rows = answer.map_err(store_failure)?;
         let mut loaded = Loaded {
             aggregate: A::default(),

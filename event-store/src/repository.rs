@@ -186,7 +186,7 @@ async fn append(
         .await
         .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
     let answer = query.fetch_all(&mut *conn).await;
-    conn.keep();
+    conn.keep_after(&answer);
     match answer {
         Ok(rows) => {
             let last = rows

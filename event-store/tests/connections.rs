@@ -38,8 +38,8 @@ async fn an_error_answer_keeps_the_connection_usable() {
     let mut lease = connections.acquire().await.unwrap();
     let pid = backend(&mut lease).await;
     let failed = sqlx::query("select 1 / 0").execute(&mut *lease).await;
-    assert!(failed.is_err());
-    lease.keep();
+    assert!(matches!(failed, Err(sqlx::Error::Database(_))));
+    lease.keep_after(&failed);
     let mut again = connections.acquire().await.unwrap();
     assert_eq!(backend(&mut again).await, pid);
 }
@@ -65,4 +65,32 @@ async fn a_cancelled_statement_closes_its_connection_and_frees_its_place() {
         .await
         .unwrap();
     assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn a_connection_that_failed_is_not_kept() {
+    let db = TestDatabase::new().await;
+    let connections = Connections::with_limit(db.pool.clone(), 1);
+    let mut lease = connections.acquire().await.unwrap();
+    let pid = backend(&mut lease).await;
+    lease.keep();
+    // the server ends the kept connection, as a restart would
+    // (with a timeout: returns once the backend has exited)
+    let terminated: bool = sqlx::query_scalar("select pg_terminate_backend($1, 10000)")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+    let mut broken = connections.acquire().await.unwrap();
+    let failed = sqlx::query("select 1").execute(&mut *broken).await;
+    assert!(failed.is_err(), "the connection was ended");
+    broken.keep_after(&failed);
+    let mut next = connections.acquire().await.unwrap();
+    assert!(next.is_kept());
+    assert_ne!(
+        backend(&mut next).await,
+        pid,
+        "a new connection, not the broken one"
+    );
 }
