@@ -30,6 +30,10 @@ pub struct Batch {
     pub position: LogPosition,
     /// Events applied (0 when only the checkpoint moved on past uninteresting events).
     pub events: usize,
+    /// Whether the read stopped at the head of the readable log (fewer events than asked
+    /// for). Not `events < limit`: a batch taken from a shared read holds only this
+    /// projector's share of it.
+    pub caught_up: bool,
 }
 
 /// The events after `after` that pass `filter`, and the head of the readable log, both as of
@@ -158,7 +162,7 @@ async fn run(
     let after = Checkpoints::lock(&mut tx, name).await?;
     let own;
     let shared;
-    let (events, end): (&[RecordedEvent], LogPosition) = match source {
+    let (events, end, caught_up): (&[RecordedEvent], LogPosition, bool) = match source {
         Source::Own(limit) => {
             own = read(&mut tx, after, &filter, limit)
                 .await
@@ -171,11 +175,16 @@ async fn run(
                 Some(last) => last.position,
                 None => head,
             };
-            (own.events.as_slice(), end)
+            let caught_up = (own.events.len() as i64) < limit;
+            (own.events.as_slice(), end, caught_up)
         }
         Source::Feed(feed) => {
             shared = feed.next(&mut tx, after).await.map_err(LogError::Read)?;
-            (shared.events(&filter, after), shared.end.max(after))
+            (
+                shared.events(&filter, after),
+                shared.end.max(after),
+                !shared.full,
+            )
         }
     };
     if end <= after {
@@ -193,5 +202,6 @@ async fn run(
     Ok(Some(Batch {
         position: end,
         events: events.len(),
+        caught_up,
     }))
 }

@@ -183,8 +183,8 @@ impl Worker {
             let result = self.batch(limit).await;
             match result {
                 Ok(Some(batch)) => {
-                    // fewer events than asked for: caught up as of this batch's snapshot
-                    let caught_up = (batch.events as i64) < limit;
+                    // the read stopped at the head: caught up as of this batch's snapshot
+                    let caught_up = batch.caught_up;
                     idle = 0;
                     record_batch(name, &batch, started.elapsed());
                     position = Some(batch.position);

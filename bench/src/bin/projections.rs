@@ -37,6 +37,11 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The allocator of the `workledger` binary, so the in-process catch-up allocates as
+/// `workledger project` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(about = "Projector catch-up and `workledger replay --all` over a generated log")]
 struct Args {

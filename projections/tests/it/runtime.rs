@@ -348,3 +348,67 @@ async fn status_lists_every_read_model_with_its_lag_before_it_ever_ran() {
     )
     .await;
 }
+
+/// Takes every event and writes nothing: beside the recorder, it makes the set's shared read
+/// fetch events the recorder does not take.
+#[derive(Debug)]
+struct TakesEverything;
+
+impl Projector for TakesEverything {
+    fn name(&self) -> &'static str {
+        "takes_everything"
+    }
+    fn filter(&self) -> EventFilter {
+        EventFilter::all()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn apply<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        _events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A projector that takes only part of each shared read still has a backlog: it must go on at
+/// once rather than wait for a notification as if it were caught up (it waited the poll
+/// interval per batch, about 1,000 events/s on a long log).
+#[tokio::test]
+async fn a_projector_taking_part_of_each_shared_read_catches_up_without_waiting_between_batches()
+{
+    let db = recorder_db().await;
+    let pool = &db.pool;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.extend(append_raw(pool, TENANT, 20, None).await);
+        append_raw_of(pool, "other", TENANT, 30, None).await;
+    }
+    wait_readable(pool).await;
+    let projections = Projections::from_projectors(vec![
+        Arc::new(Recorder {
+            worker: "a",
+            poisoned: Arc::new(AtomicBool::new(false)),
+        }),
+        Arc::new(TakesEverything),
+    ])
+    .with_settings(RunSettings {
+        // each shared read of 50 events holds about 20 of the recorder's
+        batch_size: 50,
+        // a batch that waited for a wake-up would wait this long: nothing else comes
+        poll_interval: Duration::from_secs(600),
+        ..fast()
+    });
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(projections.run(pool.clone(), stop.clone()));
+    eventually(
+        Duration::from_secs(60),
+        "the recorder to catch up",
+        || async { recorded(pool).await.len() == ids.len() },
+    )
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+}

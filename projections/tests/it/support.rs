@@ -230,6 +230,17 @@ pub async fn reset(pool: &PgPool) {
 /// Appends `n` events of the aggregate type `test` in one transaction; `poison` marks the
 /// payload of the one at index `poison`.
 pub async fn append_raw(pool: &PgPool, tenant: &str, n: usize, poison: Option<usize>) -> Vec<Uuid> {
+    append_raw_of(pool, "test", tenant, n, poison).await
+}
+
+/// [`append_raw`] with another aggregate type.
+pub async fn append_raw_of(
+    pool: &PgPool,
+    aggregate_type: &str,
+    tenant: &str,
+    n: usize,
+    poison: Option<usize>,
+) -> Vec<Uuid> {
     let mut tx = pool.begin().await.unwrap();
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
@@ -243,8 +254,9 @@ pub async fn append_raw(pool: &PgPool, tenant: &str, n: usize, poison: Option<us
         let payload = json!({"Ping": {"n": i, "poison": poison == Some(i)}});
         sqlx::query(
             "insert into events (aggregate_type, aggregate_id, sequence, event_type, \
-             event_version, payload, metadata) values ('test', $1, 1, 'Ping', '1', $2, $3)",
+             event_version, payload, metadata) values ($1, $2, 1, 'Ping', '1', $3, $4)",
         )
+        .bind(aggregate_type)
         .bind(&aggregate_id)
         .bind(payload)
         .bind(metadata)
