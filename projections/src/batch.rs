@@ -61,7 +61,9 @@ with head as (
 select head.tx_id::text::bigint as head_tx_id, head.global_position as head_position,
        batch.tx_id::text::bigint as tx_id, batch.global_position, batch.event_id,
        batch.aggregate_type, batch.aggregate_id, batch.sequence, batch.event_type,
-       batch.event_version, batch.payload, batch.metadata, batch.recorded_at
+       batch.event_version, batch.payload, batch.recorded_at,
+       batch.metadata->>'tenant_id' as tenant_id, batch.metadata->>'actor' as actor,
+       batch.metadata->>'occurred_at' as occurred_at
 from head left join batch on true
 order by batch.tx_id, batch.global_position";
 
@@ -95,6 +97,21 @@ pub(crate) async fn read(
     Ok(Read { events, head })
 }
 
+/// The metadata keys read models use (`crate::projector::meta`): a projector's events carry
+/// only these, not the whole stored map (the rest is for tracing, and reading and decoding it
+/// was a good part of the cost of a read).
+const PROJECTED_METADATA: [&str; 3] = ["tenant_id", "actor", "occurred_at"];
+
+fn projected_metadata(row: &PgRow) -> Result<Value, sqlx::Error> {
+    let mut metadata = serde_json::Map::with_capacity(PROJECTED_METADATA.len());
+    for key in PROJECTED_METADATA {
+        if let Some(value) = row.try_get::<Option<String>, _>(key)? {
+            metadata.insert(key.to_owned(), Value::String(value));
+        }
+    }
+    Ok(Value::Object(metadata))
+}
+
 fn decode_row(row: &PgRow) -> Result<Option<RecordedEvent>, sqlx::Error> {
     let Some(tx_id) = row.try_get::<Option<i64>, _>("tx_id")? else {
         return Ok(None);
@@ -111,7 +128,7 @@ fn decode_row(row: &PgRow) -> Result<Option<RecordedEvent>, sqlx::Error> {
         event_type: row.try_get("event_type")?,
         event_version: row.try_get("event_version")?,
         payload: row.try_get::<Value, _>("payload")?,
-        metadata: row.try_get::<Value, _>("metadata")?,
+        metadata: projected_metadata(row)?,
         recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
     }))
 }
@@ -162,7 +179,7 @@ async fn run(
     let after = Checkpoints::lock(&mut tx, name).await?;
     let own;
     let shared;
-    let (events, end, caught_up): (&[RecordedEvent], LogPosition, bool) = match source {
+    let (events, end, caught_up): (Vec<&RecordedEvent>, LogPosition, bool) = match source {
         Source::Own(limit) => {
             own = read(&mut tx, after, &filter, limit)
                 .await
@@ -176,10 +193,13 @@ async fn run(
                 None => head,
             };
             let caught_up = (own.events.len() as i64) < limit;
-            (own.events.as_slice(), end, caught_up)
+            (own.events.iter().collect(), end, caught_up)
         }
         Source::Feed(feed) => {
-            shared = feed.next(&mut tx, after).await.map_err(LogError::Read)?;
+            shared = feed
+                .next(&mut tx, name, after)
+                .await
+                .map_err(LogError::Read)?;
             (
                 shared.events(&filter, after),
                 shared.end.max(after),
@@ -193,7 +213,7 @@ async fn run(
     }
     if !events.is_empty() {
         projector
-            .apply(&mut tx, events)
+            .apply(&mut tx, &events)
             .await
             .map_err(BatchError::Apply)?;
     }

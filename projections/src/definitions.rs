@@ -61,14 +61,14 @@ impl Projector for DefinitionsProjector {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
+        events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(apply(tx, events))
     }
 }
 
 #[tracing::instrument(name = "project_definitions", skip_all, fields(events = events.len()))]
-async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
     let mut rows = Vec::with_capacity(events.len());
     for event in events {
         let meta = meta(event)?;

@@ -7,33 +7,49 @@
 //! own events from it instead of reading. Each projector still locks its own checkpoint, applies
 //! in its own transaction and commits its checkpoint with its writes; only the read is shared.
 //!
+//! The projectors of a set move at different speeds (the audit trail writes a row per event,
+//! the definitions projector almost nothing), so the fast ones would run far ahead and the
+//! slow ones find their batches gone and read the log again. A projector that would start a
+//! read while the oldest kept batch is still ahead of an active member of the set therefore
+//! waits for that member first (briefly: a member that stops taking batches is not waited for).
+//!
 //! Sharing a read is safe because a batch never changes once read: it holds only events of
 //! transactions older than the oldest one running when it was read (see `event_store::log`),
 //! and no event can appear among those later. Only *full* batches are shared (a batch that
 //! stopped at the head of the log is fresh only for a moment: a projector woken for new events
 //! reads for itself).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use event_schemas::{LogPosition, RecordedEvent};
 use sqlx::PgConnection;
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
 use crate::batch::read;
 use crate::projector::EventFilter;
 
-/// How many batches a feed keeps for projectors that trail the first one.
-const KEPT: usize = 48;
+/// How many events a feed keeps for projectors that trail the first one (in whole batches,
+/// at least two).
+const KEPT_EVENTS: i64 = 16_000;
+
+/// A member that took no batch for this long is not waited for.
+const ACTIVE: Duration = Duration::from_secs(2);
+
+/// The longest a read waits for trailing members, in all.
+const MOST_WAIT: Duration = Duration::from_secs(1);
 
 /// A batch of the log read with the feed's filter.
 #[derive(Debug)]
 pub(crate) struct Slice {
     pub after: LogPosition,
-    /// The events after `after` that pass the feed's filter, in log order, grouped by the
-    /// filters of the set (each group in log order).
-    groups: Vec<(EventFilter, Vec<RecordedEvent>)>,
+    /// The events after `after` that pass the feed's filter, in log order.
+    events: Vec<RecordedEvent>,
+    /// For each of the set's filters, the indexes of the events it takes (in log order): the
+    /// projectors share one copy of each event.
+    groups: Vec<(EventFilter, Vec<u32>)>,
     /// Where a reader that passed every event of the batch stands.
     pub end: LogPosition,
     /// Whether the read found as many events as it asked for.
@@ -41,13 +57,14 @@ pub(crate) struct Slice {
 }
 
 impl Slice {
-    /// The events of the batch after `after` that `filter` takes, and their count.
-    pub fn events(&self, filter: &EventFilter, after: LogPosition) -> &[RecordedEvent] {
-        let Some((_, events)) = self.groups.iter().find(|(f, _)| f == filter) else {
-            return &[];
+    /// The events of the batch after `after` that `filter` takes.
+    pub fn events(&self, filter: &EventFilter, after: LogPosition) -> Vec<&RecordedEvent> {
+        let Some((_, indexes)) = self.groups.iter().find(|(f, _)| f == filter) else {
+            return Vec::new();
         };
-        let skip = events.partition_point(|e| e.position <= after);
-        &events[skip..]
+        let taken = indexes.iter().map(|&i| &self.events[i as usize]);
+        let skip = indexes.partition_point(|&i| self.events[i as usize].position <= after);
+        taken.skip(skip).collect()
     }
 }
 
@@ -66,7 +83,32 @@ pub(crate) struct Feed {
     filters: Vec<EventFilter>,
     /// Events per read.
     limit: i64,
-    kept: Mutex<VecDeque<Arc<Entry>>>,
+    /// Batches kept.
+    kept: usize,
+    state: Mutex<State>,
+    /// Signalled whenever a member asks for a batch (so it may have passed the oldest one).
+    moved: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    kept: VecDeque<Arc<Entry>>,
+    /// Where each member (by checkpoint name) last asked for a batch, and when.
+    members: HashMap<String, (LogPosition, Instant)>,
+}
+
+impl State {
+    /// Whether a member other than `name` that took a batch lately still needs the oldest
+    /// kept batch (it stands inside it).
+    fn oldest_needed(&self, name: &str) -> bool {
+        let Some(slice) = self.kept.front().and_then(|e| e.slice.get()) else {
+            // still being read, by someone who needs it
+            return !self.kept.is_empty();
+        };
+        self.members.iter().any(|(member, (at, seen))| {
+            member != name && seen.elapsed() < ACTIVE && slice.after <= *at && *at < slice.end
+        })
+    }
 }
 
 impl Feed {
@@ -82,7 +124,9 @@ impl Feed {
             filter: union(&distinct),
             filters: distinct,
             limit: limit.max(1),
-            kept: Mutex::new(VecDeque::new()),
+            kept: (KEPT_EVENTS / limit.max(1)).max(2) as usize,
+            state: Mutex::new(State::default()),
+            moved: Notify::new(),
         }
     }
 
@@ -90,34 +134,50 @@ impl Feed {
         self.limit
     }
 
-    /// The batch after `after`: a kept one that covers `after`, the one being read there by
-    /// another projector, or a new read on `conn`.
+    /// The batch after `after` for the member (checkpoint) `name`: a kept one that covers
+    /// `after`, the one being read there by another member, or a new read on `conn`.
     pub async fn next(
         &self,
         conn: &mut PgConnection,
+        name: &str,
         after: LogPosition,
     ) -> Result<Arc<Slice>, sqlx::Error> {
-        let entry = {
-            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            // a full kept batch that `after` falls in (its start, or inside it)
-            let covering = kept.iter().find(|e| match e.slice.get() {
-                Some(slice) => slice.full && slice.after <= after && after < slice.end,
-                None => e.after == after,
-            });
-            match covering {
-                Some(entry) => entry.clone(),
-                None => {
+        let deadline = Instant::now() + MOST_WAIT;
+        let entry = loop {
+            let moved;
+            {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let before = state
+                    .members
+                    .insert(name.to_owned(), (after, Instant::now()));
+                if before.is_none_or(|(at, _)| at != after) {
+                    self.moved.notify_waiters();
+                }
+                // under the lock, after this member's own signal: no other signal is missed
+                moved = self.moved.notified();
+                // a full kept batch that `after` falls in (its start, or inside it)
+                let covering = state.kept.iter().find(|e| match e.slice.get() {
+                    Some(slice) => slice.full && slice.after <= after && after < slice.end,
+                    None => e.after == after,
+                });
+                if let Some(entry) = covering {
+                    break entry.clone();
+                }
+                let full = state.kept.len() >= self.kept;
+                if !full || Instant::now() >= deadline || !state.oldest_needed(name) {
                     let entry = Arc::new(Entry {
                         after,
                         slice: OnceCell::new(),
                     });
-                    kept.push_back(entry.clone());
-                    while kept.len() > KEPT {
-                        kept.pop_front();
+                    state.kept.push_back(entry.clone());
+                    while state.kept.len() > self.kept {
+                        state.kept.pop_front();
                     }
-                    entry
+                    break entry;
                 }
             }
+            // a trailing member still needs the oldest batch: let it take it first
+            let _ = tokio::time::timeout_at(deadline.into(), moved).await;
         };
         let read_here = AtomicBool::new(false);
         let slice = {
@@ -143,8 +203,8 @@ impl Feed {
     }
 
     fn forget(&self, entry: &Arc<Entry>) {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        kept.retain(|e| !Arc::ptr_eq(e, entry));
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.kept.retain(|e| !Arc::ptr_eq(e, entry));
     }
 
     async fn read(
@@ -162,9 +222,10 @@ impl Feed {
             None => head,
         }
         .max(after);
-        let groups = group(&self.filters, read.events);
+        let groups = group(&self.filters, &read.events);
         Ok(Slice {
             after,
+            events: read.events,
             groups,
             end,
             full,
@@ -172,27 +233,19 @@ impl Feed {
     }
 }
 
-/// Splits `events` into one list per filter (the last one that takes every event gets the
-/// originals; the others get copies).
-fn group(
-    filters: &[EventFilter],
-    events: Vec<RecordedEvent>,
-) -> Vec<(EventFilter, Vec<RecordedEvent>)> {
-    let mut groups: Vec<(EventFilter, Vec<RecordedEvent>)> =
-        filters.iter().map(|f| (f.clone(), Vec::new())).collect();
-    let everything = filters
+/// The indexes of the events each filter takes.
+fn group(filters: &[EventFilter], events: &[RecordedEvent]) -> Vec<(EventFilter, Vec<u32>)> {
+    filters
         .iter()
-        .position(|f| f.aggregate_types.is_none() && f.event_types.is_none());
-    for (i, (filter, list)) in groups.iter_mut().enumerate() {
-        if Some(i) == everything {
-            continue;
-        }
-        list.extend(events.iter().filter(|e| filter.matches(e)).cloned());
-    }
-    if let Some(i) = everything {
-        groups[i].1 = events;
-    }
-    groups
+        .map(|filter| {
+            let taken = (0u32..)
+                .zip(events)
+                .filter(|(_, e)| filter.matches(e))
+                .map(|(i, _)| i)
+                .collect();
+            (filter.clone(), taken)
+        })
+        .collect()
 }
 
 /// The events any of `filters` takes (a superset: a projector filters its group again).
@@ -225,6 +278,64 @@ fn merge(into: &mut Option<Vec<String>>, from: &Option<Vec<String>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(global_position: i64) -> LogPosition {
+        LogPosition {
+            tx_id: 1,
+            global_position,
+        }
+    }
+
+    /// A state keeping the full batches (0, 10] and (10, 20].
+    fn kept_two() -> State {
+        let mut state = State::default();
+        for (after, end) in [(0, 10), (10, 20)] {
+            let slice = Arc::new(Slice {
+                after: at(after),
+                events: Vec::new(),
+                groups: Vec::new(),
+                end: at(end),
+                full: true,
+            });
+            state.kept.push_back(Arc::new(Entry {
+                after: at(after),
+                slice: OnceCell::new_with(Some(slice)),
+            }));
+        }
+        state
+    }
+
+    #[test]
+    fn the_oldest_batch_is_needed_while_an_active_member_stands_in_it() {
+        let mut state = kept_two();
+        state
+            .members
+            .insert("lead".into(), (at(20), Instant::now()));
+        assert!(!state.oldest_needed("lead"), "nobody else is there");
+        state
+            .members
+            .insert("trailing".into(), (at(4), Instant::now()));
+        assert!(state.oldest_needed("lead"));
+        assert!(
+            !state.oldest_needed("trailing"),
+            "a member does not wait for itself"
+        );
+        // passed it
+        state
+            .members
+            .insert("trailing".into(), (at(10), Instant::now()));
+        assert!(!state.oldest_needed("lead"));
+    }
+
+    #[test]
+    fn a_member_that_stopped_taking_batches_is_not_waited_for() {
+        let mut state = kept_two();
+        let long_ago = Instant::now()
+            .checked_sub(ACTIVE + Duration::from_millis(10))
+            .unwrap();
+        state.members.insert("stopped".into(), (at(4), long_ago));
+        assert!(!state.oldest_needed("lead"));
+    }
 
     #[test]
     fn the_union_of_filters_takes_what_any_of_them_takes() {

@@ -60,10 +60,14 @@ impl EventFilter {
 
 /// A read-model projector.
 ///
-/// `apply` gets a batch of events in log order (only those passing [`Projector::filter`]) and
+/// `apply` gets a batch of events in log order (only those passing [`Projector::filter`]; by
+/// reference, as the batch is usually one read shared by the process's projectors) and
 /// the open transaction in which the runtime then advances the projector's checkpoint: its
 /// writes and the checkpoint commit together, so each event takes effect exactly once. It must
 /// not commit, and should write in bulk (a statement per table per batch, not per event).
+///
+/// An event's `metadata` holds only the keys read models use (`tenant_id`, `actor`,
+/// `occurred_at`), not the whole stored map.
 ///
 /// A projector must use event data only (never the clock), so a rebuild reproduces its tables
 /// exactly, and must name its tables without a schema (a rebuild projects into copies through
@@ -82,7 +86,7 @@ pub trait Projector: Send + Sync + fmt::Debug + 'static {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
+        events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>>;
 }
 
@@ -271,7 +275,7 @@ pub(crate) fn uuid_id(event: &RecordedEvent) -> Result<Uuid, ProjectionError> {
 
 /// The ids of the aggregates a batch continues rather than starts (their first event, sequence
 /// 1, is not in it): the rows to load before applying the batch.
-pub(crate) fn continued_ids(events: &[RecordedEvent]) -> Result<Vec<Uuid>, ProjectionError> {
+pub(crate) fn continued_ids(events: &[&RecordedEvent]) -> Result<Vec<Uuid>, ProjectionError> {
     let started: std::collections::HashSet<&str> = events
         .iter()
         .filter(|e| e.sequence == 1)

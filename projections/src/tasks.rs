@@ -102,14 +102,14 @@ impl Projector for TasksProjector {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
+        events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(apply(tx, events))
     }
 }
 
 #[tracing::instrument(name = "project_tasks", skip_all, fields(events = events.len()))]
-async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
     let load = continued_ids(events)?;
     let mut state: HashMap<Uuid, Row> = rows::load::<Row>(tx, TABLE.name, &load)
         .await?

@@ -64,14 +64,14 @@ impl Projector for AuditProjector {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
+        events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(apply(tx, events))
     }
 }
 
 #[tracing::instrument(name = "project_audit", skip_all, fields(events = events.len()))]
-async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
     let mut metas = Vec::with_capacity(events.len());
     for event in events {
         metas.push(meta(event)?);
@@ -138,7 +138,7 @@ async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), Pr
     if inserted != events.len() as u64 {
         // the join lost an event: never skip one silently
         return Err(ProjectionError::inconsistent(
-            &events[0],
+            events[0],
             format!(
                 "{inserted} of the batch's {} events were found in the log",
                 events.len()

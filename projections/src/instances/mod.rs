@@ -113,14 +113,14 @@ impl Projector for InstancesProjector {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
+        events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(apply(tx, events))
     }
 }
 
 #[tracing::instrument(name = "project_instances", skip_all, fields(events = events.len()))]
-async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
     let load = continued_ids(events)?;
     let mut state: HashMap<Uuid, Row> = rows::load::<Row>(tx, INSTANCES_TABLE.name, &load)
         .await?

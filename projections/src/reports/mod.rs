@@ -71,7 +71,7 @@ impl Projector for WorkflowReportsProjector {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
+        events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(apply(tx, events))
     }
@@ -101,9 +101,9 @@ impl Changes {
 }
 
 #[tracing::instrument(name = "project_workflow_reports", skip_all, fields(events = events.len()))]
-async fn apply(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
     let mut decoded = Vec::with_capacity(events.len());
-    for event in events {
+    for &event in events {
         decoded.push((event, meta(event)?, decode(event)?));
     }
     let mut changes = Changes::default();

@@ -16,10 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
+/// Every index of the serving tables, by name and definition (a rebuild builds most of them
+/// anew at the end: they must come back the same, under the same names).
 async fn index_names(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar(
-        "select tablename || '.' || indexname from pg_indexes where schemaname = 'public' \
-         order by 1",
+        "select tablename || '.' || indexname || ': ' || indexdef from pg_indexes \
+         where schemaname = 'public' order by 1",
     )
     .fetch_all(pool)
     .await
@@ -121,12 +123,12 @@ impl Projector for Broken {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
+        events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
             self.0.apply(tx, events).await?;
             Err(ProjectionError::Inconsistent {
-                event: Box::new(projections::EventRef::of(&events[0])),
+                event: Box::new(projections::EventRef::of(events[0])),
                 reason: "broken on purpose".into(),
             })
         })

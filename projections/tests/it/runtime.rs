@@ -39,7 +39,7 @@ impl Projector for DiesHalfway {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
+        events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
             let half = events.len().div_ceil(2);
@@ -139,7 +139,7 @@ impl Projector for Recorder {
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        events: &'a [RecordedEvent],
+        events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async move {
             for event in events {
@@ -367,7 +367,7 @@ impl Projector for TakesEverything {
     fn apply<'a>(
         &'a self,
         _tx: &'a mut PgConnection,
-        _events: &'a [RecordedEvent],
+        _events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(async { Ok(()) })
     }
@@ -377,8 +377,7 @@ impl Projector for TakesEverything {
 /// once rather than wait for a notification as if it were caught up (it waited the poll
 /// interval per batch, about 1,000 events/s on a long log).
 #[tokio::test]
-async fn a_projector_taking_part_of_each_shared_read_catches_up_without_waiting_between_batches()
-{
+async fn a_projector_taking_part_of_each_shared_read_catches_up_without_waiting_between_batches() {
     let db = recorder_db().await;
     let pool = &db.pool;
     let mut ids = Vec::new();
