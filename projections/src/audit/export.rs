@@ -118,13 +118,17 @@ pub async fn chain_range(
 }
 
 /// Writes a range of a tenant's chain chunk by chunk (one database round trip per chunk), so
-/// memory stays at one chunk however long the trail is.
+/// memory stays at two chunks however long the trail is: while one chunk is written out, the
+/// next one is already being read (Postgres turning entries to text and the export formatting
+/// them run side by side).
 #[derive(Debug)]
 pub struct Exporter {
     pool: PgPool,
     tenant: String,
     next: i64,
     last: i64,
+    /// The read of the chunk starting at `next`, under way.
+    ahead: Option<tokio::task::JoinHandle<Result<Vec<PgRow>, sqlx::Error>>>,
     batch: i64,
     format: ExportFormat,
     header_written: bool,
@@ -147,6 +151,7 @@ impl Exporter {
             tenant: tenant.into(),
             next: range.first,
             last: range.last,
+            ahead: None,
             batch: batch.max(1),
             format,
             header_written: false,
@@ -166,20 +171,22 @@ impl Exporter {
         if self.next > self.last {
             return Ok(None);
         }
-        let upto = self.next.saturating_add(self.batch - 1).min(self.last);
-        let rows = sqlx::query(
-            "select event_id, tx_id, global_position, chain_seq, aggregate_type, aggregate_id, \
-                 sequence, event_type, event_version, actor, occurred_at, \
-                 payload::text as payload, encode(prev_hash, 'hex') as prev_hash, \
-                 encode(hash, 'hex') as hash \
-             from audit_entries where tenant_id = $1 and chain_seq between $2 and $3 \
-             order by chain_seq",
-        )
-        .bind(&self.tenant)
-        .bind(self.next)
-        .bind(upto)
-        .fetch_all(&self.pool)
-        .await?;
+        let upto = self.upto(self.next);
+        let rows = match self.ahead.take() {
+            Some(read) => read
+                .await
+                .map_err(|e| io::Error::other(format!("reading ahead stopped: {e}")))??,
+            None => read_chunk(self.pool.clone(), self.tenant.clone(), self.next, upto).await?,
+        };
+        if upto < self.last {
+            let after = upto + 1;
+            self.ahead = Some(tokio::spawn(read_chunk(
+                self.pool.clone(),
+                self.tenant.clone(),
+                after,
+                self.upto(after),
+            )));
+        }
         let mut out = Vec::with_capacity(rows.len() * 640);
         match self.format {
             ExportFormat::Jsonl => {
@@ -208,6 +215,11 @@ impl Exporter {
         Ok(Some(out))
     }
 
+    /// The last `chain_seq` of the chunk starting at `first`.
+    fn upto(&self, first: i64) -> i64 {
+        first.saturating_add(self.batch - 1).min(self.last)
+    }
+
     /// Entries written so far.
     pub fn entries(&self) -> u64 {
         self.entries
@@ -217,6 +229,37 @@ impl Exporter {
     pub fn last_hash(&self) -> Option<&str> {
         self.last_hash.as_deref()
     }
+}
+
+impl Drop for Exporter {
+    /// An export given up half-way (a client that went away) stops reading ahead.
+    fn drop(&mut self) {
+        if let Some(read) = self.ahead.take() {
+            read.abort();
+        }
+    }
+}
+
+/// The entries of `tenant` from `chain_seq` `first` to `last`, as the export writes them.
+async fn read_chunk(
+    pool: PgPool,
+    tenant: String,
+    first: i64,
+    last: i64,
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    sqlx::query(
+        "select event_id, tx_id, global_position, chain_seq, aggregate_type, aggregate_id, \
+             sequence, event_type, event_version, actor, occurred_at, \
+             payload::text as payload, encode(prev_hash, 'hex') as prev_hash, \
+             encode(hash, 'hex') as hash \
+         from audit_entries where tenant_id = $1 and chain_seq between $2 and $3 \
+         order by chain_seq",
+    )
+    .bind(tenant)
+    .bind(first)
+    .bind(last)
+    .fetch_all(&pool)
+    .await
 }
 
 /// Why a CSV record is not an audit entry.
