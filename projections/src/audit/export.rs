@@ -193,7 +193,6 @@ impl Exporter {
                 for row in &rows {
                     let line = Line::read(row, &self.tenant)?;
                     line.write_json(&mut out)?;
-                    self.last_hash = Some(line.hash);
                 }
             }
             ExportFormat::Csv => {
@@ -205,10 +204,12 @@ impl Exporter {
                     writer
                         .write_record(line.fields())
                         .map_err(io::Error::from)?;
-                    self.last_hash = Some(line.hash);
                 }
                 writer.flush()?;
             }
+        }
+        if let Some(row) = rows.last() {
+            self.last_hash = Some(Line::read(row, &self.tenant)?.hash.to_owned());
         }
         self.entries += rows.len() as u64;
         self.next = upto + 1;
@@ -316,49 +317,49 @@ impl AuditEntry {
     }
 }
 
-/// One entry as the export writes it.
+/// One entry as the export writes it, its text borrowed from the row.
 struct Line<'a> {
     event_id: Uuid,
-    position: String,
+    position: LogPosition,
     tenant_id: &'a str,
     chain_seq: i64,
-    aggregate_type: String,
-    aggregate_id: String,
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
     sequence: i64,
-    event_type: String,
-    event_version: String,
-    actor: String,
+    event_type: &'a str,
+    event_version: &'a str,
+    actor: &'a str,
     occurred_at: String,
     /// As Postgres writes the stored JSON (the verifier re-canonicalizes it).
-    payload: String,
-    prev_hash: String,
-    hash: String,
+    payload: &'a str,
+    prev_hash: &'a str,
+    hash: &'a str,
 }
 
 impl<'a> Line<'a> {
-    fn read(row: &PgRow, tenant_id: &'a str) -> Result<Self, io::Error> {
+    /// The columns by index, in the order of `read_chunk`'s select list.
+    fn read(row: &'a PgRow, tenant_id: &'a str) -> Result<Self, io::Error> {
         let get = || -> Result<Self, sqlx::Error> {
             Ok(Line {
-                event_id: row.try_get("event_id")?,
-                position: format!(
-                    "{}.{}",
-                    row.try_get::<i64, _>("tx_id")?,
-                    row.try_get::<i64, _>("global_position")?
-                ),
+                event_id: row.try_get(0)?,
+                position: LogPosition {
+                    tx_id: row.try_get::<i64, _>(1)? as u64,
+                    global_position: row.try_get(2)?,
+                },
                 tenant_id,
-                chain_seq: row.try_get("chain_seq")?,
-                aggregate_type: row.try_get("aggregate_type")?,
-                aggregate_id: row.try_get("aggregate_id")?,
-                sequence: row.try_get("sequence")?,
-                event_type: row.try_get("event_type")?,
-                event_version: row.try_get("event_version")?,
-                actor: row.try_get("actor")?,
+                chain_seq: row.try_get(3)?,
+                aggregate_type: row.try_get(4)?,
+                aggregate_id: row.try_get(5)?,
+                sequence: row.try_get(6)?,
+                event_type: row.try_get(7)?,
+                event_version: row.try_get(8)?,
+                actor: row.try_get(9)?,
                 occurred_at: row
-                    .try_get::<DateTime<Utc>, _>("occurred_at")?
+                    .try_get::<DateTime<Utc>, _>(10)?
                     .to_rfc3339_opts(SecondsFormat::Micros, true),
-                payload: row.try_get("payload")?,
-                prev_hash: row.try_get("prev_hash")?,
-                hash: row.try_get("hash")?,
+                payload: row.try_get(11)?,
+                prev_hash: row.try_get(12)?,
+                hash: row.try_get(13)?,
             })
         };
         get().map_err(io::Error::other)
@@ -367,19 +368,19 @@ impl<'a> Line<'a> {
     fn fields(&self) -> [String; 14] {
         [
             self.event_id.to_string(),
-            self.position.clone(),
+            self.position.to_string(),
             self.tenant_id.to_owned(),
             self.chain_seq.to_string(),
-            self.aggregate_type.clone(),
-            self.aggregate_id.clone(),
+            self.aggregate_type.to_owned(),
+            self.aggregate_id.to_owned(),
             self.sequence.to_string(),
-            self.event_type.clone(),
-            self.event_version.clone(),
-            self.actor.clone(),
+            self.event_type.to_owned(),
+            self.event_version.to_owned(),
+            self.actor.to_owned(),
             self.occurred_at.clone(),
-            self.payload.clone(),
-            self.prev_hash.clone(),
-            self.hash.clone(),
+            self.payload.to_owned(),
+            self.prev_hash.to_owned(),
+            self.hash.to_owned(),
         ]
     }
 
