@@ -394,12 +394,12 @@ impl<'a> Line<'a> {
         write!(out, ",\"position\":\"{}\"", self.position)?;
         string(out, "tenant_id", self.tenant_id)?;
         write!(out, ",\"chain_seq\":{}", self.chain_seq)?;
-        string(out, "aggregate_type", &self.aggregate_type)?;
-        string(out, "aggregate_id", &self.aggregate_id)?;
+        string(out, "aggregate_type", self.aggregate_type)?;
+        string(out, "aggregate_id", self.aggregate_id)?;
         write!(out, ",\"sequence\":{}", self.sequence)?;
-        string(out, "event_type", &self.event_type)?;
-        string(out, "event_version", &self.event_version)?;
-        string(out, "actor", &self.actor)?;
+        string(out, "event_type", self.event_type)?;
+        string(out, "event_version", self.event_version)?;
+        string(out, "actor", self.actor)?;
         write!(out, ",\"occurred_at\":\"{}\"", self.occurred_at)?;
         write!(out, ",\"payload\":{}", self.payload)?;
         write!(out, ",\"prev_hash\":\"{}\"", self.prev_hash)?;
