@@ -170,6 +170,9 @@ async fn run(
     source: Source<'_>,
 ) -> Result<Option<Batch>, BatchError<ProjectionError>> {
     let filter = projector.filter();
+    if let Source::Feed(feed) = &source {
+        feed.wait_turn(name).await;
+    }
     let mut tx = conn.begin().await?;
     // Read models are derived data: a commit lost in a crash takes its checkpoint with it and
     // is projected again, so a projector need not wait for the WAL flush.
@@ -219,6 +222,9 @@ async fn run(
     }
     Checkpoints::save(&mut *tx, name, end).await?;
     tx.commit().await?;
+    if let Source::Feed(feed) = &source {
+        feed.passed(name, end);
+    }
     Ok(Some(Batch {
         position: end,
         events: events.len(),

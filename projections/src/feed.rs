@@ -11,7 +11,8 @@
 //! the definitions projector almost nothing), so the fast ones would run far ahead and the
 //! slow ones find their batches gone and read the log again. A projector that would start a
 //! read while the oldest kept batch is still ahead of an active member of the set therefore
-//! waits for that member first (briefly: a member that stops taking batches is not waited for).
+//! waits for that member first (briefly: a member that stops taking batches is not waited for),
+//! before it opens its batch's transaction ([`Feed::wait_turn`]).
 //!
 //! Sharing a read is safe because a batch never changes once read: it holds only events of
 //! transactions older than the oldest one running when it was read (see `event_store::log`),
@@ -134,6 +135,55 @@ impl Feed {
         self.limit
     }
 
+    /// Records that the member (checkpoint) `name` stands at `at`.
+    pub fn passed(&self, name: &str, at: LogPosition) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let before = state.members.insert(name.to_owned(), (at, Instant::now()));
+        if before.is_none_or(|(was, _)| was != at) {
+            self.moved.notify_waiters();
+        }
+    }
+
+    /// Called by the member `name` before it opens the transaction of its next batch (a
+    /// member waiting inside one would hold back every log reader of the cluster): when its
+    /// next batch is not kept and the kept ones are as many as the feed keeps, waits (at most
+    /// [`MOST_WAIT`]) until no active member still needs the oldest one.
+    pub async fn wait_turn(&self, name: &str) {
+        let deadline = Instant::now() + MOST_WAIT;
+        loop {
+            let moved;
+            {
+                let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(&(at, _)) = state.members.get(name) else {
+                    return;
+                };
+                if Self::covering(&state, at).is_some()
+                    || state.kept.len() < self.kept
+                    || !state.oldest_needed(name)
+                {
+                    return;
+                }
+                // under the lock: no signal between the check and the wait is missed
+                moved = self.moved.notified();
+            }
+            if tokio::time::timeout_at(deadline.into(), moved)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// A full kept batch that `after` falls in (its start, or inside it), or the one being
+    /// read from `after`.
+    fn covering(state: &State, after: LogPosition) -> Option<&Arc<Entry>> {
+        state.kept.iter().find(|e| match e.slice.get() {
+            Some(slice) => slice.full && slice.after <= after && after < slice.end,
+            None => e.after == after,
+        })
+    }
+
     /// The batch after `after` for the member (checkpoint) `name`: a kept one that covers
     /// `after`, the one being read there by another member, or a new read on `conn`.
     pub async fn next(
@@ -142,29 +192,12 @@ impl Feed {
         name: &str,
         after: LogPosition,
     ) -> Result<Arc<Slice>, sqlx::Error> {
-        let deadline = Instant::now() + MOST_WAIT;
-        let entry = loop {
-            let moved;
-            {
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                let before = state
-                    .members
-                    .insert(name.to_owned(), (after, Instant::now()));
-                if before.is_none_or(|(at, _)| at != after) {
-                    self.moved.notify_waiters();
-                }
-                // under the lock, after this member's own signal: no other signal is missed
-                moved = self.moved.notified();
-                // a full kept batch that `after` falls in (its start, or inside it)
-                let covering = state.kept.iter().find(|e| match e.slice.get() {
-                    Some(slice) => slice.full && slice.after <= after && after < slice.end,
-                    None => e.after == after,
-                });
-                if let Some(entry) = covering {
-                    break entry.clone();
-                }
-                let full = state.kept.len() >= self.kept;
-                if !full || Instant::now() >= deadline || !state.oldest_needed(name) {
+        self.passed(name, after);
+        let entry = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            match Self::covering(&state, after) {
+                Some(entry) => entry.clone(),
+                None => {
                     let entry = Arc::new(Entry {
                         after,
                         slice: OnceCell::new(),
@@ -173,11 +206,9 @@ impl Feed {
                     while state.kept.len() > self.kept {
                         state.kept.pop_front();
                     }
-                    break entry;
+                    entry
                 }
             }
-            // a trailing member still needs the oldest batch: let it take it first
-            let _ = tokio::time::timeout_at(deadline.into(), moved).await;
         };
         let read_here = AtomicBool::new(false);
         let slice = {
