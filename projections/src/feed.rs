@@ -358,6 +358,52 @@ mod tests {
         assert!(!state.oldest_needed("lead"));
     }
 
+    /// A feed keeping at most two batches, holding (0, 10] and (10, 20], its lead member at
+    /// 20 and another one at `trailing` (just now).
+    fn full_feed(trailing: i64) -> Arc<Feed> {
+        let feed = Arc::new(Feed::new([EventFilter::all()], KEPT_EVENTS / 2));
+        assert_eq!(feed.kept, 2);
+        let mut state = kept_two();
+        state
+            .members
+            .insert("lead".into(), (at(20), Instant::now()));
+        state
+            .members
+            .insert("trailing".into(), (at(trailing), Instant::now()));
+        *feed.state.lock().unwrap() = state;
+        feed
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_member_ahead_waits_for_the_trailing_one_to_pass_the_oldest_batch() {
+        let feed = full_feed(4);
+        let waiting = tokio::spawn({
+            let feed = feed.clone();
+            async move { feed.wait_turn("lead").await }
+        });
+        settle().await;
+        assert!(!waiting.is_finished(), "the lead waits");
+        feed.passed("trailing", at(10));
+        waiting.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_member_does_not_wait_when_nobody_needs_the_oldest_batch() {
+        let feed = full_feed(10);
+        let waiting = tokio::spawn({
+            let feed = feed.clone();
+            async move { feed.wait_turn("lead").await }
+        });
+        settle().await;
+        assert!(waiting.is_finished());
+    }
+
     #[test]
     fn a_member_that_stopped_taking_batches_is_not_waited_for() {
         let mut state = kept_two();
