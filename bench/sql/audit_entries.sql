@@ -63,5 +63,10 @@ insert into audit_entries (tenant_id, chain_seq, event_id, tx_id, global_positio
 select $1, n, (j ->> 'event_id')::uuid, split_part(j ->> 'position', '.', 1)::bigint,
        split_part(j ->> 'position', '.', 2)::bigint, j ->> 'aggregate_type', j ->> 'aggregate_id',
        (j ->> 'sequence')::bigint, j ->> 'event_type', j ->> 'event_version', j ->> 'actor',
-       (j ->> 'occurred_at')::timestamptz, j -> 'payload', prev_hash, hash
-from (select n, prev_hash, hash, canonical::jsonb as j from chain where canonical is not null) entries
+       (j ->> 'occurred_at')::timestamptz,
+       -- the payload as the projector stores it: its canonical text, cut out of the entry's
+       substr(canonical, strpos(canonical, '"payload":') + 10,
+              strpos(canonical, ',"position":') - strpos(canonical, '"payload":') - 10)::json,
+       prev_hash, hash
+from (select n, prev_hash, hash, canonical, canonical::jsonb as j from chain
+      where canonical is not null) entries

@@ -209,7 +209,7 @@ impl Exporter {
             }
         }
         if let Some(row) = rows.last() {
-            self.last_hash = Some(Line::read(row, &self.tenant)?.hash.to_owned());
+            self.last_hash = Some(Line::read(row, &self.tenant)?.hash.as_str().to_owned());
         }
         self.entries += rows.len() as u64;
         self.next = upto + 1;
@@ -251,8 +251,7 @@ async fn read_chunk(
     sqlx::query(
         "select event_id, tx_id, global_position, chain_seq, aggregate_type, aggregate_id, \
              sequence, event_type, event_version, actor, occurred_at, \
-             payload::text as payload, encode(prev_hash, 'hex') as prev_hash, \
-             encode(hash, 'hex') as hash \
+             payload::text as payload, prev_hash, hash \
          from audit_entries where tenant_id = $1 and chain_seq between $2 and $3 \
          order by chain_seq",
     )
@@ -332,8 +331,26 @@ struct Line<'a> {
     occurred_at: String,
     /// As Postgres writes the stored JSON (the verifier re-canonicalizes it).
     payload: &'a str,
-    prev_hash: &'a str,
-    hash: &'a str,
+    prev_hash: Hex,
+    hash: Hex,
+}
+
+/// A 32-byte hash as lowercase hex (written here rather than by Postgres' `encode`: a
+/// lookup per byte, no allocation).
+struct Hex([u8; 64]);
+
+impl Hex {
+    fn of(bytes: &[u8]) -> Result<Self, sqlx::Error> {
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(bytes, &mut hex)
+            .map_err(|_| sqlx::Error::Decode(format!("a hash of {} bytes", bytes.len()).into()))?;
+        Ok(Self(hex))
+    }
+
+    fn as_str(&self) -> &str {
+        // hex digits are ASCII
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 impl<'a> Line<'a> {
@@ -358,8 +375,8 @@ impl<'a> Line<'a> {
                     .try_get::<DateTime<Utc>, _>(10)?
                     .to_rfc3339_opts(SecondsFormat::Micros, true),
                 payload: row.try_get(11)?,
-                prev_hash: row.try_get(12)?,
-                hash: row.try_get(13)?,
+                prev_hash: Hex::of(row.try_get(12)?)?,
+                hash: Hex::of(row.try_get(13)?)?,
             })
         };
         get().map_err(io::Error::other)
@@ -379,8 +396,8 @@ impl<'a> Line<'a> {
             self.actor.to_owned(),
             self.occurred_at.clone(),
             self.payload.to_owned(),
-            self.prev_hash.to_owned(),
-            self.hash.to_owned(),
+            self.prev_hash.as_str().to_owned(),
+            self.hash.as_str().to_owned(),
         ]
     }
 
@@ -402,8 +419,11 @@ impl<'a> Line<'a> {
         string(out, "actor", self.actor)?;
         write!(out, ",\"occurred_at\":\"{}\"", self.occurred_at)?;
         write!(out, ",\"payload\":{}", self.payload)?;
-        write!(out, ",\"prev_hash\":\"{}\"", self.prev_hash)?;
-        write!(out, ",\"hash\":\"{}\"}}", self.hash)?;
+        out.extend_from_slice(b",\"prev_hash\":\"");
+        out.extend_from_slice(&self.prev_hash.0);
+        out.extend_from_slice(b"\",\"hash\":\"");
+        out.extend_from_slice(&self.hash.0);
+        out.extend_from_slice(b"\"}");
         out.push(b'\n');
         Ok(())
     }

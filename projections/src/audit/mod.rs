@@ -92,7 +92,8 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
     out
 }
 
-fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+/// [`canonical_json`] written onto the end of `out`.
+pub(crate) fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
@@ -146,7 +147,7 @@ pub fn canonical_entry(entry: &AuditEntry) -> Vec<u8> {
         event_version: &entry.event_version,
         actor: &entry.actor,
         occurred_at: entry.occurred_at,
-        payload: &entry.payload,
+        payload: &canonical_json(&entry.payload),
     })
 }
 
@@ -164,7 +165,8 @@ pub(crate) struct Fields<'a> {
     pub event_version: &'a str,
     pub actor: &'a str,
     pub occurred_at: DateTime<Utc>,
-    pub payload: &'a Value,
+    /// The payload's [`canonical_json`].
+    pub payload: &'a [u8],
 }
 
 pub(crate) fn canonical_fields(entry: &Fields<'_>) -> Vec<u8> {
@@ -188,7 +190,7 @@ pub(crate) fn canonical_fields(entry: &Fields<'_>) -> Vec<u8> {
         .to_rfc3339_opts(SecondsFormat::Micros, true);
     let _ = write!(out, ",\"occurred_at\":\"{occurred_at}\"");
     out.extend_from_slice(b",\"payload\":");
-    write_canonical(&mut out, entry.payload);
+    out.extend_from_slice(entry.payload);
     let _ = write!(out, ",\"position\":\"{}\"", entry.position);
     let _ = write!(out, ",\"sequence\":{}", entry.sequence);
     out.extend_from_slice(b",\"tenant_id\":");

@@ -80,7 +80,7 @@ async fn the_audit_chain_covers_every_event_per_tenant_and_detects_tampering() {
 
     // an edited payload
     sqlx::query(
-        "update audit_entries set payload = jsonb_set(payload, '{x}', '1') \
+        "update audit_entries set payload = jsonb_set(payload::jsonb, '{x}', '1')::json \
          where tenant_id = 'acme' and chain_seq = 3",
     )
     .execute(pool)
@@ -168,4 +168,43 @@ async fn an_export_written_in_small_chunks_verifies_and_reports_its_final_hash()
     assert_eq!(chain.entries as i64, range.len());
     let empty = chain_range(pool, "nobody", None, None).await.unwrap();
     assert_eq!(empty, None);
+}
+
+#[tokio::test]
+async fn entries_keep_the_canonical_payload_they_hashed_and_other_spellings_still_verify() {
+    let (db, rt) = setup().await;
+    let pool = &db.pool;
+    let po = Po::start(&rt, json!(5000), "PO-1").await;
+    po.work(
+        "review",
+        &member(CLERK, &["clerks"]),
+        json!({"b": 1, "a": "ü"}),
+        5,
+    )
+    .await;
+    project(pool).await;
+
+    // the stored text is the canonical JSON the hash covers, byte for byte
+    let stored: Vec<(String, Value)> =
+        sqlx::query_as("select payload::text, payload::jsonb from audit_entries")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert!(!stored.is_empty());
+    for (text, value) in &stored {
+        assert_eq!(text.as_bytes(), projections::audit::canonical_json(value));
+    }
+
+    // entries written before migration 0006 hold the text Postgres made of their `jsonb`
+    // (spaces, its own key order): the chain still verifies
+    sqlx::query("update audit_entries set payload = payload::jsonb::json")
+        .execute(pool)
+        .await
+        .unwrap();
+    let respelled: Vec<String> = sqlx::query_scalar("select payload::text from audit_entries")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert!(respelled.iter().any(|text| text.contains(": ")));
+    verify(&entries(pool).await).unwrap();
 }
