@@ -93,7 +93,7 @@ is not resumed: the replay starts that projection over. --restart always starts 
 
 Exit codes:
   0  rebuilt and swapped in
-  1  the rebuild failed (the serving tables are untouched; run it again to resume)
+  1  the rebuild failed (a failed projection's serving tables are untouched; run it again to resume)
   2  bad usage, or an unknown projection (the message lists the valid names)
 
 Examples:

@@ -187,7 +187,7 @@ async fn a_rebuild_that_cannot_run_fails_in_one_line_and_leaves_the_serving_tabl
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("serving tables are untouched")
+        stderr.contains("serving tables of a projection that failed are untouched")
             && stderr.contains("another rebuild of tasks is running"),
         "{stderr}"
     );

@@ -59,9 +59,17 @@ pub struct RebuildOptions {
 const SWAP_ATTEMPTS: u32 = 100;
 const SWAP_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Why a rebuild failed (the live tables are untouched).
+/// Why a rebuild failed (the live tables of a projector that failed are untouched).
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
+    /// Some projectors of the set failed (`failed` is the first failure) while the others
+    /// were rebuilt and swapped in.
+    #[error("{} were rebuilt and swapped in all the same", swapped.join(", "))]
+    Partial {
+        swapped: Vec<String>,
+        #[source]
+        failed: Box<RebuildError>,
+    },
     #[error("another rebuild of {0} is running")]
     Busy(String),
     #[error("the rebuild's database work failed")]
@@ -189,7 +197,7 @@ pub(crate) async fn rebuild_all(
             })
             .await;
             job.conn.close().await.ok();
-            result
+            result.map(|events| (name, events))
         });
     }
     drop(tx);
@@ -197,10 +205,14 @@ pub(crate) async fn rebuild_all(
         progress(name, &p);
     }
     let mut applied = 0;
+    let mut swapped = Vec::new();
     let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok(events)) => applied += events,
+            Ok(Ok((name, events))) => {
+                applied += events;
+                swapped.push(name.to_owned());
+            }
             Ok(Err(error)) => {
                 failure.get_or_insert(error);
             }
@@ -212,7 +224,14 @@ pub(crate) async fn rebuild_all(
         }
     }
     match failure {
-        Some(error) => Err(error),
+        Some(error) if swapped.is_empty() => Err(error),
+        Some(error) => {
+            swapped.sort();
+            Err(RebuildError::Partial {
+                swapped,
+                failed: Box::new(error),
+            })
+        }
         None => Ok(applied),
     }
 }
@@ -480,14 +499,14 @@ async fn build_indexes(
         missing.extend(
             live.into_iter()
                 .filter(|(_, shape)| !copy.iter().any(|(_, s)| s == shape))
-                .map(|(_, shape)| (table.to_owned(), shape)),
+                .map(|(name, shape)| (table.to_string(), name, shape)),
         );
     }
     // the futures made beforehand: a closure inside the stream trips up the `Send` check of
     // the spawned rebuild task
     let builds: Vec<_> = missing
         .into_iter()
-        .map(|(table, shape)| build_index(pool.clone(), format!("{schema}.{table}"), shape))
+        .map(|(table, name, shape)| build_index(pool.clone(), schema, table, name, shape))
         .collect();
     futures::stream::iter(builds)
         .buffer_unordered(INDEX_BUILDS)
@@ -495,7 +514,17 @@ async fn build_indexes(
         .await
 }
 
-async fn build_index(pool: PgPool, table: String, shape: String) -> Result<(), sqlx::Error> {
+/// Builds the index `name` of `public.{table}` on the copy `{schema}.{table}`, under the same
+/// name: index names are per schema, and builds running side by side must not pick names
+/// themselves (two `create index on` over the same columns both take the first free name,
+/// neither seeing the other's, and one fails on a duplicate name).
+async fn build_index(
+    pool: PgPool,
+    schema: &str,
+    table: String,
+    name: String,
+    shape: String,
+) -> Result<(), sqlx::Error> {
     let started = Instant::now();
     let mut conn = pool.acquire().await?;
     let mut tx = Connection::begin(&mut *conn).await?;
@@ -503,13 +532,16 @@ async fn build_index(pool: PgPool, table: String, shape: String) -> Result<(), s
     sqlx::query("set local maintenance_work_mem = '128MB'")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(&format!("create index on {table} using {shape}"))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(&format!(
+        "create index {name} on {schema}.{table} using {shape}"
+    ))
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     tracing::info!(
         table,
-        index = %shape,
+        index = name,
+        shape,
         seconds = started.elapsed().as_secs_f64(),
         "built an index of the copy"
     );

@@ -45,7 +45,9 @@ pub async fn run(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
             report.progress(name, progress)
         })
         .await
-        .context("the rebuild failed; the serving tables are untouched")?;
+        .context(
+            "the rebuild failed; the serving tables of a projection that failed are untouched",
+        )?;
     report.finish();
     let seconds = started.elapsed().as_secs_f64();
     let tables: Vec<&str> = set

@@ -163,6 +163,35 @@ async fn a_failed_rebuild_leaves_the_live_tables_as_they_were_and_the_next_one_r
     assert!(resumed_from.iter().all(|p| *p == LogPosition::START));
 }
 
+#[tokio::test]
+async fn when_one_projector_of_a_set_fails_the_error_names_the_ones_swapped_in() {
+    let (db, rt) = setup().await;
+    let pool = &db.pool;
+    Po::start(&rt, json!(5000), "PO-1").await;
+    project(pool).await;
+    let before = dump_all(pool).await;
+    let one = |name: &str| Projections::all().only(&[name]).unwrap().projectors()[0].clone();
+    let (tasks, instances) = (one("tasks"), one("instances"));
+    let set = Projections::from_projectors(vec![Arc::new(Broken(tasks)), instances]);
+    let error = set.rebuild(pool, |_, _| {}).await.unwrap_err();
+    let RebuildError::Partial { swapped, failed } = &error else {
+        panic!("not a partial failure: {error}");
+    };
+    assert_eq!(swapped, &["instances".to_owned()]);
+    assert!(
+        matches!(**failed, RebuildError::Projection { .. }),
+        "{failed}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("instances were rebuilt and swapped in")
+    );
+    // the swapped-in copy is identical, the failed one's live table untouched
+    assert_eq!(dump_all(pool).await, before);
+    assert_eq!(leftovers(pool).await, 1);
+}
+
 /// Keeps swaps from happening while `tx` is open: a swap drops the live tables, which a share
 /// lock keeps from happening (and the copies' `like` and everything else a rebuild does before
 /// its swap do not conflict with it). No transaction id is taken, so no event anywhere in the
@@ -209,6 +238,35 @@ async fn interrupted_rebuild(pool: &PgPool, set: &Projections) {
         },
     )
     .await;
+    // the copies build their indexes under the live names, side by side: names a build picked
+    // for itself would clash (`tasks_list` and `tasks_open` cover the same columns)
+    let live_indexes = || async {
+        sqlx::query_scalar::<_, String>(
+            "select p.tablename || '.' || p.indexname from pg_indexes p \
+             where p.schemaname = 'public' and exists (select 1 from pg_tables t \
+               where t.schemaname like 'rebuild_%' and t.tablename = p.tablename) \
+             order by 1",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    };
+    let copy_indexes = || async {
+        sqlx::query_scalar::<_, String>(
+            "select tablename || '.' || indexname from pg_indexes \
+             where schemaname like 'rebuild_%' order by 1",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the copies to build their indexes",
+        || async { copy_indexes().await.len() == live_indexes().await.len() },
+    )
+    .await;
+    assert_eq!(copy_indexes().await, live_indexes().await);
     assert!(
         tokio::time::timeout(Duration::from_millis(50), &mut rebuild)
             .await
