@@ -183,6 +183,10 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 Self::unavailable(&error)
             }
+            // the session ended under the statement (a restart, say): try again
+            ref ended if event_store::connections::session_ended(ended) => {
+                Self::unavailable(&error)
+            }
             other => Self::internal(&other),
         }
     }

@@ -8,14 +8,23 @@
 //! to the next without that test. A connection whose statement was cancelled halfway (its
 //! future dropped) or whose connection failed is closed rather than kept; one that answered,
 //! even with an error of Postgres's own, is in a known state and is kept. When all are busy, callers use the pool as before.
+//!
+//! A connection that sat idle for longer than [`IDLE_CHECK`] is pinged before it is handed
+//! out (under load they never sit that long, so the command path keeps its one round trip):
+//! after Postgres restarted, or a connection was cut while idle, the first commands get a
+//! fresh connection instead of failing on the dead one.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
 
 /// How many connections one [`Connections`] keeps out of the pool at most.
 pub const KEPT_CONNECTIONS: usize = 8;
+
+/// How long a kept connection may sit idle before it is pinged when next taken.
+pub const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// A few connections kept out of `pool` for the command path; cheap to clone.
 #[derive(Debug, Clone)]
@@ -26,10 +35,12 @@ pub struct Connections {
 
 #[derive(Debug)]
 struct Kept {
-    idle: Mutex<Vec<PgConnection>>,
+    /// Idle connections, each with when it was given back.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
     /// Connections taken out of the pool and not closed since (idle or in use).
     out: Mutex<usize>,
     limit: usize,
+    idle_check: Duration,
 }
 
 /// A connection for one statement: give it back with [`Lease::keep`] once the statement has
@@ -53,12 +64,19 @@ impl Connections {
 
     /// Keeps at most `limit` connections (0: always use the pool).
     pub fn with_limit(pool: PgPool, limit: usize) -> Self {
+        Self::with_idle_check(pool, limit, IDLE_CHECK)
+    }
+
+    /// Keeps at most `limit` connections, pinging one that sat idle longer than `idle_check`
+    /// before handing it out.
+    pub fn with_idle_check(pool: PgPool, limit: usize, idle_check: Duration) -> Self {
         Self {
             pool,
             kept: Arc::new(Kept {
                 idle: Mutex::new(Vec::new()),
                 out: Mutex::new(0),
                 limit,
+                idle_check,
             }),
         }
     }
@@ -67,11 +85,19 @@ impl Connections {
         &self.pool
     }
 
-    /// An idle kept connection, a new one taken out of the pool while fewer than the limit
-    /// are out, or else a pooled one.
+    /// An idle kept connection (one idle for long answered a ping), a new one taken out of
+    /// the pool while fewer than the limit are out, or else a pooled one.
     pub async fn acquire(&self) -> Result<Lease, sqlx::Error> {
-        if let Some(conn) = lock(&self.kept.idle).pop() {
-            return Ok(self.kept(conn));
+        loop {
+            let Some((conn, since)) = lock(&self.kept.idle).pop() else {
+                break;
+            };
+            // a lease already: dropped halfway through the ping, it frees its place
+            let mut lease = self.kept(conn);
+            if since.elapsed() < self.kept.idle_check || lease.ping().await.is_ok() {
+                return Ok(lease);
+            }
+            tracing::debug!("a kept connection did not answer a ping after sitting idle; closed");
         }
         let take = {
             let mut out = lock(&self.kept.out);
@@ -113,15 +139,7 @@ impl Lease {
     pub fn keep_after<T>(self, answer: &Result<T, sqlx::Error>) {
         match answer {
             Ok(_) => self.keep(),
-            // classes 08 (connection exception), 57 (operator intervention: the server ends
-            // the session) and 58 (system error) leave no usable session behind
-            Err(sqlx::Error::Database(e))
-                if !e
-                    .code()
-                    .is_some_and(|c| ["08", "57", "58"].iter().any(|k| c.starts_with(k))) =>
-            {
-                self.keep()
-            }
+            Err(error @ sqlx::Error::Database(_)) if !session_ended(error) => self.keep(),
             Err(_) => drop(self),
         }
     }
@@ -131,7 +149,7 @@ impl Lease {
         if let Held::Kept { conn, kept } = &mut self.0
             && let Some(conn) = conn.take()
         {
-            lock(&kept.idle).push(conn);
+            lock(&kept.idle).push((conn, Instant::now()));
         }
     }
 }
@@ -164,6 +182,18 @@ impl Drop for Lease {
             // its statement may be half sent or half read: close it, make room for another
             *lock(&kept.out) -= 1;
         }
+    }
+}
+
+/// Whether Postgres answered `error` by ending the session: classes 08 (connection
+/// exception), 57 (operator intervention, such as a shutdown) and 58 (system error) leave no
+/// usable session behind.
+pub fn session_ended(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|c| ["08", "57", "58"].iter().any(|k| c.starts_with(k))),
+        _ => false,
     }
 }
 

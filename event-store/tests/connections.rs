@@ -1,9 +1,10 @@
 //! The command path's kept connections: reused without the pool's release round trip,
-//! closed when their statement was cancelled, the pool used beyond the limit.
+//! closed when their statement was cancelled or their connection failed, pinged after sitting
+//! idle, the pool used beyond the limit.
 
 use std::time::Duration;
 
-use event_store::connections::Connections;
+use event_store::connections::{Connections, session_ended};
 use event_store::testing::TestDatabase;
 
 async fn backend(lease: &mut event_store::connections::Lease) -> i32 {
@@ -93,4 +94,57 @@ async fn a_connection_that_failed_is_not_kept() {
         pid,
         "a new connection, not the broken one"
     );
+}
+
+#[tokio::test]
+async fn a_connection_cut_while_idle_is_replaced_before_it_is_handed_out() {
+    let db = TestDatabase::new().await;
+    let connections = Connections::with_idle_check(db.pool.clone(), 1, Duration::ZERO);
+    let mut lease = connections.acquire().await.unwrap();
+    let pid = backend(&mut lease).await;
+    lease.keep();
+    let terminated: bool = sqlx::query_scalar("select pg_terminate_backend($1, 10000)")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+    // the dead connection is pinged, closed, and its place taken by a new one
+    let mut next = connections.acquire().await.unwrap();
+    assert!(next.is_kept());
+    assert_ne!(backend(&mut next).await, pid);
+    next.keep();
+    // a live one answers its ping and is handed out again
+    let mut again = connections.acquire().await.unwrap();
+    let live = backend(&mut again).await;
+    again.keep();
+    assert_eq!(
+        backend(&mut connections.acquire().await.unwrap()).await,
+        live
+    );
+}
+
+#[tokio::test]
+async fn a_session_ended_under_its_statement_is_told_apart_from_an_error_answer() {
+    let db = TestDatabase::new().await;
+    let connections = Connections::with_limit(db.pool.clone(), 1);
+    let mut lease = connections.acquire().await.unwrap();
+    let pid = backend(&mut lease).await;
+    let divided = sqlx::query("select 1 / 0").execute(&mut *lease).await;
+    assert!(!session_ended(&divided.unwrap_err()));
+    let pool = db.pool.clone();
+    let terminate = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::query("select pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    let ended = sqlx::query("select pg_sleep(10)")
+        .execute(&mut *lease)
+        .await
+        .unwrap_err();
+    terminate.await.unwrap();
+    assert!(session_ended(&ended), "{ended:?}");
 }
