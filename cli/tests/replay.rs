@@ -213,7 +213,7 @@ async fn serving_state(pool: &PgPool) -> Vec<(String, Vec<String>)> {
     state
 }
 
-/// The event count in a replay summary (`replayed ...: N events in ...`).
+/// The event count in a replay summary (`replayed ...: N events applied in ...`).
 fn replayed_events(summary: &str) -> u64 {
     let (_, rest) = summary.split_once(": ").expect(summary);
     rest.split_whitespace()

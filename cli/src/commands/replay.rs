@@ -58,7 +58,7 @@ pub async fn run(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "replayed {}: {events} events in {seconds:.2} s ({:.0} events/s); swapped tables: {}",
+        "replayed {}: {events} events applied in {seconds:.2} s ({:.0}/s); swapped tables: {}",
         names.join(", "),
         events as f64 / seconds.max(1e-3),
         tables.join(", ")
