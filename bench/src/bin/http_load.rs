@@ -55,6 +55,10 @@ enum Scenario {
         /// than this process) instead of this process's own client.
         #[arg(long)]
         wrk: bool,
+        /// Only the open loop, at this many requests per second, and the slowest answer of
+        /// each second of its schedule (to find stalls).
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// pgbench's single-insert TPS (the event row into `events`) at each connection count,
     /// printed as `16=TPS,64=TPS`: run it before the server holds its connections.
@@ -153,16 +157,20 @@ impl Api {
 struct Samples {
     latencies: Vec<Duration>,
     errors: u64,
+    /// The slowest answer of each second of an open loop's schedule.
+    worst: Vec<Duration>,
 }
 
 /// What one load run measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Loop {
     /// Successful requests per second.
     rate: f64,
     p50: Duration,
     p99: Duration,
     errors: u64,
+    /// The slowest answer of each second of an open loop's schedule.
+    worst: Vec<Duration>,
 }
 
 impl Loop {
@@ -172,6 +180,7 @@ impl Loop {
             p50: quantile(&mut samples.latencies, 0.5),
             p99: quantile(&mut samples.latencies, 0.99),
             errors: samples.errors,
+            worst: samples.worst,
         }
     }
 }
@@ -208,7 +217,11 @@ async fn main() -> anyhow::Result<()> {
             tasks,
             pgbench,
             wrk,
-        } => comments(&admin, &connections, seconds, tasks, &pgbench, wrk).await,
+            rate,
+        } => match rate {
+            Some(rate) => open_only(&admin, &connections, seconds, tasks, rate).await,
+            None => comments(&admin, &connections, seconds, tasks, &pgbench, wrk).await,
+        },
         Scenario::PurchaseOrder {
             connections,
             seconds,
@@ -224,16 +237,7 @@ async fn comments(
     baseline: &[(usize, f64)],
     wrk: bool,
 ) -> anyhow::Result<()> {
-    let mut ids = Vec::with_capacity(tasks);
-    for i in 0..tasks {
-        let task = admin
-            .post(
-                "/api/v1/tasks",
-                json!({"name": format!("bench task {i}"), "candidate_groups": ["clerks"]}),
-            )
-            .await?;
-        ids.push(task["id"].as_str().context("task id")?.to_owned());
-    }
+    let ids = bench_tasks(admin, tasks).await?;
     let script = if wrk {
         Some(wrk_script(admin, &ids)?)
     } else {
@@ -272,6 +276,57 @@ async fn comments(
     if let Some(script) = script {
         let _ = std::fs::remove_file(script);
     }
+    Ok(())
+}
+
+/// `tasks` new tasks for comments to go to: their ids.
+async fn bench_tasks(admin: &Api, tasks: usize) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(tasks);
+    for i in 0..tasks {
+        let task = admin
+            .post(
+                "/api/v1/tasks",
+                json!({"name": format!("bench task {i}"), "candidate_groups": ["clerks"]}),
+            )
+            .await?;
+        ids.push(task["id"].as_str().context("task id")?.to_owned());
+    }
+    Ok(ids)
+}
+
+/// The open loop alone at `rate`, at each concurrency, and the slowest answer of each second
+/// of its schedule.
+async fn open_only(
+    admin: &Api,
+    connections: &[usize],
+    seconds: u64,
+    tasks: usize,
+    rate: f64,
+) -> anyhow::Result<()> {
+    let ids = Arc::new(bench_tasks(admin, tasks).await?);
+    let mut stalls = Vec::new();
+    println!("| connections | open loop: req/s | p50 | p99 | errors |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &c in connections {
+        let open = open_loop(admin, &ids, c, rate, Duration::from_secs(seconds)).await;
+        println!(
+            "| {c} | {:.0} | {:.1} ms | {:.1} ms | {} |",
+            open.rate,
+            ms(open.p50),
+            ms(open.p99),
+            open.errors
+        );
+        let worst: Vec<String> = open
+            .worst
+            .iter()
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect();
+        stalls.push(format!("- {c} connections: {}", worst.join(" ")));
+    }
+    println!(
+        "\nThe slowest answer of each second, in ms:\n\n{}",
+        stalls.join("\n")
+    );
     Ok(())
 }
 
@@ -337,6 +392,7 @@ fn run_wrk(script: &Path, base: &str, connections: usize, seconds: u64) -> anyho
         p50: Duration::from_micros(p50 as u64),
         p99: Duration::from_micros(p99 as u64),
         errors: errors as u64,
+        worst: Vec::new(),
     })
 }
 
@@ -395,9 +451,26 @@ async fn closed_loop(
     Loop::of(all, started.elapsed())
 }
 
+/// Unmeasured seconds at an open loop's rate before it is measured: the client's connections
+/// and the server's (its pool grows with the load) are opened then, as in the steady state a
+/// p99 describes (cold, the first second of a run had answers of about 300 ms).
+const WARM_UP: Duration = Duration::from_secs(2);
+
+/// [`scheduled`] at `rate` for [`WARM_UP`], then measured for `duration`.
+async fn open_loop(
+    admin: &Api,
+    ids: &Arc<Vec<String>>,
+    connections: usize,
+    rate: f64,
+    duration: Duration,
+) -> Loop {
+    scheduled(admin, ids, connections, rate, WARM_UP).await;
+    scheduled(admin, ids, connections, rate, duration).await
+}
+
 /// Requests started on a fixed schedule of `rate` per second (whatever the answers take),
 /// latency counted from the scheduled start: no coordinated omission.
-async fn open_loop(
+async fn scheduled(
     admin: &Api,
     ids: &Arc<Vec<String>>,
     connections: usize,
@@ -418,11 +491,17 @@ async fn open_loop(
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
             let result = comment(&admin, &ids, n).await;
+            let latency = due.elapsed();
+            let second = (due - started).as_secs() as usize;
             let mut samples = samples.lock().await;
             match result {
-                Ok(_) => samples.latencies.push(due.elapsed()),
+                Ok(_) => samples.latencies.push(latency),
                 Err(_) => samples.errors += 1,
             }
+            if samples.worst.len() <= second {
+                samples.worst.resize(second + 1, Duration::ZERO);
+            }
+            samples.worst[second] = samples.worst[second].max(latency);
         }));
         n += 1;
     }
