@@ -67,14 +67,19 @@ pub fn apply(router: Router, settings: &HttpSettings) -> Router {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 header::IF_MATCH,
+                header::IF_NONE_MATCH,
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static("x-consistency-token"),
                 REQUEST_ID,
             ])
             .expose_headers([
                 header::ETAG,
+                header::LOCATION,
                 header::RETRY_AFTER,
                 HeaderName::from_static("x-consistency-token"),
+                HeaderName::from_static("x-audit-first-seq"),
+                HeaderName::from_static("x-audit-last-seq"),
+                HeaderName::from_static("x-audit-count"),
                 REQUEST_ID,
             ])
             .max_age(Duration::from_secs(600))
@@ -150,11 +155,30 @@ async fn unknown_route(request: Request) -> ApiError {
     ))
 }
 
-/// axum answers a wrong method with an empty 405: give it a problem body like everything else.
+/// axum answers a wrong method with an empty 405, and a path it cannot decode (`%FF` where
+/// text goes) with a plain-text 400: give them problem bodies like everything else.
 async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
+    let plain_text = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if response.status().is_client_error() && plain_text {
+        let status = response.status();
+        let text = axum::body::to_bytes(response.into_body(), 16 * 1024)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let code = if status == StatusCode::BAD_REQUEST {
+            "bad_request"
+        } else {
+            "client_error"
+        };
+        return ApiError::new(status, code, text).into_response();
+    }
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
         && !response.headers().contains_key(header::CONTENT_TYPE)
     {

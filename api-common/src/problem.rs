@@ -187,7 +187,34 @@ impl From<sqlx::Error> for ApiError {
             ref ended if event_store::connections::session_ended(ended) => {
                 Self::unavailable(&error)
             }
-            other => Self::internal(&other),
+            other => match Self::for_data_exception(&other) {
+                Some(problem) => problem,
+                None => Self::internal(&other),
+            },
         }
+    }
+}
+
+impl ApiError {
+    /// A 422 when Postgres refused a value of the request itself (SQLSTATE class 22, data
+    /// exception: a character it cannot store, a number or time out of range), anywhere in
+    /// `error`'s cause chain. Validation catches these first where it can name the field;
+    /// this is the net under it, so that bad input is never answered as our failure.
+    pub fn for_data_exception(error: &(dyn StdError + 'static)) -> Option<Self> {
+        let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
+        while let Some(error) = cause {
+            if let Some(sqlx::Error::Database(e)) = error.downcast_ref::<sqlx::Error>()
+                && e.code().is_some_and(|c| c.starts_with("22"))
+            {
+                tracing::info!(error = %e, "a value of the request was refused by Postgres");
+                return Some(Self::validation(vec![FieldError::new(
+                    ".",
+                    "invalid_value",
+                    format!("a value of the request cannot be stored: {}", e.message()),
+                )]));
+            }
+            cause = error.source();
+        }
+        None
     }
 }

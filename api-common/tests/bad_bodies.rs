@@ -129,3 +129,62 @@ async fn an_oversized_body_is_refused() {
     assert_eq!(body["code"], "body_too_large");
     assert_eq!(calls, 0);
 }
+
+#[tokio::test]
+async fn text_with_a_nul_character_is_refused_naming_the_field() {
+    let (status, body, calls) = send(
+        r#"{"definition_key": "po\u0000", "variables": {"amount": 1}}"#,
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["field"], "definition_key");
+    assert_eq!(body["errors"][0]["code"], "nul_character");
+    assert_eq!(calls, 0);
+}
+
+#[tokio::test]
+async fn a_json_subtype_is_json_and_its_parameters_do_not_matter() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    for content_type in [
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/merge-patch+json",
+    ] {
+        let response = app(calls.clone())
+            .oneshot(
+                Request::post("/start")
+                    .header("content-type", content_type)
+                    .body(Body::from(
+                        r#"{"definition_key": "po", "variables": {"amount": 1}}"#,
+                    ))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{content_type}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_path_that_is_not_utf8_is_a_problem() {
+    let router = Router::new().route(
+        "/items/{id}",
+        axum::routing::get(
+            |axum::extract::Path(id): axum::extract::Path<String>| async move { id },
+        ),
+    );
+    let response = layers::apply(router, &HttpSettings::default())
+        .oneshot(Request::get("/items/%FF").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["code"], "bad_request");
+}

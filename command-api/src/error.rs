@@ -6,6 +6,7 @@
 //! | `If-Match` names another version | 412 | `precondition_failed` (and the current `ETag`) |
 //! | a race lost with `If-Match`, or lost five times without | 409 | `concurrent_modification` |
 //! | unknown definition key or version on start | 422 | `definition_not_found` |
+//! | a value Postgres cannot store (a NUL character the body check did not see, say) | 422 | `validation_failed` |
 //! | a store or directory failure | 503 | `unavailable` (logged, no internals) |
 
 use api_common::{ApiError, FieldError};
@@ -123,7 +124,9 @@ pub fn runtime_problem(error: RuntimeError) -> ApiError {
             }
         }
         RuntimeError::Conflict => ApiError::conflict("concurrent_modification", error.to_string()),
-        RuntimeError::Directory(_) | RuntimeError::Store(_) => ApiError::unavailable(&error),
+        RuntimeError::Directory(_) | RuntimeError::Store(_) => {
+            ApiError::for_data_exception(&error).unwrap_or_else(|| ApiError::unavailable(&error))
+        }
     }
 }
 

@@ -81,6 +81,11 @@ pub enum RebuildError {
         source: BatchError<ProjectionError>,
     },
     #[error(
+        "the live tables of {0} stayed in use by other sessions (long queries?) through every \
+         attempt to swap the new ones in; nothing was swapped (run the replay again to resume)"
+    )]
+    TablesInUse(String),
+    #[error(
         "the new tables of {name} could not reach the live position {live} (they are at \
          {position}): an older transaction holds the log back; nothing was swapped"
     )]
@@ -365,6 +370,9 @@ async fn run(
         events_per_second: 0.0,
         resumed_from: job.start,
     });
+    // up to the head of the readable log: under steady writes something new is readable after
+    // almost every batch, so "until nothing is left" might never come; the swap catches up
+    // with the rest
     while let Some(batch) = run_fed_batch(conn, checkpoint, projector, feed)
         .await
         .map_err(failed)?
@@ -377,6 +385,9 @@ async fn run(
             events_per_second: applied as f64 / started.elapsed().as_secs_f64().max(1e-3),
             resumed_from: job.start,
         });
+        if batch.caught_up {
+            break;
+        }
     }
 
     build_indexes(pool, conn, schema, projector.tables()).await?;
@@ -392,11 +403,23 @@ async fn run(
     // the swap: the live worker waits on its checkpoint row meanwhile. The copy must reach the
     // live position first: swapping in a copy that is behind would make rows vanish from the
     // serving tables until the live worker re-projected them. When events are not readable yet
-    // (an older transaction somewhere), let go of the lock, wait, and try again.
+    // (an older transaction somewhere), or the live tables stay in use (a long query), let go
+    // of the locks, wait, and try again.
     let mut attempts = 0;
     loop {
+        // what arrived meanwhile (the index builds, a retry's wait), before the transaction:
+        // from its checkpoint lock on, it holds the live worker, and with its transaction id
+        // every reader of the log in the cluster
+        applied += catch_up(conn, checkpoint, projector, batch_size)
+            .await
+            .map_err(failed)?;
         let mut tx = Connection::begin(&mut *conn).await?;
         let live = Checkpoints::lock(&mut tx, name).await?;
+        // then it waits this long at most for the live tables (`drop table` needs them to
+        // itself): the transaction id it holds meanwhile holds the whole log back
+        sqlx::query("set local lock_timeout = '1s'")
+            .execute(&mut *tx)
+            .await?;
         let mut position = Checkpoints::load(&mut *tx, checkpoint).await?;
         while position < live {
             // a savepoint per batch inside the swap transaction
@@ -411,40 +434,103 @@ async fn run(
                 None => break,
             }
         }
-        if position >= live {
-            for table in projector.tables() {
-                swap_table(&mut tx, schema, table).await?;
+        let outcome = if position >= live {
+            match swap(
+                &mut tx,
+                schema,
+                checkpoint,
+                name,
+                projector.tables(),
+                position,
+            )
+            .await
+            {
+                Ok(()) => {
+                    tx.commit().await?;
+                    break;
+                }
+                Err(error) if lock_timed_out(&error) => Retry::TablesInUse,
+                Err(error) => return Err(error.into()),
             }
-            Checkpoints::save(&mut *tx, name, position).await?;
-            sqlx::query(&format!("drop schema {schema} cascade"))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("delete from checkpoints where name = $1")
-                .bind(checkpoint)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            break;
-        }
+        } else {
+            Retry::Behind { position, live }
+        };
         tx.rollback().await?;
         attempts += 1;
         if attempts >= SWAP_ATTEMPTS {
-            return Err(RebuildError::Behind {
-                name: name.to_owned(),
-                position,
-                live,
+            return Err(match outcome {
+                Retry::Behind { position, live } => RebuildError::Behind {
+                    name: name.to_owned(),
+                    position,
+                    live,
+                },
+                Retry::TablesInUse => RebuildError::TablesInUse(name.to_owned()),
             });
         }
         tokio::time::sleep(SWAP_RETRY).await;
-        while let Some(batch) = run_batch(conn, checkpoint, projector, batch_size)
-            .await
-            .map_err(failed)?
-        {
-            applied += batch.events as u64;
+    }
+    // swapped: the session is closed next, and an error here must not report a swap that
+    // committed as failed
+    sqlx::query("reset search_path")
+        .execute(&mut *conn)
+        .await
+        .ok();
+    Ok(applied)
+}
+
+/// Why a swap attempt is tried again.
+enum Retry {
+    Behind {
+        position: LogPosition,
+        live: LogPosition,
+    },
+    TablesInUse,
+}
+
+/// Runs batches into the copy until nothing more is readable now; the events applied.
+async fn catch_up(
+    conn: &mut PgConnection,
+    checkpoint: &str,
+    projector: &dyn Projector,
+    batch_size: i64,
+) -> Result<u64, BatchError<ProjectionError>> {
+    let mut applied = 0;
+    while let Some(batch) = run_batch(conn, checkpoint, projector, batch_size).await? {
+        applied += batch.events as u64;
+        if batch.caught_up {
+            break;
         }
     }
-    sqlx::query("reset search_path").execute(&mut *conn).await?;
     Ok(applied)
+}
+
+/// In the swap transaction: the copies replace the live tables, the live checkpoint moves to
+/// the copies' `position`, the scratch schema and checkpoint go.
+async fn swap(
+    tx: &mut PgConnection,
+    schema: &str,
+    checkpoint: &str,
+    name: &str,
+    tables: &[&str],
+    position: LogPosition,
+) -> Result<(), sqlx::Error> {
+    for table in tables {
+        swap_table(tx, schema, table).await?;
+    }
+    Checkpoints::save(&mut *tx, name, position).await?;
+    sqlx::query(&format!("drop schema {schema} cascade"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("delete from checkpoints where name = $1")
+        .bind(checkpoint)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Whether `error` is `lock_timeout` running out (SQLSTATE 55P03, lock not available).
+fn lock_timed_out(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("55P03"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

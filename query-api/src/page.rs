@@ -32,6 +32,8 @@ pub(crate) fn decode<K: DeserializeOwned>(cursor: Option<&str>) -> Result<Option
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
+        // ours never hold a NUL character, which no key can have
+        .filter(|bytes| !api_common::json::has_nul_escape(bytes))
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .map(Some)
         .ok_or_else(|| invalid("cursor", "not a cursor this API handed out"))

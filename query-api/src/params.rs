@@ -8,7 +8,7 @@ use std::str::FromStr;
 use api_common::{ApiError, FieldError};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Datelike as _, NaiveDate, NaiveTime, Utc};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
@@ -26,6 +26,16 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        // Postgres stores no NUL character in text: no value (or name) can match one
+        if let Some((name, _)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+        {
+            return Err(ApiError::validation(vec![FieldError::new(
+                name,
+                "nul_character",
+                "must not contain the NUL character (%00)",
+            )]));
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)
@@ -111,12 +121,19 @@ impl FromStr for Instant {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // an unescaped `+` arrives as a space
         let s = s.trim().replace(' ', "+");
-        if let Ok(at) = DateTime::parse_from_rfc3339(&s) {
-            return Ok(Instant(at.with_timezone(&Utc)));
+        let at = match DateTime::parse_from_rfc3339(&s) {
+            Ok(at) => at.with_timezone(&Utc),
+            Err(_) => NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                .map(|d| d.and_time(NaiveTime::MIN).and_utc())
+                .map_err(|_| {
+                    format!("expected an RFC 3339 time or a date (YYYY-MM-DD), not {s:?}")
+                })?,
+        };
+        // chrono reads signed years of any width; Postgres keeps 4713 BC to 294276 AD
+        if !(1..=9999).contains(&at.year()) {
+            return Err(format!("{s:?} is not in the years 1 to 9999"));
         }
-        NaiveDate::parse_from_str(&s, "%Y-%m-%d")
-            .map(|d| Instant(d.and_time(NaiveTime::MIN).and_utc()))
-            .map_err(|_| format!("expected an RFC 3339 time or a date (YYYY-MM-DD), not {s:?}"))
+        Ok(Instant(at))
     }
 }
 

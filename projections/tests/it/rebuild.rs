@@ -367,3 +367,75 @@ async fn an_interrupted_rebuild_resumes_where_it_stopped_unless_told_to_start_ov
     assert_eq!(dump_all(pool).await, before);
     assert_eq!(leftovers(pool).await, 0);
 }
+
+#[tokio::test]
+async fn a_swap_kept_from_its_tables_lets_go_of_the_log_and_tries_again() {
+    let (db, rt) = setup().await;
+    let pool = &db.pool;
+    for n in 0..2 {
+        let po = Po::start(&rt, json!(1000 * n), &format!("PO-{n}")).await;
+        po.work("review", &member(CLERK, &["clerks"]), json!({}), 5)
+            .await;
+    }
+    project(pool).await;
+    let before = dump_all(pool).await;
+    let set = Projections::all();
+    // a long query holds the live tables: the swaps wait for them
+    let mut holder = pool.begin().await.unwrap();
+    hold_swaps(&mut holder, &set).await;
+    let rebuild = tokio::spawn({
+        let (set, pool) = (set.clone(), pool.clone());
+        async move {
+            set.rebuild(&pool, |_, _| {})
+                .await
+                .map_err(|e| e.to_string())
+        }
+    });
+    eventually(
+        Duration::from_secs(20),
+        "a swap to wait for its tables",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from pg_locks where not granted and locktype = 'relation' \
+             and mode = 'AccessExclusiveLock'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap()
+                > 0
+        },
+    )
+    .await;
+    // a transaction that commits meanwhile becomes readable: the waiting swaps do not hold
+    // the log back (a swap holds a transaction id, and waits for its tables 1 s at most)
+    let mut tx = pool.begin().await.unwrap();
+    let xid: String = sqlx::query_scalar("select pg_current_xact_id()::text")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the transaction to be readable",
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "select $1::xid8 < pg_snapshot_xmin(pg_current_snapshot())",
+            )
+            .bind(&xid)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    assert!(!rebuild.is_finished(), "the swaps still wait");
+    // once the tables are free, the next attempt swaps
+    holder.rollback().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), rebuild)
+        .await
+        .expect("the rebuild ends once the tables are free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(dump_all(pool).await, before);
+    assert_eq!(leftovers(pool).await, 0);
+}

@@ -159,7 +159,7 @@ async fn list_instances(
 ) -> Result<Json<Page<Instance>>, ApiError> {
     tracing::Span::current().record("tenant", claims.tid.as_str());
     let limit = params::limit(params.limit)?;
-    let after: Option<(DateTime<Utc>, Uuid)> = page::decode(params.cursor.as_deref())?;
+    let after: Option<(Instant, Uuid)> = page::decode(params.cursor.as_deref())?;
     state.consistent(token, &[INSTANCES]).await?;
     let mut sql = QueryBuilder::<Postgres>::new(
         "select to_jsonb(t) from workflow_instances t where tenant_id = ",
@@ -181,7 +181,7 @@ async fn list_instances(
     if let Some(Instant(at)) = params.started_before {
         sql.push(" and started_at < ").push_bind(at);
     }
-    if let Some((at, id)) = after {
+    if let Some((Instant(at), id)) = after {
         sql.push(" and (started_at, id) < (")
             .push_bind(at)
             .push(", ")

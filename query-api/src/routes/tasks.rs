@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::access;
 use crate::consistency::ConsistencyToken;
 use crate::page::{self, Page};
-use crate::params::{self, Params, UserFilter};
+use crate::params::{self, Instant, Params, UserFilter};
 use crate::routes::tagged;
 use crate::state::QueryState;
 
@@ -136,7 +136,7 @@ async fn list_tasks(
 ) -> Result<Json<Page<Task>>, ApiError> {
     tracing::Span::current().record("tenant", claims.tid.as_str());
     let limit = params::limit(params.limit)?;
-    let after: Option<(DateTime<Utc>, Uuid)> = page::decode(params.cursor.as_deref())?;
+    let after: Option<(Instant, Uuid)> = page::decode(params.cursor.as_deref())?;
     state.consistent(token, &[TASKS]).await?;
     let mut sql =
         QueryBuilder::<Postgres>::new("select to_jsonb(t) from tasks t where tenant_id = ");
@@ -169,7 +169,7 @@ async fn list_tasks(
         sql.push(" and overdue = ").push_bind(overdue);
     }
     visible(&mut sql, &claims);
-    if let Some((at, id)) = after {
+    if let Some((Instant(at), id)) = after {
         sql.push(" and (opened_at, id) < (")
             .push_bind(at)
             .push(", ")

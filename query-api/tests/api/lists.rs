@@ -280,6 +280,13 @@ async fn instances_are_filtered_by_status_definition_business_key_and_start_time
     assert_eq!(completed["ended_at"], "2026-03-02T09:30:00Z");
 }
 
+/// `/api/v1/{list}?cursor=...` with `json` as the cursor.
+fn forged_cursor(json: &str, list: &str) -> String {
+    use base64::Engine as _;
+    let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    format!("/api/v1/{list}?cursor={cursor}")
+}
+
 #[tokio::test]
 async fn bad_filters_are_422_problems_naming_the_parameter() {
     let app = TestApp::spawn().await;
@@ -308,6 +315,21 @@ async fn bad_filters_are_422_problems_naming_the_parameter() {
         ("/api/v1/reports/tasks?group_by=team", "group_by"),
         ("/api/v1/audit?from=noon", "from"),
         ("/api/v1/audit/export?format=xml", "format"),
+        // Postgres stores no NUL character and no year outside its range: refused up front
+        (
+            "/api/v1/workflow-instances?business_key=%00",
+            "business_key",
+        ),
+        ("/api/v1/tasks?candidate_group=a%00b", "candidate_group"),
+        ("/api/v1/audit?actor=x%00", "actor"),
+        (
+            "/api/v1/workflow-instances?started_after=-5000-01-01",
+            "started_after",
+        ),
+        ("/api/v1/audit?from=10000-01-01", "from"),
+        ("/api/v1/audit/export?to=-0001-12-31T00:00:00Z", "to"),
+        ("/api/v1/reports/workflows?to=-262143-01-01", "to"),
+        ("/api/v1/reports/tasks?to=-262143-01-01", "to"),
     ] {
         let problem = app
             .problem(path, &token, StatusCode::UNPROCESSABLE_ENTITY)
@@ -315,4 +337,41 @@ async fn bad_filters_are_422_problems_naming_the_parameter() {
         assert_eq!(problem["code"], "validation_failed", "{path}");
         assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
     }
+    // cursors forged with what ours never hold
+    for (list, key) in [
+        (
+            "tasks",
+            r#"["-5000-01-01T00:00:00Z","00000000-0000-0000-0000-000000000001"]"#,
+        ),
+        ("workflow-definitions", r#""a\u0000""#),
+    ] {
+        let path = forged_cursor(key, list);
+        let problem = app
+            .problem(&path, &token, StatusCode::UNPROCESSABLE_ENTITY)
+            .await;
+        assert_eq!(problem["errors"][0]["field"], "cursor", "{path}: {problem}");
+    }
+}
+
+#[tokio::test]
+async fn a_path_that_is_not_utf8_is_a_400_problem_and_a_nul_key_matches_nothing() {
+    let app = TestApp::spawn().await;
+    let token = app.token(TENANT, user(1), &[Role::Admin], &[]);
+    for path in ["/api/v1/tasks/%FF", "/api/v1/workflow-definitions/%FF"] {
+        let problem = app.problem(path, &token, StatusCode::BAD_REQUEST).await;
+        assert_eq!(problem["code"], "bad_request", "{path}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("UTF-8"),
+            "{problem}"
+        );
+    }
+    // a key with a NUL character cannot exist; Postgres refuses to compare one
+    let problem = app
+        .problem(
+            "/api/v1/workflow-definitions/a%00b",
+            &token,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    assert_eq!(problem["errors"][0]["code"], "invalid_value", "{problem}");
 }
