@@ -14,6 +14,17 @@ async fn backend(lease: &mut event_store::connections::Lease) -> i32 {
         .unwrap()
 }
 
+/// Ends the session `pid` from the server's side, as a restart would; returns once its backend
+/// has exited.
+async fn end_session(pool: &sqlx::PgPool, pid: i32) {
+    let terminated: bool = sqlx::query_scalar("select pg_terminate_backend($1, 10000)")
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+}
+
 #[tokio::test]
 async fn a_kept_connection_serves_the_next_statement() {
     let db = TestDatabase::new().await;
@@ -75,14 +86,7 @@ async fn a_connection_that_failed_is_not_kept() {
     let mut lease = connections.acquire().await.unwrap();
     let pid = backend(&mut lease).await;
     lease.keep();
-    // the server ends the kept connection, as a restart would
-    // (with a timeout: returns once the backend has exited)
-    let terminated: bool = sqlx::query_scalar("select pg_terminate_backend($1, 10000)")
-        .bind(pid)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert!(terminated);
+    end_session(&db.pool, pid).await;
     let mut broken = connections.acquire().await.unwrap();
     let failed = sqlx::query("select 1").execute(&mut *broken).await;
     assert!(failed.is_err(), "the connection was ended");
@@ -103,12 +107,7 @@ async fn a_connection_cut_while_idle_is_replaced_before_it_is_handed_out() {
     let mut lease = connections.acquire().await.unwrap();
     let pid = backend(&mut lease).await;
     lease.keep();
-    let terminated: bool = sqlx::query_scalar("select pg_terminate_backend($1, 10000)")
-        .bind(pid)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert!(terminated);
+    end_session(&db.pool, pid).await;
     // the dead connection is pinged, closed, and its place taken by a new one
     let mut next = connections.acquire().await.unwrap();
     assert!(next.is_kept());

@@ -42,12 +42,7 @@ async fn leftovers(pool: &PgPool) -> i64 {
 async fn a_rebuild_swaps_fresh_tables_in_while_the_live_projectors_keep_running() {
     let (db, rt) = setup().await;
     let pool = &db.pool;
-    for n in 0..3 {
-        let po = Po::start(&rt, json!(1000 * n), &format!("PO-{n}")).await;
-        po.work("review", &member(CLERK, &["clerks"]), json!({}), 5)
-            .await;
-    }
-    project(pool).await;
+    reviewed_orders(&rt, pool, 3).await;
     let before = dump_all(pool).await;
     let indexes = index_names(pool).await;
     // damage the live read models: the rebuild repairs them
@@ -192,6 +187,16 @@ async fn when_one_projector_of_a_set_fails_the_error_names_the_ones_swapped_in()
     assert_eq!(leftovers(pool).await, 1);
 }
 
+/// `n` purchase orders, each reviewed, projected by the live projectors.
+async fn reviewed_orders(rt: &Arc<orchestrator::Runtime>, pool: &PgPool, n: u32) {
+    for n in 0..n {
+        let po = Po::start(rt, json!(1000 * n), &format!("PO-{n}")).await;
+        po.work("review", &member(CLERK, &["clerks"]), json!({}), 5)
+            .await;
+    }
+    project(pool).await;
+}
+
 /// Keeps swaps from happening while `tx` is open: a swap drops the live tables, which a share
 /// lock keeps from happening (and the copies' `like` and everything else a rebuild does before
 /// its swap do not conflict with it). No transaction id is taken, so no event anywhere in the
@@ -303,12 +308,7 @@ async fn interrupted_rebuild(pool: &PgPool, set: &Projections) {
 async fn an_interrupted_rebuild_resumes_where_it_stopped_unless_told_to_start_over() {
     let (db, rt) = setup().await;
     let pool = &db.pool;
-    for n in 0..4 {
-        let po = Po::start(&rt, json!(1000 * n), &format!("PO-{n}")).await;
-        po.work("review", &member(CLERK, &["clerks"]), json!({}), 5)
-            .await;
-    }
-    project(pool).await;
+    reviewed_orders(&rt, pool, 4).await;
     let before = dump_all(pool).await;
     let set = Projections::all().with_settings(RunSettings {
         batch_size: 5,
@@ -372,12 +372,7 @@ async fn an_interrupted_rebuild_resumes_where_it_stopped_unless_told_to_start_ov
 async fn a_swap_kept_from_its_tables_lets_go_of_the_log_and_tries_again() {
     let (db, rt) = setup().await;
     let pool = &db.pool;
-    for n in 0..2 {
-        let po = Po::start(&rt, json!(1000 * n), &format!("PO-{n}")).await;
-        po.work("review", &member(CLERK, &["clerks"]), json!({}), 5)
-            .await;
-    }
-    project(pool).await;
+    reviewed_orders(&rt, pool, 2).await;
     let before = dump_all(pool).await;
     let set = Projections::all();
     // a long query holds the live tables: the swaps wait for them
