@@ -213,20 +213,23 @@ async fn hold_swaps(tx: &mut PgConnection, set: &Projections) {
         .unwrap();
 }
 
+/// A rebuild of `set` in a task of its own.
+fn spawn_rebuild(pool: &PgPool, set: &Projections) -> tokio::task::JoinHandle<Result<u64, String>> {
+    let (set, pool) = (set.clone(), pool.clone());
+    tokio::spawn(async move {
+        set.rebuild(&pool, |_, _| {})
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// Starts a rebuild of `set` and stops it (drops it, as a killed process would stop) once
 /// every copy has caught up with the live position, while it waits to swap (see
 /// [`hold_swaps`]). Returns once its sessions are gone.
 async fn interrupted_rebuild(pool: &PgPool, set: &Projections) {
     let mut holder = pool.begin().await.unwrap();
     hold_swaps(&mut holder, set).await;
-    let mut rebuild = tokio::spawn({
-        let (set, pool) = (set.clone(), pool.clone());
-        async move {
-            set.rebuild(&pool, |_, _| {})
-                .await
-                .map_err(|e| e.to_string())
-        }
-    });
+    let mut rebuild = spawn_rebuild(pool, set);
     eventually(
         Duration::from_secs(20),
         "the copies to catch up",
@@ -378,14 +381,7 @@ async fn a_swap_kept_from_its_tables_lets_go_of_the_log_and_tries_again() {
     // a long query holds the live tables: the swaps wait for them
     let mut holder = pool.begin().await.unwrap();
     hold_swaps(&mut holder, &set).await;
-    let rebuild = tokio::spawn({
-        let (set, pool) = (set.clone(), pool.clone());
-        async move {
-            set.rebuild(&pool, |_, _| {})
-                .await
-                .map_err(|e| e.to_string())
-        }
-    });
+    let rebuild = spawn_rebuild(pool, &set);
     eventually(
         Duration::from_secs(20),
         "a swap to wait for its tables",
