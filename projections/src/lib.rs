@@ -164,7 +164,11 @@ impl Projections {
             std::process::id(),
             Uuid::new_v4().simple()
         );
-        let wake = worker::spawn_wakeups(&pool, shutdown.clone());
+        // the wake-up task ends with this future, even one aborted or dropped (the workers
+        // end with `set`)
+        let wakeups = shutdown.child_token();
+        let _end_wakeups = wakeups.clone().drop_guard();
+        let wake = worker::spawn_wakeups(&pool, wakeups);
         let feed = Arc::new(self.feed());
         let mut set = JoinSet::new();
         for projector in self.projectors {

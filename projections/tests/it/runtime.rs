@@ -411,3 +411,33 @@ async fn a_projector_taking_part_of_each_shared_read_catches_up_without_waiting_
     stop.cancel();
     worker.await.unwrap();
 }
+
+/// Sessions of this database listening for appended events.
+async fn listeners(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from pg_stat_activity \
+         where datname = current_database() and query ilike 'listen%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_aborted_run_leaves_no_listener_behind() {
+    let (db, _rt) = setup().await;
+    let pool = &db.pool;
+    let never = CancellationToken::new();
+    let run = tokio::spawn(Projections::all().run(pool.clone(), never.clone()));
+    eventually(Duration::from_secs(10), "the run to listen", || async {
+        listeners(pool).await > 0
+    })
+    .await;
+    run.abort();
+    let _ = run.await;
+    eventually(Duration::from_secs(10), "its listener to go", || async {
+        listeners(pool).await == 0
+    })
+    .await;
+    assert!(!never.is_cancelled());
+}
