@@ -21,6 +21,10 @@ use crate::connections::Connections;
 use crate::notify::AppendNotifier;
 use crate::repository::{EventRepository, EventStore, SNAPSHOT_EVERY, capture_position};
 
+mod plan;
+
+pub use plan::Planned;
+
 /// How often a command that lost an optimistic race is decided again on the new state.
 const RACE_RETRIES: usize = 5;
 
@@ -70,6 +74,7 @@ pub struct Executor<A: Aggregate> {
     connections: Connections,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     cache: Mutex<LruCache<String, Loaded<A>>>,
+    notifier: AppendNotifier,
 }
 
 impl<A: Aggregate> std::fmt::Debug for Executor<A> {
@@ -92,7 +97,12 @@ where
     ) -> Self {
         let connections = Connections::new(pool);
         Self {
-            store: EventRepository::store_on::<A>(connections.clone(), notifier, Vec::new()),
+            store: EventRepository::store_on::<A>(
+                connections.clone(),
+                notifier.clone(),
+                Vec::new(),
+            ),
+            notifier,
             connections,
             upcasters,
             cache: Mutex::new(LruCache::new(
@@ -149,6 +159,39 @@ where
         self.store.load_events(id).await.map_err(store_error)
     }
 
+    /// The state `command` is decided on (the cached one, or as stored) and what it decided;
+    /// a refusal or no-op decided on a cached state is decided again on the stored state when
+    /// that moved on.
+    async fn decide_current(
+        &self,
+        id: &str,
+        command: A::Command,
+        expected_version: Option<usize>,
+        services: &A::Services,
+    ) -> Result<(Loaded<A>, Decided<A>), ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let hit = self.take_cached(id, expected_version);
+        let from_cache = hit.is_some();
+        let mut loaded = match hit {
+            Some(hit) => hit,
+            None => self.load_stored(id).await?,
+        };
+        let mut decided = decide(command.clone(), &loaded, expected_version, services).await;
+        // a refusal or a no-op appends nothing, so nothing has checked the state it was
+        // decided on: decide again if the stored state has moved on (asking for the version
+        // first, an index-only read, and loading only when it did)
+        if from_cache
+            && matches!(decided, Decided::Refused(_) | Decided::Unchanged)
+            && self.stored_version(id).await? != loaded.version
+        {
+            loaded = self.load_stored(id).await?;
+            decided = decide(command, &loaded, expected_version, services).await;
+        }
+        Ok((loaded, decided))
+    }
+
     async fn try_once(
         &self,
         id: &str,
@@ -160,31 +203,9 @@ where
     where
         A::Command: Clone,
     {
-        // take the cached state out while this command uses it; a concurrent command on the
-        // same aggregate loads its own, and the append decides between them
-        let hit = self
-            .cache()
-            .pop(id)
-            .filter(|hit| expected_version.is_none_or(|v| v == hit.version));
-        metrics::counter!("workledger_aggregate_cache_total",
-            "result" => if hit.is_some() { "hit" } else { "miss" })
-        .increment(1);
-        let from_cache = hit.is_some();
-        let mut loaded = match hit {
-            Some(hit) => hit,
-            None => self.load_stored(id).await?,
-        };
-        let mut decided = decide(command.clone(), &loaded, expected_version, services).await;
-        // a refusal or a no-op appends nothing, so nothing has checked the cached state it was
-        // decided on: decide again if the stored state has moved on (asking for the version
-        // first, an index-only read, and loading only when it did)
-        if from_cache
-            && matches!(decided, Decided::Refused(_) | Decided::Unchanged)
-            && self.stored_version(id).await? != loaded.version
-        {
-            loaded = self.load_stored(id).await?;
-            decided = decide(command, &loaded, expected_version, services).await;
-        }
+        let (loaded, decided) = self
+            .decide_current(id, command, expected_version, services)
+            .await?;
         match decided {
             Decided::Mismatch { expected, actual } => {
                 self.remember(id, loaded);
@@ -245,6 +266,30 @@ where
         }
     }
 
+    /// The connections this executor appends through (for an [`Appends`] it commits).
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// The notifier this executor wakes log readers with.
+    pub fn notifier(&self) -> &AppendNotifier {
+        &self.notifier
+    }
+
+    /// Takes the cached state of `id` out while a command uses it (a concurrent command on the
+    /// same aggregate loads its own, and the append decides between them); none when it is not
+    /// at `expected_version`.
+    fn take_cached(&self, id: &str, expected_version: Option<usize>) -> Option<Loaded<A>> {
+        let hit = self
+            .cache()
+            .pop(id)
+            .filter(|hit| expected_version.is_none_or(|v| v == hit.version));
+        metrics::counter!("workledger_aggregate_cache_total",
+            "result" => if hit.is_some() { "hit" } else { "miss" })
+        .increment(1);
+        hit
+    }
+
     /// Caches `loaded` unless a newer state of the aggregate is cached already.
     fn remember(&self, id: &str, loaded: Loaded<A>) {
         let mut cache = self.cache();
@@ -256,8 +301,8 @@ where
         }
     }
 
-    /// The stored version of aggregate `id` (0 when it has no events).
-    async fn stored_version(&self, id: &str) -> Result<usize, ExecuteError<A::Error>> {
+    /// The stored version of aggregate `id` (0 when it has no events): an index-only read.
+    pub async fn stored_version(&self, id: &str) -> Result<usize, ExecuteError<A::Error>> {
         let version = sqlx::query_scalar(
             "select coalesce(max(sequence), 0) from events \
              where aggregate_type = $1 and aggregate_id = $2",

@@ -116,7 +116,7 @@ const INSERT_MANY: &str = "insert into events \
 
 /// Appends `events` (all of one aggregate) with their `metadata` and, when given, the
 /// aggregate's new snapshot, in one statement.
-async fn append(
+pub(crate) async fn append(
     connections: &Connections,
     aggregate_type: &str,
     events: &[SerializedEvent],

@@ -5,7 +5,10 @@ mod support;
 use std::sync::Arc;
 
 use event_store::testing::TestDatabase;
-use event_store::{AppendNotifier, ExecuteError, Executor, GlobalLog};
+use event_store::{
+    AppendError, AppendNotifier, Appends, ExecuteError, Executor, GlobalLog, Planned,
+    SNAPSHOT_EVERY,
+};
 use support::{Counter, NO_CHANGE, typed_metadata};
 
 fn executor(db: &TestDatabase) -> Executor<Counter> {
@@ -250,4 +253,148 @@ async fn a_refusal_decided_on_a_stale_cached_state_is_decided_again_on_the_store
         .await
         .unwrap();
     assert_eq!(next.version, 3);
+}
+
+/// Plans `commands` on aggregate `id` in `appends`, each on the state the last one left.
+async fn plan_all(
+    executor: &Executor<Counter>,
+    appends: &mut Appends,
+    id: &str,
+    commands: &[u64],
+    assume_new: bool,
+) -> Planned<Counter> {
+    let mut planned = executor.begin(id, None, assume_new).await.unwrap();
+    for by in commands {
+        executor
+            .plan(&mut planned, appends, *by, &typed_metadata(), None, &())
+            .await
+            .unwrap();
+    }
+    executor.finish(&planned, appends).unwrap();
+    planned
+}
+
+#[tokio::test]
+async fn commands_planned_on_several_aggregates_append_together_in_decision_order() {
+    let db = TestDatabase::new().await;
+    let executor = executor(&db);
+    executor
+        .execute("a", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    let mut appends = Appends::new();
+    let mut a = executor.begin("a", None, false).await.unwrap();
+    let mut b = executor.begin("b", None, true).await.unwrap();
+    let first = executor
+        .plan(&mut a, &mut appends, 2, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, 2, "a's next sequence");
+    executor
+        .plan(&mut b, &mut appends, 10, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    executor
+        .plan(&mut a, &mut appends, 3, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    assert_eq!((a.version(), b.version()), (3, 1));
+    let position = appends
+        .commit(executor.connections(), executor.notifier())
+        .await
+        .unwrap()
+        .expect("a position");
+    executor.committed(a);
+    executor.committed(b);
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+        "select aggregate_id, sequence, tx_id::text from events order by global_position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let order: Vec<(&str, i64)> = rows.iter().map(|(id, s, _)| (id.as_str(), *s)).collect();
+    assert_eq!(order, [("a", 1), ("a", 2), ("b", 1), ("a", 3)]);
+    assert_eq!(rows[1].2, rows[3].2, "one transaction");
+    assert_ne!(rows[0].2, rows[1].2);
+    assert_eq!(
+        Some(position),
+        GlobalLog::position_of(&db.pool, "Counter", "a", 3)
+            .await
+            .unwrap()
+    );
+    // the executor remembers the committed states: the next command goes on from them
+    let next = executor
+        .execute("a", 4, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    assert_eq!(next.version, 4);
+    assert_eq!(executor_fresh(&db).load("a").await.unwrap().0.value, 10);
+}
+
+#[tokio::test]
+async fn plans_that_lose_a_race_append_nothing_of_any_aggregate() {
+    let db = TestDatabase::new().await;
+    let ours = executor(&db);
+    let theirs = executor_fresh(&db);
+    // a guess that `new` has no events yet, and a cached state of `old` that goes stale
+    ours.execute("old", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    theirs
+        .execute("new", 5, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    let mut appends = Appends::new();
+    plan_all(&ours, &mut appends, "fresh", &[1], true).await;
+    plan_all(&ours, &mut appends, "new", &[7], true).await;
+    let lost = appends.commit(ours.connections(), ours.notifier()).await;
+    assert!(matches!(lost, Err(AppendError::Conflict)), "{lost:?}");
+    theirs
+        .execute("old", 2, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    let mut appends = Appends::new();
+    plan_all(&ours, &mut appends, "fresh", &[1], true).await;
+    plan_all(&ours, &mut appends, "old", &[3], false).await;
+    let lost = appends.commit(ours.connections(), ours.notifier()).await;
+    assert!(matches!(lost, Err(AppendError::Conflict)), "{lost:?}");
+    assert_eq!(event_count(&db).await, 3, "nothing of either plan");
+    assert_eq!(theirs.load("fresh").await.unwrap().1, 0);
+}
+
+#[tokio::test]
+async fn plans_across_snapshot_boundaries_keep_the_exact_state() {
+    let db = TestDatabase::new().await;
+    let executor = executor(&db);
+    let mut expected = 0;
+    let mut by = 1u64;
+    // plans of 1, 7 and 13 events cross the snapshot boundary at every possible offset
+    for round in 0..20 {
+        let size = [1, 7, 13][round % 3];
+        let commands: Vec<u64> = (by..by + size).collect();
+        by += size;
+        expected += commands.iter().sum::<u64>();
+        let mut appends = Appends::new();
+        let planned = plan_all(&executor, &mut appends, "c", &commands, false).await;
+        appends
+            .commit(executor.connections(), executor.notifier())
+            .await
+            .unwrap();
+        executor.committed(planned);
+        let (fresh, version) = executor_fresh(&db).load("c").await.unwrap();
+        assert_eq!(fresh.value, expected, "after {round} plans");
+        assert_eq!(version as u64, by - 1);
+    }
+    let (last_sequence, payload): (i64, serde_json::Value) =
+        sqlx::query_as("select last_sequence, payload from snapshots where aggregate_id = 'c'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(last_sequence % SNAPSHOT_EVERY as i64, 0);
+    assert_eq!(
+        payload["value"],
+        (1..=last_sequence as u64).sum::<u64>(),
+        "the snapshot is the state at its sequence"
+    );
 }

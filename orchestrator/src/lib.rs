@@ -17,6 +17,7 @@ mod error;
 mod process_manager;
 mod runtime;
 pub mod timers;
+mod together;
 
 pub use directory::{Directory, DirectoryError, StaticDirectory};
 pub use error::RuntimeError;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, EventEnvelope};
 use domain::definition::{Definition, PublishedDefinition};
-use domain::orchestrator::Reaction;
+use domain::orchestrator::{OpenApprovalRequest, Reaction};
 use domain::workflow_definition::DefinitionCommand;
 use domain::{
     Approval, ApprovalCommand, Caller, Command, InstanceCommand, Rejection, StartInstance, Task,
@@ -24,6 +24,7 @@ use crate::definitions::DefinitionCache;
 use crate::directory::Directory;
 use crate::error::RuntimeError;
 use crate::timers::{self, Timer};
+use crate::together::Planning;
 
 /// Who sends a command, when, and the ids that tie its events (and its cascade's) together.
 #[derive(Debug, Clone)]
@@ -35,7 +36,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    fn metadata(&self) -> EventMetadata {
+    pub(crate) fn metadata(&self) -> EventMetadata {
         EventMetadata {
             event_id: Uuid::nil(), // stamped per event by the repository
             tenant_id: self.caller.tenant_id.clone(),
@@ -90,7 +91,7 @@ impl Cause {
         })
     }
 
-    fn key(&self) -> CauseKey {
+    pub(crate) fn key(&self) -> CauseKey {
         (
             self.aggregate_type.clone(),
             self.aggregate_id.clone(),
@@ -98,7 +99,7 @@ impl Cause {
         )
     }
 
-    fn metadata(&self) -> EventMetadata {
+    pub(crate) fn metadata(&self) -> EventMetadata {
         EventMetadata {
             event_id: Uuid::nil(),
             tenant_id: self.tenant_id.clone(),
@@ -115,7 +116,7 @@ impl Cause {
 }
 
 /// An event by aggregate type, id and sequence.
-type CauseKey = (String, String, i64);
+pub(crate) type CauseKey = (String, String, i64);
 
 /// How many events [`Reacted`] remembers.
 const REMEMBERED_REACTIONS: usize = 100_000;
@@ -149,6 +150,26 @@ impl Reacted {
     }
 }
 
+/// A reaction resolved to the command it sends (`opens`: the command creates its target).
+#[derive(Debug)]
+pub(crate) enum Resolved {
+    Task {
+        id: Uuid,
+        command: Command<TaskCommand>,
+        opens: bool,
+    },
+    Approval {
+        id: Uuid,
+        command: Command<ApprovalCommand>,
+        opens: bool,
+    },
+    Instance {
+        id: Uuid,
+        command: Command<InstanceCommand>,
+    },
+    Schedule(Timer),
+}
+
 /// What carrying out one reaction did.
 #[derive(Debug)]
 pub(crate) enum Dispatched {
@@ -166,11 +187,11 @@ pub(crate) enum Dispatched {
 /// The workflow runtime: the four aggregates' stores, definitions, and group lookup.
 #[derive(Debug)]
 pub struct Runtime {
-    pool: PgPool,
-    definitions: Executor<WorkflowDefinition>,
-    instances: Executor<WorkflowInstance>,
-    tasks: Executor<Task>,
-    approvals: Executor<Approval>,
+    pub(crate) pool: PgPool,
+    pub(crate) definitions: Executor<WorkflowDefinition>,
+    pub(crate) instances: Executor<WorkflowInstance>,
+    pub(crate) tasks: Executor<Task>,
+    pub(crate) approvals: Executor<Approval>,
     cache: DefinitionCache,
     directory: Arc<dyn Directory>,
     cascade: bool,
@@ -212,7 +233,8 @@ impl Runtime {
     ) -> Result<Outcome, RuntimeError> {
         let id = ids::definition_id(&ctx.caller.tenant_id, definition.key());
         let command = DefinitionCommand::Publish { definition };
-        self.run(&self.definitions, &id, ctx, command, None).await
+        self.run(&self.definitions, &id, ctx, command, None, false)
+            .await
     }
 
     /// A published version (the latest when `version` is `None`) of `key` in `tenant_id`.
@@ -244,12 +266,14 @@ impl Runtime {
             business_key,
             variables,
         });
+        // a fresh id: the instance is new, no need to ask the store
         self.run(
             &self.instances,
             &instance_id.to_string(),
             ctx,
             command,
             None,
+            true,
         )
         .await
     }
@@ -268,6 +292,7 @@ impl Runtime {
             ctx,
             command,
             expected_version,
+            false,
         )
         .await
     }
@@ -280,8 +305,15 @@ impl Runtime {
         command: TaskCommand,
         expected_version: Option<usize>,
     ) -> Result<Outcome, RuntimeError> {
-        self.run(&self.tasks, &id.to_string(), ctx, command, expected_version)
-            .await
+        self.run(
+            &self.tasks,
+            &id.to_string(),
+            ctx,
+            command,
+            expected_version,
+            false,
+        )
+        .await
     }
 
     /// Sends `command` to approval `id`.
@@ -298,6 +330,7 @@ impl Runtime {
             ctx,
             command,
             expected_version,
+            false,
         )
         .await
     }
@@ -325,13 +358,29 @@ impl Runtime {
         ctx: &RequestContext,
         command: C,
         expected_version: Option<usize>,
+        new: bool,
     ) -> Result<Outcome, RuntimeError>
     where
-        A: Aggregate<Command = Command<C>, Services = ()> + Clone,
+        A: Planning<Command = Command<C>>,
         A::Event: Into<AnyEvent>,
         A::Error: Rejection + Send + Sync + 'static,
         C: Clone,
     {
+        if self.cascade {
+            // boxed: the cascade's state would otherwise sit in every command's future
+            let together = Box::pin(self.run_together::<A, C>(
+                id,
+                ctx,
+                command.clone(),
+                expected_version,
+                new,
+            ));
+            if let Some(outcome) = together.await? {
+                return Ok(outcome);
+            }
+            // another command appended to one of the aggregates first and nothing was
+            // appended: step by step, each step decided on the stored state
+        }
         let command = Command::new(ctx.caller.clone(), ctx.at, command);
         let executed = executor
             .execute(id, command, &ctx.metadata(), expected_version, &())
@@ -444,53 +493,59 @@ impl Runtime {
         cause: &Cause,
         reaction: Reaction,
     ) -> Result<Dispatched, RuntimeError> {
-        let caller = Caller::orchestrator(&cause.tenant_id);
         let metadata = cause.metadata();
-        match reaction {
+        match self.resolve(cause, reaction).await? {
+            Resolved::Schedule(timer) => Ok(Dispatched::Schedule(timer)),
+            Resolved::Task { id, command, .. } => {
+                self.send(&self.tasks, id, command, &metadata).await
+            }
+            Resolved::Approval { id, command, .. } => {
+                self.send(&self.approvals, id, command, &metadata).await
+            }
+            Resolved::Instance { id, command } => {
+                self.send(&self.instances, id, command, &metadata).await
+            }
+        }
+    }
+
+    /// The command a reaction sends, as the orchestrator of the cause's tenant: groups
+    /// resolved to their members, the definition version loaded.
+    pub(crate) async fn resolve(
+        &self,
+        cause: &Cause,
+        reaction: Reaction,
+    ) -> Result<Resolved, RuntimeError> {
+        let caller = Caller::orchestrator(&cause.tenant_id);
+        Ok(match reaction {
             Reaction::Schedule {
                 timer_id, due_at, ..
-            } => Ok(Dispatched::Schedule(Timer {
-                timer_id,
-                tenant_id: cause.tenant_id.clone(),
-                due_at,
-                aggregate_type: cause.aggregate_type.clone(),
-                aggregate_id: cause.aggregate_id.clone(),
-                sequence: cause.sequence,
-            })),
-            Reaction::Task { task_id, command } => {
-                let command = Command::new(caller, cause.at, command);
-                self.send(&self.tasks, task_id, command, &metadata).await
-            }
+            } => Resolved::Schedule(Timer::for_cause(cause, timer_id, due_at)),
+            Reaction::Task { task_id, command } => Resolved::Task {
+                id: task_id,
+                opens: matches!(command, TaskCommand::Open(_)),
+                command: Command::new(caller, cause.at, command),
+            },
             Reaction::Approval {
                 approval_id,
                 command,
-            } => {
-                let command = Command::new(caller, cause.at, command);
-                self.send(&self.approvals, approval_id, command, &metadata)
-                    .await
-            }
+            } => Resolved::Approval {
+                id: approval_id,
+                opens: matches!(command, ApprovalCommand::Open(_)),
+                command: Command::new(caller, cause.at, command),
+            },
             Reaction::OpenApproval {
                 approval_id,
                 request,
-            } => {
-                let mut resolved = Vec::new();
-                for group in request.groups() {
-                    let mut members = self.directory.members(&cause.tenant_id, group).await?;
-                    // a stable order for `sequential` approvals offered to groups
-                    members.sort();
-                    resolved.push((group.clone(), members));
-                }
-                let command = request.into_command(approval_id, |group| {
-                    resolved
-                        .iter()
-                        .find(|(g, _)| g == group)
-                        .map(|(_, m)| m.clone())
-                        .unwrap_or_default()
-                });
-                let command = Command::new(caller, cause.at, command);
-                self.send(&self.approvals, approval_id, command, &metadata)
-                    .await
-            }
+            } => Resolved::Approval {
+                id: approval_id,
+                opens: true,
+                command: Command::new(
+                    caller,
+                    cause.at,
+                    self.open_approval(&cause.tenant_id, approval_id, request)
+                        .await?,
+                ),
+            },
             Reaction::Instance {
                 instance_id,
                 definition_key,
@@ -500,15 +555,44 @@ impl Runtime {
                 let definition = self
                     .definition(&cause.tenant_id, &definition_key, Some(definition_version))
                     .await?;
-                let command = Command::new(
-                    caller,
-                    cause.at,
-                    Reaction::instance_command(advance, definition),
-                );
-                self.send(&self.instances, instance_id, command, &metadata)
-                    .await
+                Resolved::Instance {
+                    id: instance_id,
+                    command: Command::new(
+                        caller,
+                        cause.at,
+                        Reaction::instance_command(advance, definition),
+                    ),
+                }
             }
+        })
+    }
+
+    /// The command opening approval `approval_id`, its groups resolved to their members now.
+    pub(crate) async fn open_approval(
+        &self,
+        tenant_id: &str,
+        approval_id: Uuid,
+        request: OpenApprovalRequest,
+    ) -> Result<ApprovalCommand, RuntimeError> {
+        let mut resolved = Vec::new();
+        for group in request.groups() {
+            let mut members = self.directory.members(tenant_id, group).await?;
+            // a stable order for `sequential` approvals offered to groups
+            members.sort();
+            resolved.push((group.clone(), members));
         }
+        Ok(request.into_command(approval_id, |group| {
+            resolved
+                .iter()
+                .find(|(g, _)| g == group)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default()
+        }))
+    }
+
+    /// Marks `key` as an event whose every reaction this process carried out.
+    pub(crate) fn remember_reacted(&self, key: CauseKey) {
+        self.reacted.remember(key);
     }
 
     async fn send<A>(

@@ -23,6 +23,24 @@ pub struct Timer {
     pub sequence: i64,
 }
 
+impl Timer {
+    /// The timer a reaction to `cause` schedules.
+    pub(crate) fn for_cause(
+        cause: &crate::runtime::Cause,
+        timer_id: Uuid,
+        due_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            timer_id,
+            tenant_id: cause.tenant_id.clone(),
+            due_at,
+            aggregate_type: cause.aggregate_type.clone(),
+            aggregate_id: cause.aggregate_id.clone(),
+            sequence: cause.sequence,
+        }
+    }
+}
+
 /// Stores `timer` once: a timer id seen again (the orchestrator ran twice) changes nothing.
 pub(crate) async fn insert<'c>(
     executor: impl PgExecutor<'c>,

@@ -439,3 +439,146 @@ async fn the_process_manager_passes_over_events_whose_reactions_the_cascade_carr
     assert_eq!(po.trail().await, before);
     po.assert_nothing_doubled().await;
 }
+
+/// How many transactions appended the events of the request with `correlation_id`, and how
+/// many events they were.
+async fn transactions_of(db: &TestDatabase, correlation_id: Uuid) -> (i64, i64) {
+    sqlx::query_as(
+        "select count(distinct tx_id), count(*) from events \
+         where metadata ->> 'correlation_id' = $1",
+    )
+    .bind(correlation_id.to_string())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_command_and_its_cascade_commit_in_one_transaction() {
+    let po = Po::start(json!(5000), false).await;
+    let clerk = member(CLERK, &["clerks"]);
+    let at = po.t0 + TimeDelta::minutes(5);
+    let review = po.child("review");
+    po.rt
+        .task(&ctx(clerk.clone(), at), review, TaskCommand::Claim, None)
+        .await
+        .unwrap();
+    let complete = ctx(clerk, at);
+    let done = po
+        .rt
+        .task(
+            &complete,
+            review,
+            TaskCommand::Complete { output: Map::new() },
+            None,
+        )
+        .await
+        .unwrap();
+    // the task's completion, the instance's advance and the manager approval's opening
+    let (transactions, events) = transactions_of(&po.db, complete.correlation_id).await;
+    assert_eq!(transactions, 1);
+    assert!(events >= 3, "{events} events");
+    assert_eq!(done.appended as i64, events);
+    // the consistency token is the last of them
+    let last: (String, i64) = sqlx::query_as(
+        "select tx_id::text, global_position from events \
+         where metadata ->> 'correlation_id' = $1 order by global_position desc limit 1",
+    )
+    .bind(complete.correlation_id.to_string())
+    .fetch_one(&po.db.pool)
+    .await
+    .unwrap();
+    let position = done.position.expect("a position");
+    assert_eq!((position.tx_id.to_string(), position.global_position), last);
+    assert!(po.exists("manager").await);
+}
+
+#[tokio::test]
+async fn a_cascade_decided_on_a_stale_state_runs_again_step_by_step_with_nothing_lost() {
+    // `po.rt` claims the review and keeps the task in memory; another process comments on it,
+    // so `po.rt`'s completion (and the cascade behind it) is decided on a stale task
+    let po = Po::start(json!(5000), false).await;
+    let other = Runtime::new(po.db.pool.clone(), AppendNotifier::disabled(), directory());
+    let clerk = member(CLERK, &["clerks"]);
+    let at = po.t0 + TimeDelta::minutes(5);
+    let review = po.child("review");
+    po.rt
+        .task(&ctx(clerk.clone(), at), review, TaskCommand::Claim, None)
+        .await
+        .unwrap();
+    let comment = TaskCommand::Comment {
+        text: "checked the quote".into(),
+    };
+    other
+        .task(&ctx(clerk.clone(), at), review, comment, None)
+        .await
+        .unwrap();
+    let complete = ctx(clerk, at);
+    let done = po
+        .rt
+        .task(
+            &complete,
+            review,
+            TaskCommand::Complete { output: Map::new() },
+            None,
+        )
+        .await
+        .unwrap();
+    // the append together found the task's next sequence taken and appended nothing; step by
+    // step, on the stored task, each step appended on its own
+    let (transactions, events) = transactions_of(&po.db, complete.correlation_id).await;
+    assert!(transactions > 1, "{transactions} transaction(s)");
+    assert_eq!(done.appended as i64, events);
+    let (task, version) = po.rt.load_task(review).await.unwrap();
+    assert_eq!((task.status(), version), (TaskStatus::Completed, 4));
+    assert_eq!(done.version, 4);
+    assert!(po.exists("manager").await);
+    po.assert_nothing_doubled().await;
+    po.vote("manager", MANAGERS[0], ApprovalDecision::Approve)
+        .await;
+    po.work("legal", &member(LAWYER, &["legal"]), json!({}))
+        .await;
+    po.work("finance", &member(FINANCE, &[]), json!({})).await;
+    po.work("archive", &member(CLERK, &["clerks"]), json!({}))
+        .await;
+    assert_eq!(
+        po.status().await,
+        (InstanceStatus::Completed, Some("approved".into()))
+    );
+    po.assert_nothing_doubled().await;
+}
+
+#[tokio::test]
+async fn an_instance_starts_on_the_latest_version_even_one_another_process_published() {
+    let po = Po::start(json!(5000), false).await;
+    let (first, _) = po.rt.load_instance(po.id).await.unwrap();
+    assert_eq!(first.definition_version(), 1);
+    let other = Runtime::new(po.db.pool.clone(), AppendNotifier::disabled(), directory());
+    let designer = Caller::user(TENANT, user(0xDE), [Role::Designer], Vec::<String>::new());
+    // an identical definition would be no new version
+    let renamed = purchase_order_json(user(FINANCE)).replace("Purchase order", "Purchase order 2");
+    let definition = Definition::from_json(&renamed).unwrap();
+    let published = other
+        .publish(&ctx(designer, po.t0), definition)
+        .await
+        .unwrap();
+    assert_eq!(published.version, 2);
+    let operator = Caller::user(TENANT, user(0x0F), [Role::Operator], Vec::<String>::new());
+    let started = po
+        .rt
+        .start(
+            &ctx(operator, po.t0),
+            "purchase-order",
+            None,
+            None,
+            vars(json!({"amount": 10})),
+        )
+        .await
+        .unwrap();
+    let (second, _) = po
+        .rt
+        .load_instance(started.id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(second.definition_version(), 2);
+}
