@@ -49,7 +49,8 @@ from appended order by global_position desc limit 1";
 /// Why [`Appends::commit`] appended nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    /// Another command appended one of the aggregates' next sequence numbers first.
+    /// Another command appended one of the aggregates' next sequence numbers first (or waited
+    /// on this one for another of them: a deadlock Postgres ended). Nothing was appended.
     #[error("another command changed one of the aggregates at the same time")]
     Conflict,
     /// The store failed. When the connection was lost waiting for the answer, the append may
@@ -285,7 +286,12 @@ impl Appends {
                 global_position: row.try_get("global_position").map_err(store)?,
             })),
             Ok(None) => Ok(None),
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            // another command appended one of the aggregates' next sequence numbers first; or
+            // two commands whose cascades touch the same aggregates in opposite orders waited
+            // on each other and Postgres ended this one (a deadlock): rolled back either way
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("23505" | "40P01" | "40001")) =>
+            {
                 Err(AppendError::Conflict)
             }
             Err(e) => Err(store(e)),

@@ -323,7 +323,7 @@ async fn commands_planned_on_several_aggregates_append_together_in_decision_orde
             .await
             .unwrap()
     );
-    // the executor remembers the committed states: the next command goes on from them
+    // the next command goes on from the committed state
     let next = executor
         .execute("a", 4, &typed_metadata(), None, &())
         .await
@@ -369,29 +369,54 @@ async fn plans_across_snapshot_boundaries_keep_the_exact_state() {
     let executor = executor(&db);
     let mut expected = 0;
     let mut by = 1u64;
-    // plans of 1, 7 and 13 events cross the snapshot boundary at every possible offset
-    for round in 0..20 {
-        let size = [1, 7, 13][round % 3];
+    // plans of 1, 7 and 13 events cross the snapshot boundary at different offsets; the first
+    // ones are of `c` alone (one aggregate's append), the later ones have another aggregate
+    // beside it (the append of several), each round another one
+    for round in 0..30u64 {
+        let size = [1, 7, 13][round as usize % 3];
         let commands: Vec<u64> = (by..by + size).collect();
         by += size;
         expected += commands.iter().sum::<u64>();
         let mut appends = Appends::new();
         let planned = plan_all(&executor, &mut appends, "c", &commands, false).await;
+        let other = (round >= 10).then_some(format!("other-{round}"));
+        let beside = match &other {
+            Some(id) => Some(plan_all(&executor, &mut appends, id, &[round], true).await),
+            None => None,
+        };
         appends
             .commit(executor.connections(), executor.notifier())
             .await
             .unwrap();
         executor.committed(planned);
+        if let Some(beside) = beside {
+            executor.committed(beside);
+        }
         let (fresh, version) = executor_fresh(&db).load("c").await.unwrap();
         assert_eq!(fresh.value, expected, "after {round} plans");
         assert_eq!(version as u64, by - 1);
+        if let Some(id) = other {
+            let (other, version) = executor_fresh(&db).load(&id).await.unwrap();
+            assert_eq!((other.value, version), (round, 1));
+        }
     }
-    let (last_sequence, payload): (i64, serde_json::Value) =
-        sqlx::query_as("select last_sequence, payload from snapshots where aggregate_id = 'c'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(last_sequence % SNAPSHOT_EVERY as i64, 0);
+    let (last_sequence, current_snapshot, payload): (i64, i64, serde_json::Value) = sqlx::query_as(
+        "select last_sequence, current_snapshot, payload from snapshots \
+             where aggregate_id = 'c'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(by > 200, "{by}");
+    assert_eq!(
+        last_sequence as u64,
+        (by - 1) - (by - 1) % SNAPSHOT_EVERY as u64
+    );
+    assert_eq!(
+        current_snapshot,
+        last_sequence / SNAPSHOT_EVERY as i64,
+        "one snapshot per boundary crossed"
+    );
     assert_eq!(
         payload["value"],
         (1..=last_sequence as u64).sum::<u64>(),

@@ -68,6 +68,9 @@ pub(crate) struct Plans {
     causes: HashMap<CauseKey, bool>,
     /// Reactions planned, by aggregate type and whether they added events (for metrics).
     sent: Vec<(&'static str, bool)>,
+    /// Reactions that did not take effect, reported once the rest is appended (when the
+    /// append loses a race, the step-by-step cascade reports its own).
+    failures: Vec<(Cause, RuntimeError)>,
 }
 
 impl Runtime {
@@ -158,10 +161,13 @@ impl Runtime {
             let key = cause.key();
             let aggregate_type = reaction.aggregate_type();
             let aggregate_id = reaction.aggregate_id().to_string();
+            let command = !matches!(reaction, Reaction::Schedule { .. });
             let planned = Box::pin(self.plan_reaction(plans, &cause, reaction)).await;
             let ok = match planned {
                 Ok(events) => {
-                    plans.sent.push((aggregate_type, !events.is_empty()));
+                    if command {
+                        plans.sent.push((aggregate_type, !events.is_empty()));
+                    }
                     for (sequence, event) in events {
                         let next = Cause {
                             aggregate_type: aggregate_type.to_owned(),
@@ -175,7 +181,7 @@ impl Runtime {
                     true
                 }
                 Err(error) => {
-                    report_failure(&cause, &error);
+                    plans.failures.push((cause.clone(), error));
                     false
                 }
             };
@@ -275,6 +281,9 @@ impl Runtime {
     /// whose every reaction took effect marked, so the process manager of this process passes
     /// over them.
     async fn committed(&self, mut plans: Plans) {
+        for (cause, error) in std::mem::take(&mut plans.failures) {
+            report_failure(&cause, &error);
+        }
         for (key, timer) in std::mem::take(&mut plans.timers) {
             if let Err(error) = timers::insert(&self.pool, &timer).await {
                 tracing::warn!(error = %error, timer = %timer.timer_id,

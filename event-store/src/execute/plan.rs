@@ -128,11 +128,15 @@ where
             Decided::Refused(error) => Err(ExecuteError::Rejected(error)),
             Decided::Unchanged => Ok(Vec::new()),
             Decided::Changed { events, after, .. } => {
+                // every payload first: a command is staged whole or not at all
+                let payloads = events
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ExecuteError::Store(Box::new(e)))?;
                 let metadata = metadata.to_map(false);
                 let mut added = Vec::with_capacity(events.len());
-                for event in &events {
-                    let payload = serde_json::to_value(event)
-                        .map_err(|e| ExecuteError::Store(Box::new(e)))?;
+                for (event, payload) in events.iter().zip(payloads) {
                     let sequence = planned.current.version + added.len() + 1;
                     appends.push(
                         A::TYPE,
