@@ -47,6 +47,20 @@ impl RequestContext {
             occurred_at: self.at,
         }
     }
+
+    /// The cause of reactions to event `sequence` of the aggregate this request's command
+    /// went to.
+    pub(crate) fn cause(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Cause {
+        Cause {
+            tenant_id: self.caller.tenant_id.clone(),
+            correlation_id: self.correlation_id,
+            request_id: self.request_id.clone(),
+            at: self.at,
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            sequence,
+        }
+    }
 }
 
 /// What a command did, cascade included.
@@ -233,7 +247,7 @@ impl Runtime {
     ) -> Result<Outcome, RuntimeError> {
         let id = ids::definition_id(&ctx.caller.tenant_id, definition.key());
         let command = DefinitionCommand::Publish { definition };
-        self.run(&self.definitions, &id, ctx, command, None, false)
+        self.run::<WorkflowDefinition, _>(&id, ctx, command, None, false)
             .await
     }
 
@@ -267,15 +281,8 @@ impl Runtime {
             variables,
         });
         // a fresh id: the instance is new, no need to ask the store
-        self.run(
-            &self.instances,
-            &instance_id.to_string(),
-            ctx,
-            command,
-            None,
-            true,
-        )
-        .await
+        self.run::<WorkflowInstance, _>(&instance_id.to_string(), ctx, command, None, true)
+            .await
     }
 
     /// Sends `command` to workflow instance `id`.
@@ -286,15 +293,8 @@ impl Runtime {
         command: InstanceCommand,
         expected_version: Option<usize>,
     ) -> Result<Outcome, RuntimeError> {
-        self.run(
-            &self.instances,
-            &id.to_string(),
-            ctx,
-            command,
-            expected_version,
-            false,
-        )
-        .await
+        self.run::<WorkflowInstance, _>(&id.to_string(), ctx, command, expected_version, false)
+            .await
     }
 
     /// Sends `command` to task `id`.
@@ -305,15 +305,8 @@ impl Runtime {
         command: TaskCommand,
         expected_version: Option<usize>,
     ) -> Result<Outcome, RuntimeError> {
-        self.run(
-            &self.tasks,
-            &id.to_string(),
-            ctx,
-            command,
-            expected_version,
-            false,
-        )
-        .await
+        self.run::<Task, _>(&id.to_string(), ctx, command, expected_version, false)
+            .await
     }
 
     /// Sends `command` to approval `id`.
@@ -324,15 +317,8 @@ impl Runtime {
         command: ApprovalCommand,
         expected_version: Option<usize>,
     ) -> Result<Outcome, RuntimeError> {
-        self.run(
-            &self.approvals,
-            &id.to_string(),
-            ctx,
-            command,
-            expected_version,
-            false,
-        )
-        .await
+        self.run::<Approval, _>(&id.to_string(), ctx, command, expected_version, false)
+            .await
     }
 
     /// The current state of a workflow instance (tests and diagnostics; queries read
@@ -353,7 +339,6 @@ impl Runtime {
 
     async fn run<A, C>(
         &self,
-        executor: &Executor<A>,
         id: &str,
         ctx: &RequestContext,
         command: C,
@@ -382,7 +367,7 @@ impl Runtime {
             // appended: step by step, each step decided on the stored state
         }
         let command = Command::new(ctx.caller.clone(), ctx.at, command);
-        let executed = executor
+        let executed = A::executor(self)
             .execute(id, command, &ctx.metadata(), expected_version, &())
             .await?;
         let mut outcome = Outcome {
@@ -392,16 +377,9 @@ impl Runtime {
             appended: executed.events.len(),
         };
         if self.cascade && !executed.events.is_empty() {
-            let cause = |sequence| Cause {
-                tenant_id: ctx.caller.tenant_id.clone(),
-                correlation_id: ctx.correlation_id,
-                request_id: ctx.request_id.clone(),
-                at: ctx.at,
-                aggregate_type: A::TYPE.to_owned(),
-                aggregate_id: id.to_owned(),
-                sequence,
-            };
-            let queue = reactions(&executed.events, cause);
+            let queue = reactions(&executed.events, |sequence| {
+                ctx.cause(A::TYPE, id, sequence)
+            });
             // boxed: the cascade's state would otherwise sit in every command's future
             let (position, appended) = Box::pin(self.cascade(queue)).await;
             outcome.position = outcome.position.max(position);

@@ -118,18 +118,9 @@ impl Runtime {
             position: None,
             appended: 0,
         };
-        let cause = |sequence: usize| Cause {
-            tenant_id: ctx.caller.tenant_id.clone(),
-            correlation_id: ctx.correlation_id,
-            request_id: ctx.request_id.clone(),
-            at: ctx.at,
-            aggregate_type: A::TYPE.to_owned(),
-            aggregate_id: id.to_owned(),
-            sequence: sequence as i64,
-        };
         let mut queue = VecDeque::new();
         for (sequence, event) in events {
-            let cause = cause(sequence);
+            let cause = ctx.cause(A::TYPE, id, sequence as i64);
             queue.extend(react(id, &event).into_iter().map(|r| (cause.clone(), r)));
         }
         self.plan_cascade(&mut plans, queue).await;
