@@ -1,12 +1,66 @@
 //! Role checks of the query API.
 
 use api_common::{ApiError, Claims};
-use event_schemas::Role;
+use event_schemas::{Actor, Role};
+use sqlx::{Postgres, QueryBuilder};
 
-/// Operators and auditors (and admins) see every task and approval of their tenant; everyone
-/// else sees those offered to them.
+/// Operators and auditors (and admins) see every instance, task and approval of their tenant;
+/// everyone else sees the work offered to them and the instances it belongs to.
 pub(crate) fn sees_all_work(claims: &Claims) -> bool {
     claims.has_role(Role::Operator) || claims.has_role(Role::Auditor)
+}
+
+/// ` and ` the condition that `claims` may see a task, on the columns of the task row
+/// `alias` (`""` for the query's own table): assigned or offered to them, directly or through
+/// one of their groups. Callers who see all work check [`sees_all_work`] first.
+pub(crate) fn push_task_offered(
+    sql: &mut QueryBuilder<'_, Postgres>,
+    claims: &Claims,
+    alias: &str,
+) {
+    sql.push(format!(" and ({alias}assignee = "))
+        .push_bind(claims.sub)
+        .push(format!(" or {alias}candidate_users @> array["))
+        .push_bind(claims.sub)
+        .push(format!("]::uuid[] or {alias}candidate_groups && "))
+        .push_bind(claims.groups.clone())
+        .push("::text[])");
+}
+
+/// ` and ` the condition that `claims` may see an approval (row `alias`): they hold, held or
+/// cast one of its votes.
+pub(crate) fn push_approval_participant(
+    sql: &mut QueryBuilder<'_, Postgres>,
+    claims: &Claims,
+    alias: &str,
+) {
+    sql.push(format!(" and {alias}participants @> array["))
+        .push_bind(claims.sub)
+        .push("]::uuid[]");
+}
+
+/// ` and ` the condition that `claims` may see the workflow instance `t`: operators, auditors
+/// and admins see every instance of their tenant (nothing is pushed); everyone else the ones
+/// they started or take part in: a task of the instance they may see, or an approval of it
+/// they hold, held or voted on. An instance's variables and timeline (its comments, outputs
+/// and decisions) are no business of the rest of the tenant.
+pub(crate) fn push_instance_visible(sql: &mut QueryBuilder<'_, Postgres>, claims: &Claims) {
+    if sees_all_work(claims) {
+        return;
+    }
+    sql.push(" and (t.started_by = ")
+        .push_bind(Actor::User(claims.sub).to_string())
+        .push(
+            " or exists (select from tasks k \
+             where k.workflow_instance_id = t.id and k.tenant_id = t.tenant_id",
+        );
+    push_task_offered(sql, claims, "k.");
+    sql.push(
+        ") or exists (select from approvals a \
+         where a.workflow_instance_id = t.id and a.tenant_id = t.tenant_id",
+    );
+    push_approval_participant(sql, claims, "a.");
+    sql.push("))");
 }
 
 /// Reports: operators, designers and auditors (and admins).

@@ -1,11 +1,11 @@
 //! `GET /api/v1/workflow-instances[/{id}]`.
 
-use api_common::{ApiError, CurrentUser, Json};
+use api_common::{ApiError, Claims, CurrentUser, Json};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use projections::names::INSTANCES;
+use projections::names::{APPROVALS, INSTANCES, TASKS};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json as SqlJson;
@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::access;
 use crate::consistency::ConsistencyToken;
 use crate::page::{self, Page};
 use crate::params::{self, Instant, Params};
@@ -138,7 +139,19 @@ pub(crate) struct ListParams {
     cursor: Option<String>,
 }
 
-/// Lists workflow instances, newest first.
+/// The read models behind an instance read by `claims`: who does not see every instance sees
+/// one through its tasks and approvals too, so a consistency token waits for those as well.
+fn read_models(claims: &Claims) -> &'static [&'static str] {
+    if access::sees_all_work(claims) {
+        &[INSTANCES]
+    } else {
+        &[INSTANCES, TASKS, APPROVALS]
+    }
+}
+
+/// Lists workflow instances, newest first. Operators, auditors and admins see every instance
+/// of the tenant; everyone else those they started or take part in (a task of the instance
+/// offered or assigned to them, an approval of it they hold, held or voted on).
 #[utoipa::path(get, path = "/api/v1/workflow-instances", tag = "instances",
     params(ListParams,
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the instances read model has passed this token")),
@@ -160,11 +173,12 @@ async fn list_instances(
     tracing::Span::current().record("tenant", claims.tid.as_str());
     let limit = params::limit(params.limit)?;
     let after: Option<(Instant, Uuid)> = page::decode(params.cursor.as_deref())?;
-    state.consistent(token, &[INSTANCES]).await?;
+    state.consistent(token, read_models(&claims)).await?;
     let mut sql = QueryBuilder::<Postgres>::new(
         "select to_jsonb(t) from workflow_instances t where tenant_id = ",
     );
     sql.push_bind(&claims.tid);
+    access::push_instance_visible(&mut sql, &claims);
     if let Some(status) = params.status {
         // a literal, so the planner can pick the index for it
         sql.push(format!(" and status = '{}'", status.as_str()));
@@ -197,7 +211,8 @@ async fn list_instances(
     })))
 }
 
-/// A workflow instance: state, variables, open steps and timeline. `ETag` is its version.
+/// A workflow instance: state, variables, open steps and timeline. `ETag` is its version. An
+/// instance the caller may not see (see the list) is a 404, as one of another tenant.
 #[utoipa::path(get, path = "/api/v1/workflow-instances/{id}", tag = "instances",
     params(("id" = Uuid, Path, description = "The instance id"),
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the instances read model has passed this token")),
@@ -206,7 +221,7 @@ async fn list_instances(
          headers(("ETag" = String, description = "The instance's version, quoted"))),
         (status = 304, description = "The version is the one in If-None-Match"),
         (status = 401, description = "No valid access token", body = ApiError, content_type = "application/problem+json"),
-        (status = 404, description = "No such instance in your tenant", body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No such instance in your tenant, or none you may see", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = ApiError, content_type = "application/problem+json"),
         (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
     ),
@@ -221,14 +236,15 @@ async fn get_instance(
 ) -> Result<Response, ApiError> {
     tracing::Span::current().record("tenant", claims.tid.as_str());
     let id = params::parse_id(&id)?;
-    state.consistent(token, &[INSTANCES]).await?;
-    let row: Option<SqlJson<Instance>> = sqlx::query_scalar(
-        "select to_jsonb(t) from workflow_instances t where tenant_id = $1 and id = $2",
-    )
-    .bind(&claims.tid)
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?;
+    state.consistent(token, read_models(&claims)).await?;
+    let mut sql = QueryBuilder::<Postgres>::new(
+        "select to_jsonb(t) from workflow_instances t where tenant_id = ",
+    );
+    sql.push_bind(&claims.tid).push(" and id = ").push_bind(id);
+    access::push_instance_visible(&mut sql, &claims);
+    let row: Option<SqlJson<Instance>> =
+        sql.build_query_scalar().fetch_optional(&state.pool).await?;
+    // one the caller may not see is answered as one that does not exist
     let Some(SqlJson(instance)) = row else {
         return Err(ApiError::not_found(format!("no workflow instance {id}")));
     };

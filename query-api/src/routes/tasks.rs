@@ -102,16 +102,9 @@ pub(crate) struct ListParams {
 
 /// Restricts `sql` to the tasks `claims` may see.
 fn visible(sql: &mut QueryBuilder<'_, Postgres>, claims: &Claims) {
-    if access::sees_all_work(claims) {
-        return;
+    if !access::sees_all_work(claims) {
+        access::push_task_offered(sql, claims, "");
     }
-    sql.push(" and (assignee = ")
-        .push_bind(claims.sub)
-        .push(" or candidate_users @> array[")
-        .push_bind(claims.sub)
-        .push("]::uuid[] or candidate_groups && ")
-        .push_bind(claims.groups.clone())
-        .push("::text[])");
 }
 
 /// Lists tasks, newest first. Operators, auditors and admins see every task of the tenant;

@@ -1,4 +1,4 @@
-//! Lists and their filters: who sees which tasks and approvals, `assignee=me`,
+//! Lists and their filters: who sees which tasks, approvals and instances, `assignee=me`,
 //! `approver=me`, and bad filters.
 
 use domain::Role;
@@ -278,6 +278,73 @@ async fn instances_are_filtered_by_status_definition_business_key_and_start_time
         .await;
     assert_eq!(completed["outcome"], "approved");
     assert_eq!(completed["ended_at"], "2026-03-02T09:30:00Z");
+}
+
+#[tokio::test]
+async fn a_member_sees_only_the_instances_they_take_part_in() {
+    let app = TestApp::spawn().await;
+    app.publish().await;
+    let mut first = app.start(json!(5000), "PO-1", 0).await;
+    let second = app.start(json!(7000), "PO-2", 1).await;
+    first
+        .work("review", &member(CLERK, &["clerks"]), json!({}), 10)
+        .await;
+    app.project().await;
+    let both = [second.id.to_string(), first.id.to_string()];
+    let sees = |token: String| {
+        let app = &app;
+        async move { item_ids(&app.ok("/api/v1/workflow-instances", &token).await) }
+    };
+    let instance = |po: &Po| format!("/api/v1/workflow-instances/{}", po.id);
+
+    // the review tasks are offered to the clerks' group
+    assert_eq!(sees(app.member_token(CLERK, &["clerks"])).await, both);
+    // a manager is an approver of the first order's approval only (resolved from the group)
+    let manager = app.member_token(MANAGERS[1], &[]);
+    assert_eq!(sees(manager.clone()).await, [first.id.to_string()]);
+    app.ok(&instance(&first), &manager).await;
+    app.problem(&instance(&second), &manager, StatusCode::NOT_FOUND)
+        .await;
+    // nothing is offered to legal yet, nor to someone of another group or a designer
+    let lawyer = app.member_token(LAWYER, &["legal"]);
+    for token in [
+        lawyer.clone(),
+        app.member_token(0x77, &["warehouse"]),
+        app.token(TENANT, user(0xDE), &[Role::Designer], &[]),
+    ] {
+        assert_eq!(sees(token.clone()).await, Vec::<String>::new());
+        for po in [&first, &second] {
+            app.problem(&instance(po), &token, StatusCode::NOT_FOUND)
+                .await;
+        }
+        assert_eq!(
+            item_ids(
+                &app.ok("/api/v1/workflow-instances?business_key=PO-1", &token)
+                    .await
+            ),
+            Vec::<String>::new(),
+            "a filter never widens what a member sees"
+        );
+    }
+    assert_eq!(sees(app.operator_token()).await, both);
+    assert_eq!(sees(app.auditor_token()).await, both);
+
+    // approved: the checks open, to the legal group and to the finance officer by name
+    first
+        .vote("manager", MANAGERS[0], ApprovalDecision::Approve, 20)
+        .await;
+    app.project().await;
+    assert_eq!(sees(lawyer.clone()).await, [first.id.to_string()]);
+    assert_eq!(
+        app.ok(&instance(&first), &lawyer).await["id"],
+        first.id.to_string()
+    );
+    assert_eq!(
+        sees(app.member_token(FINANCE, &[])).await,
+        [first.id.to_string()]
+    );
+    // the manager who did not vote still sees the approval they held, and so its instance
+    assert_eq!(sees(manager).await, [first.id.to_string()]);
 }
 
 /// `/api/v1/{list}?cursor=...` with `json` as the cursor.
