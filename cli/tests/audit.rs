@@ -249,3 +249,72 @@ async fn a_time_range_selects_entries_and_an_empty_range_still_verifies() {
     assert_eq!(manifest["requested_to"], "2999-01-01T00:00:00Z");
     assert_eq!(verify(&db, &file, &[]).0, Some(0));
 }
+
+/// Entries are not in time order everywhere along the chain (`occurred_at` is when a command
+/// was asked for): a window still exports every entry that occurred in it, as a stretch of
+/// chain that verifies, and the manifest gives the earliest and latest time written.
+#[tokio::test]
+async fn a_time_range_exports_every_entry_of_the_window_when_times_are_out_of_chain_order() {
+    let db = TestDatabase::new().await;
+    let rt = support::runtime(&db);
+    let at = |s: &str| -> chrono::DateTime<chrono::Utc> { s.parse().unwrap() };
+    let asked_at = |time: &str, roles: Vec<domain::Role>| {
+        let mut ctx = support::ctx("acme", roles, &[]);
+        ctx.at = at(time);
+        ctx
+    };
+    rt.publish(
+        &asked_at("2026-05-01T09:00:00Z", vec![domain::Role::Designer]),
+        domain::definition::Definition::from_json(support::ONE_TASK).unwrap(),
+    )
+    .await
+    .unwrap();
+    // appended in this order, asked for in the other
+    for time in ["2026-05-01T10:00:02Z", "2026-05-01T10:00:01Z"] {
+        rt.start(
+            &asked_at(time, vec![domain::Role::Operator]),
+            "one-task",
+            None,
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    support::project_everything(&db.pool).await;
+    let in_window: i64 = sqlx::query_scalar(
+        "select count(*) from audit_entries where occurred_at >= '2026-05-01T10:00:00Z' \
+         and occurred_at < '2026-05-01T10:00:03Z'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        in_window >= 4,
+        "both instances and their tasks: {in_window}"
+    );
+
+    let file = scratch().join("window.jsonl");
+    stdout(&workledger_with_env(
+        &db,
+        &[
+            "audit",
+            "export",
+            "--from",
+            "2026-05-01T10:00:00Z",
+            "--to",
+            "2026-05-01T10:00:03Z",
+            "-o",
+            path(&file),
+        ],
+        &[],
+    ));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.manifest.json", path(&file))).unwrap())
+            .unwrap();
+    assert_eq!(manifest["count"], in_window, "the definition is outside");
+    assert_eq!(manifest["first_occurred_at"], "2026-05-01T10:00:01Z");
+    assert_eq!(manifest["last_occurred_at"], "2026-05-01T10:00:02Z");
+    let (code, stderr) = verify(&db, &file, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+}

@@ -72,44 +72,36 @@ pub enum ExportError {
     Write(#[from] io::Error),
 }
 
-/// The stretch of `tenant`'s chain an export from `from` to `to` covers: from the earliest
-/// entry that occurred at or after `from` (the chain's start without `from`) to the latest
-/// that occurred before `to` (the chain's current end without `to`). `None` when empty.
+/// The stretch of `tenant`'s chain an export from `from` to `to` covers: the shortest one that
+/// holds every entry that occurred at or after `from` and before `to` (the whole chain without
+/// either), so that it can be verified link by link. `occurred_at` is when a command was asked
+/// for (a reaction carries its cause's), so it is not in chain order everywhere: an entry
+/// inside the stretch that occurred outside the window is exported too, rather than any entry
+/// of the window being left out. `None` when no entry occurred in the window.
 pub async fn chain_range(
     pool: &PgPool,
     tenant: &str,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> Result<Option<ChainRange>, sqlx::Error> {
-    let first: Option<i64> =
-        match from {
-            None => Some(1),
-            Some(at) => sqlx::query_scalar(
-                "select chain_seq from audit_entries where tenant_id = $1 and occurred_at >= $2 \
-                 order by occurred_at, chain_seq limit 1",
-            )
+    let (first, last): (Option<i64>, Option<i64>) = if from.is_none() && to.is_none() {
+        sqlx::query_as("select 1::bigint, chain_seq from audit_chain_heads where tenant_id = $1")
             .bind(tenant)
-            .bind(at)
-            .fetch_optional(pool)
-            .await?,
-        };
-    let last: Option<i64> = match to {
-        None => {
-            sqlx::query_scalar("select chain_seq from audit_chain_heads where tenant_id = $1")
-                .bind(tenant)
-                .fetch_optional(pool)
-                .await?
-        }
-        Some(at) => {
-            sqlx::query_scalar(
-                "select chain_seq from audit_entries where tenant_id = $1 and occurred_at < $2 \
-                 order by occurred_at desc, chain_seq desc limit 1",
-            )
-            .bind(tenant)
-            .bind(at)
             .fetch_optional(pool)
             .await?
-        }
+            .unwrap_or((None, None))
+    } else {
+        // the window's entries, from the index on (tenant_id, occurred_at, chain_seq)
+        sqlx::query_as(
+            "select min(chain_seq), max(chain_seq) from audit_entries \
+             where tenant_id = $1 and occurred_at >= coalesce($2, '-infinity') \
+               and occurred_at < coalesce($3, 'infinity')",
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_one(pool)
+        .await?
     };
     Ok(match (first, last) {
         (Some(first), Some(last)) if first <= last => Some(ChainRange { first, last }),
@@ -134,6 +126,8 @@ pub struct Exporter {
     header_written: bool,
     entries: u64,
     last_hash: Option<String>,
+    /// When the earliest and the latest entry written occurred.
+    occurred: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Exporter {
@@ -157,6 +151,7 @@ impl Exporter {
             header_written: false,
             entries: 0,
             last_hash: None,
+            occurred: None,
         }
     }
 
@@ -208,6 +203,13 @@ impl Exporter {
                 writer.flush()?;
             }
         }
+        for row in &rows {
+            let at: DateTime<Utc> = row.try_get(10).map_err(io::Error::other)?;
+            self.occurred = Some(match self.occurred {
+                Some((earliest, latest)) => (earliest.min(at), latest.max(at)),
+                None => (at, at),
+            });
+        }
         if let Some(row) = rows.last() {
             self.last_hash = Some(Line::read(row, &self.tenant)?.hash.as_str().to_owned());
         }
@@ -224,6 +226,12 @@ impl Exporter {
     /// Entries written so far.
     pub fn entries(&self) -> u64 {
         self.entries
+    }
+
+    /// When the earliest and the latest entry written so far occurred (not the chain's ends:
+    /// entries are not in time order everywhere, see [`chain_range`]).
+    pub fn occurred(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.occurred
     }
 
     /// The hash of the last entry written (the export's final hash once done).

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::Signer as _;
+use event_schemas::LogPosition;
 use projections::audit::{ExportFormat, Exporter, canonical_json};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
@@ -39,8 +40,11 @@ pub async fn export(pool: &PgPool, args: ExportArgs) -> anyhow::Result<()> {
     let mut digest = Sha256::new();
     let mut chains = Vec::new();
     let mut count = 0u64;
-    let mut first: Option<(i64, i64, DateTime<Utc>)> = None;
-    let mut last: Option<(i64, i64, DateTime<Utc>)> = None;
+    // the log positions of the export's first and last entries, and when its earliest and
+    // latest occurred
+    let mut first: Option<LogPosition> = None;
+    let mut last: Option<LogPosition> = None;
+    let mut occurred: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
     for tenant in &tenants {
         let range = projections::audit::chain_range(pool, tenant, args.from, args.to).await?;
         let Some(range) = range else { continue };
@@ -56,8 +60,7 @@ pub async fn export(pool: &PgPool, args: ExportArgs) -> anyhow::Result<()> {
             out.write_all(&chunk)?;
         }
         let ends = sqlx::query(
-            "select chain_seq, tx_id, global_position, occurred_at, \
-                    encode(prev_hash, 'hex') as prev_hash \
+            "select chain_seq, tx_id, global_position, encode(prev_hash, 'hex') as prev_hash \
              from audit_entries where tenant_id = $1 and chain_seq in ($2, $3) order by chain_seq",
         )
         .bind(tenant)
@@ -69,19 +72,18 @@ pub async fn export(pool: &PgPool, args: ExportArgs) -> anyhow::Result<()> {
         let (Some(head), Some(tail)) = (row_at(range.first), row_at(range.last)) else {
             anyhow::bail!("the audit chain of {tenant} changed during the export");
         };
-        let at = |r: &sqlx::postgres::PgRow| {
-            (
-                r.get::<i64, _>("tx_id"),
-                r.get::<i64, _>("global_position"),
-                r.get::<DateTime<Utc>, _>("occurred_at"),
-            )
+        // a chain is in log order: its ends are its first and last positions
+        let at = |r: &sqlx::postgres::PgRow| LogPosition {
+            tx_id: r.get::<i64, _>("tx_id") as u64,
+            global_position: r.get("global_position"),
         };
         let (h, t) = (at(head), at(tail));
-        if first.is_none_or(|f| h.1 < f.1) {
-            first = Some(h);
-        }
-        if last.is_none_or(|l| t.1 > l.1) {
-            last = Some(t);
+        first = Some(first.map_or(h, |f| f.min(h)));
+        last = Some(last.map_or(t, |l| l.max(t)));
+        if let Some((earliest, latest)) = exporter.occurred() {
+            occurred = Some(occurred.map_or((earliest, latest), |(e, l)| {
+                (e.min(earliest), l.max(latest))
+            }));
         }
         count += exporter.entries();
         chains.push(TenantChain {
@@ -106,10 +108,10 @@ pub async fn export(pool: &PgPool, args: ExportArgs) -> anyhow::Result<()> {
         format: args.format.as_str().to_owned(),
         created_at: Utc::now(),
         count,
-        first_position: first.map(|(tx, pos, _)| format!("{tx}.{pos}")),
-        last_position: last.map(|(tx, pos, _)| format!("{tx}.{pos}")),
-        first_occurred_at: first.map(|f| f.2),
-        last_occurred_at: last.map(|l| l.2),
+        first_position: first.map(|p| p.to_string()),
+        last_position: last.map(|p| p.to_string()),
+        first_occurred_at: occurred.map(|o| o.0),
+        last_occurred_at: occurred.map(|o| o.1),
         requested_from: args.from,
         requested_to: args.to,
         tenants: chains,
