@@ -41,6 +41,7 @@ use std::sync::Arc;
 use api_common::TokenKeys;
 use axum::middleware;
 use event_store::AppendNotifier;
+use event_store::connections::Connections;
 use orchestrator::Runtime;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -100,10 +101,11 @@ impl CommandApi {
         settings: CommandSettings,
     ) -> Result<Self, BuildError> {
         let keys = load_token_keys(&pool, settings.jwt_secret.as_ref()).await?;
-        let runtime = Arc::new(Runtime::new(
-            pool.clone(),
+        let connections = Connections::new(pool.clone());
+        let runtime = Arc::new(Runtime::on(
+            connections.clone(),
             notifier.clone(),
-            Arc::new(PgDirectory::new(pool.clone())),
+            Arc::new(PgDirectory::new(connections)),
         ));
         let identity = Identity::new(
             pool.clone(),

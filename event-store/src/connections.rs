@@ -7,7 +7,12 @@
 //! [`Connections`] keeps a few connections out of the pool and hands them from one statement
 //! to the next without that test. A connection whose statement was cancelled halfway (its
 //! future dropped) or whose connection failed is closed rather than kept; one that answered,
-//! even with an error of Postgres's own, is in a known state and is kept. When all are busy, callers use the pool as before.
+//! even with an error of Postgres's own, is in a known state and is kept. When all are busy,
+//! callers use the pool as before.
+//!
+//! One [`Connections`] serves a whole command path (the orchestrator's runtime shares it
+//! between the executors of its aggregate types, its timers and its group directory), so that
+//! the connections it keeps follow the load rather than being split by aggregate type.
 //!
 //! A connection that sat idle for longer than [`IDLE_CHECK`] is pinged before it is handed
 //! out (under load they never sit that long, so the command path keeps its one round trip):
@@ -20,8 +25,9 @@ use std::time::{Duration, Instant};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
 
-/// How many connections one [`Connections`] keeps out of the pool at most.
-pub const KEPT_CONNECTIONS: usize = 8;
+/// How many connections one [`Connections`] keeps out of the pool at most (as many as
+/// commands a process usually runs at once; the pool's own connections stay for the rest).
+pub const KEPT_CONNECTIONS: usize = 16;
 
 /// How long a kept connection may sit idle before it is pinged when next taken.
 pub const IDLE_CHECK: Duration = Duration::from_secs(1);

@@ -95,7 +95,16 @@ where
         notifier: AppendNotifier,
         upcasters: Vec<Box<dyn EventUpcaster>>,
     ) -> Self {
-        let connections = Connections::new(pool);
+        Self::on(Connections::new(pool), notifier, upcasters)
+    }
+
+    /// An executor loading and appending through `connections` (shared with the executors of
+    /// the other aggregate types of a runtime).
+    pub fn on(
+        connections: Connections,
+        notifier: AppendNotifier,
+        upcasters: Vec<Box<dyn EventUpcaster>>,
+    ) -> Self {
         Self {
             store: EventRepository::store_on::<A>(
                 connections.clone(),

@@ -14,6 +14,7 @@ use domain::{
     TaskCommand, WorkflowDefinition, WorkflowInstance, ids, react,
 };
 use event_schemas::{Actor, AnyEvent, EventMetadata, LogPosition, RecordedEvent};
+use event_store::connections::Connections;
 use event_store::{AppendNotifier, Executor};
 use lru::LruCache;
 use serde_json::{Map, Value};
@@ -206,6 +207,8 @@ pub struct Runtime {
     pub(crate) instances: Executor<WorkflowInstance>,
     pub(crate) tasks: Executor<Task>,
     pub(crate) approvals: Executor<Approval>,
+    /// The connections of the executors above, for the runtime's own statements (timers).
+    connections: Connections,
     cache: DefinitionCache,
     directory: Arc<dyn Directory>,
     cascade: bool,
@@ -215,12 +218,24 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(pool: PgPool, notifier: AppendNotifier, directory: Arc<dyn Directory>) -> Self {
+        Self::on(Connections::new(pool), notifier, directory)
+    }
+
+    /// A runtime whose executors and timers take their connections from `connections` (see
+    /// [`Connections`]; a [`Directory`] reading Postgres may share them too).
+    pub fn on(
+        connections: Connections,
+        notifier: AppendNotifier,
+        directory: Arc<dyn Directory>,
+    ) -> Self {
+        let executor = || connections.clone();
         Self {
-            definitions: Executor::new(pool.clone(), notifier.clone(), event_schemas::upcasters()),
-            instances: Executor::new(pool.clone(), notifier.clone(), event_schemas::upcasters()),
-            tasks: Executor::new(pool.clone(), notifier.clone(), event_schemas::upcasters()),
-            approvals: Executor::new(pool.clone(), notifier, event_schemas::upcasters()),
-            pool,
+            definitions: Executor::on(executor(), notifier.clone(), event_schemas::upcasters()),
+            instances: Executor::on(executor(), notifier.clone(), event_schemas::upcasters()),
+            tasks: Executor::on(executor(), notifier.clone(), event_schemas::upcasters()),
+            approvals: Executor::on(executor(), notifier, event_schemas::upcasters()),
+            pool: connections.pool().clone(),
+            connections,
             cache: DefinitionCache::default(),
             directory,
             cascade: true,
@@ -237,6 +252,29 @@ impl Runtime {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Stores a timer a command's cascade scheduled, once its event is appended; `false`
+    /// (logged) when it could not be stored: the process manager stores it when it reaches
+    /// that event.
+    pub(crate) async fn store_timer(&self, timer: &timers::Timer) -> bool {
+        let stored = match self.connections.acquire().await {
+            Ok(mut conn) => {
+                let stored = timers::insert(&mut *conn, timer).await;
+                conn.keep_after(&stored);
+                stored
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &stored {
+            tracing::warn!(error = %error, timer = %timer.timer_id,
+                "could not store a timer; the process manager will");
+        }
+        stored.is_ok()
     }
 
     /// Publishes `definition` as its key's next version in the caller's tenant.
@@ -427,14 +465,7 @@ impl Runtime {
                     }
                     true
                 }
-                Ok(Dispatched::Schedule(timer)) => match timers::insert(&self.pool, &timer).await {
-                    Ok(()) => true,
-                    Err(error) => {
-                        tracing::warn!(error = %error, timer = %timer.timer_id,
-                            "could not store a timer; the process manager will");
-                        false
-                    }
-                },
+                Ok(Dispatched::Schedule(timer)) => self.store_timer(&timer).await,
                 Err(error) => {
                     report_failure(&cause, &error);
                     false

@@ -22,7 +22,7 @@ use event_store::{AppendError, Appends, Executor, Planned};
 
 use crate::error::RuntimeError;
 use crate::runtime::{Cause, CauseKey, Outcome, RequestContext, Resolved, Runtime, report_failure};
-use crate::timers::{self, Timer};
+use crate::timers::Timer;
 
 /// An aggregate type a cascade may touch: where its executor and its plans are.
 pub(crate) trait Planning: cqrs_es::Aggregate<Services = ()> + Clone
@@ -276,9 +276,7 @@ impl Runtime {
             report_failure(&cause, &error);
         }
         for (key, timer) in std::mem::take(&mut plans.timers) {
-            if let Err(error) = timers::insert(&self.pool, &timer).await {
-                tracing::warn!(error = %error, timer = %timer.timer_id,
-                    "could not store a timer; the process manager will");
+            if !self.store_timer(&timer).await {
                 plans.causes.insert(key, false);
             }
         }

@@ -3,8 +3,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use event_store::connections::Connections;
 use orchestrator::{Directory, DirectoryError};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::store;
@@ -13,13 +13,14 @@ use super::store;
 /// `identity_users`. Approvals offered to a group record its members when they open.
 #[derive(Debug, Clone)]
 pub struct PgDirectory {
-    pool: PgPool,
+    connections: Connections,
 }
 
 impl PgDirectory {
-    /// A directory reading `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A directory reading through `connections` (those of the runtime it serves: it is asked
+    /// in the middle of a command).
+    pub fn new(connections: Connections) -> Self {
+        Self { connections }
     }
 }
 
@@ -30,12 +31,18 @@ impl Directory for PgDirectory {
         group: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<Uuid>, DirectoryError>> + Send + 'a>> {
         Box::pin(async move {
-            store::group_members(&self.pool, tenant_id, group)
-                .await
-                .map_err(|source| DirectoryError {
-                    group: group.to_owned(),
-                    source: Box::new(source),
-                })
+            let members = match self.connections.acquire().await {
+                Ok(mut conn) => {
+                    let members = store::group_members(&mut *conn, tenant_id, group).await;
+                    conn.keep_after(&members);
+                    members
+                }
+                Err(error) => Err(error),
+            };
+            members.map_err(|source| DirectoryError {
+                group: group.to_owned(),
+                source: Box::new(source),
+            })
         })
     }
 }
