@@ -443,6 +443,16 @@ async fn decide<A: Aggregate + Clone>(
     expected_version: Option<usize>,
     services: &A::Services,
 ) -> Decided<A> {
+    let mut after = loaded.aggregate.clone();
+    let sink = EventSink::default();
+    let handled = after.handle(command, services, &sink).await;
+    // A command the aggregate refuses is refused whatever version it expected (RFC 9110
+    // §13.2.1: preconditions count only for a request that would otherwise succeed), so a
+    // stale or made-up `If-Match` on another tenant's id is its 404, not a 412 that tells the
+    // id exists and its version.
+    if let Err(error) = handled {
+        return Decided::Refused(error);
+    }
     if let Some(expected) = expected_version
         && expected != loaded.version
     {
@@ -450,11 +460,6 @@ async fn decide<A: Aggregate + Clone>(
             expected,
             actual: loaded.version,
         };
-    }
-    let mut after = loaded.aggregate.clone();
-    let sink = EventSink::default();
-    if let Err(error) = after.handle(command, services, &sink).await {
-        return Decided::Refused(error);
     }
     let events = sink.collect().await;
     if events.is_empty() {

@@ -1,6 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::helpers::{TestApp, problem, spawn};
 
@@ -113,19 +114,21 @@ async fn final_answers_are_replayed_conflicts_release_the_key_and_expired_keys_a
     let app = spawn().await;
     let someone = app.user(&["member"], &[]).await;
     let id = app.task(json!({"assignee": someone.id})).await;
-    let path = format!("/api/v1/tasks/{id}/claim");
-    let send = |key: &'static str, if_match: &'static str| {
+    // a task nobody holds yet: claiming it would succeed but for a stale `If-Match`
+    let free = app.task(json!({})).await;
+    let send_to = |task: Uuid, key: &'static str, if_match: &'static str| {
         app.client
-            .post(app.url(&path))
+            .post(app.url(&format!("/api/v1/tasks/{task}/claim")))
             .bearer_auth(&app.admin.token)
             .header("idempotency-key", key)
             .header("if-match", if_match)
             .send()
     };
+    let send = |key, if_match| send_to(id, key, if_match);
     // a 412 is final for its request: stored and replayed
-    let stale = send("k-stale", "\"7\"").await.unwrap();
+    let stale = send_to(free, "k-stale", "\"7\"").await.unwrap();
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
-    let replayed = send("k-stale", "\"7\"").await.unwrap();
+    let replayed = send_to(free, "k-stale", "\"7\"").await.unwrap();
     assert_eq!(replayed.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(replayed.headers()["idempotent-replayed"], "true");
     let kept: i64 = sqlx::query_scalar("select count(*) from idempotency_keys")

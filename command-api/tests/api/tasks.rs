@@ -247,6 +247,20 @@ async fn an_unknown_task_and_another_tenants_task_are_404() {
         )
         .await;
         assert_eq!(missing["code"], "task_not_found", "{path}");
+        // an `If-Match` does not tell whether the id exists, or at which version
+        for if_match in ["\"0\"", "\"1\"", "\"7\""] {
+            let answer = app
+                .client
+                .post(app.url(&path))
+                .bearer_auth(token)
+                .header("if-match", if_match)
+                .send()
+                .await
+                .unwrap();
+            assert!(!answer.headers().contains_key("etag"), "{path} {if_match}");
+            let missing = problem(answer, StatusCode::NOT_FOUND).await;
+            assert_eq!(missing["code"], "task_not_found", "{path} {if_match}");
+        }
     }
 }
 
