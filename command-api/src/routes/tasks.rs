@@ -41,8 +41,9 @@ pub fn router() -> OpenApiRouter<CommandState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
-    /// The task's id; chosen by the server when left out (a retry with the same id is a 409,
-    /// not a second task).
+    /// The task's id, a UUID v7; chosen by the server when left out (a retry with the same id
+    /// is a 409, not a second task). Other versions are refused: workflow tasks have
+    /// name-based ids (v5) that an ad-hoc task must not take.
     pub id: Option<Uuid>,
     pub name: String,
     pub description: Option<String>,
@@ -116,6 +117,14 @@ async fn create(
             users.push(("assignee".to_owned(), assignee));
         }
         ensure_users(&state, &ctx.caller, &users).await?;
+        if body.id.is_some_and(|id| id.get_version_num() != 7) {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "id",
+                "invalid_id",
+                "a UUID v7 (or leave it out)",
+            )])
+            .into());
+        }
         let task_id = body.id.unwrap_or_else(Uuid::now_v7);
         tracing::Span::current().record("task_id", tracing::field::display(task_id));
         let open = OpenTask {

@@ -302,3 +302,38 @@ async fn fifty_concurrent_completions_of_one_task_give_one_200_the_rest_409_and_
     );
     assert_eq!(app.count_events("TaskCompleted").await, 1);
 }
+
+#[tokio::test]
+async fn an_ad_hoc_task_takes_a_new_v7_id_once_and_never_a_workflow_steps_id() {
+    let app = spawn().await;
+    let id = Uuid::now_v7();
+    let body = json!({"id": id, "name": "Check the invoice"});
+    let created = app
+        .post("/api/v1/tasks", &app.admin.token, body.clone())
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let again = problem(
+        app.post("/api/v1/tasks", &app.admin.token, body).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(again["code"], "task_exists");
+
+    // workflow tasks' ids are name-based (v5): an ad-hoc task cannot take one in advance
+    let step = domain::ids::step_child_id(Uuid::now_v7(), "review", 1);
+    for other in [step, Uuid::new_v4()] {
+        let refused = problem(
+            app.post(
+                "/api/v1/tasks",
+                &app.admin.token,
+                json!({"id": other, "name": "Squatter"}),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(refused["errors"][0]["field"], "id", "{refused}");
+    }
+    assert_eq!(app.events("task", &id.to_string()).await.len(), 1);
+    assert!(app.events("task", &step.to_string()).await.is_empty());
+}

@@ -313,8 +313,12 @@ impl Task {
             });
         }
         if self.id.is_some() {
-            // The orchestrator derives the id, so it may open the same task twice.
-            return if self.tenant_id == caller.tenant_id {
+            // The orchestrator derives a workflow task's id from its instance and step, so it
+            // may open the same task twice: that changes nothing. Any other open of an id
+            // taken (an ad-hoc task's id sent again, or a task in a workflow step's place) is
+            // refused.
+            let same_step = open.workflow.is_some() && open.workflow == self.workflow;
+            return if self.tenant_id == caller.tenant_id && same_step {
                 Ok(Vec::new())
             } else {
                 Err(TaskError::AlreadyExists)

@@ -142,6 +142,33 @@ fn opening_an_existing_task_again_is_a_no_op() {
 }
 
 #[test]
+fn an_id_taken_is_refused_unless_the_orchestrator_opens_the_same_step_again() {
+    // an ad-hoc task sent again
+    Given::with(())
+        .given(vec![opened_ad_hoc()])
+        .when(cmd(operator(), TaskCommand::from(open_task(None))))
+        .then_expect_error(TaskError::AlreadyExists);
+    // an ad-hoc task in a workflow step's place does not become the step
+    Given::with(())
+        .given(vec![opened_ad_hoc()])
+        .when(cmd(
+            orchestrator(),
+            TaskCommand::from(open_task(Some(workflow()))),
+        ))
+        .then_expect_error(TaskError::AlreadyExists);
+    // another step's task
+    let mut other = workflow();
+    other.activation = 2;
+    Given::with(())
+        .given(vec![opened()])
+        .when(cmd(
+            orchestrator(),
+            TaskCommand::from(open_task(Some(other))),
+        ))
+        .then_expect_error(TaskError::AlreadyExists);
+}
+
+#[test]
 fn an_operator_opens_an_ad_hoc_task_but_not_a_workflow_task() {
     Given::with(())
         .given_no_previous_events()
