@@ -7,7 +7,10 @@
 //! | a race lost with `If-Match`, or lost five times without | 409 | `concurrent_modification` |
 //! | unknown definition key or version on start | 422 | `definition_not_found` |
 //! | a value Postgres cannot store (a NUL character the body check did not see, say) | 422 | `validation_failed` |
+//! | too many failed sign-ins or current passwords for the account (or client address) | 429 | `too_many_attempts` (and `Retry-After`) |
 //! | a store or directory failure | 503 | `unavailable` (logged, no internals) |
+
+use std::time::Duration;
 
 use api_common::{ApiError, FieldError};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -83,10 +86,27 @@ impl From<IdentityError> for CommandError {
                 )];
                 problem
             }
+            IdentityError::Throttled { retry_after } => {
+                too_many_attempts(retry_after, "wrong passwords for this account")
+            }
             IdentityError::Database(error) => error.into(),
             IdentityError::Password(error) => ApiError::internal(&error),
         })
     }
+}
+
+/// 429 `too_many_attempts`: "too many {what}", with `Retry-After` in whole seconds (at least 1).
+pub fn too_many_attempts(wait: Duration, what: &str) -> ApiError {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        format!("too many {what}; try again in {seconds} s"),
+    )
+    .with_header(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&seconds.to_string()).unwrap_or(HeaderValue::from_static("60")),
+    )
 }
 
 /// The problem for a command that did not take effect.

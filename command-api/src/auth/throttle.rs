@@ -1,7 +1,12 @@
 //! Login throttling: failed sign-ins are counted per account (tenant and email) and per client
 //! address; past the limit, sign-in is refused with 429 and `Retry-After` until the lockout
 //! ends. Counting happens for unknown accounts too, so the answer never tells whether an
-//! account exists.
+//! account exists. The current password given to change one's own password is counted under
+//! the account's key alike.
+//!
+//! An attempt is counted before its password is checked ([`Throttle::admit`]) and given back
+//! when it turns out right, so concurrent attempts cannot slip past the limit between the
+//! check and the count.
 //!
 //! The price of per-account limits is that anyone can lock an account for a few minutes by
 //! failing on purpose; the lockout is short for that reason (and configurable).
@@ -9,6 +14,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
@@ -47,6 +53,30 @@ impl ThrottleKey {
     }
 }
 
+/// Whether an attempt may check its password.
+#[derive(Debug)]
+pub enum Admission {
+    /// It may, counted as a failure until reported otherwise.
+    Admitted(Attempt),
+    /// A key is locked for this long: refuse the attempt (nothing was counted).
+    Locked(Duration),
+}
+
+/// An attempt counted against its keys before its password is checked.
+#[derive(Debug)]
+#[must_use = "report the outcome with `Throttle::failed` or `Throttle::succeeded`"]
+pub struct Attempt {
+    counted: Vec<Counted>,
+}
+
+#[derive(Debug)]
+struct Counted {
+    key: ThrottleKey,
+    window_started_at: DateTime<Utc>,
+    /// The end of the lockout this attempt started by reaching the key's limit.
+    locks_until: Option<DateTime<Utc>>,
+}
+
 /// The login throttle.
 #[derive(Debug, Clone)]
 pub struct Throttle {
@@ -60,62 +90,104 @@ impl Throttle {
         Self { pool, settings }
     }
 
-    /// How long the caller must wait, if any of `keys` is locked now.
-    pub async fn locked_for(&self, keys: &[ThrottleKey]) -> Result<Option<Duration>, sqlx::Error> {
-        let hashes: Vec<Vec<u8>> = keys.iter().map(ThrottleKey::hash).collect();
-        let seconds: Option<f64> = sqlx::query_scalar(
-            "select extract(epoch from max(locked_until) - now())::float8 \
-             from auth_login_throttle where key = any($1) and locked_until > now()",
-        )
-        .bind(&hashes)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
-    }
-
-    /// Counts a failed sign-in against `key`; locks it when the count reaches the limit.
-    pub async fn failed(&self, key: &ThrottleKey) -> Result<(), sqlx::Error> {
-        let max = match key {
-            ThrottleKey::Account { .. } => self.settings.max_failures_per_account,
-            ThrottleKey::Address(_) => self.settings.max_failures_per_address,
-        };
-        // a window that has passed starts over at 1
-        let locked: Option<bool> = sqlx::query_scalar(
-            "insert into auth_login_throttle as t (key, failures, window_started_at, locked_until) \
-             values ($1, 1, now(), case when 1 >= $2 then now() + $4 * interval '1 second' end) \
-             on conflict (key) do update set \
-               failures = case when t.window_started_at < now() - $3 * interval '1 second' \
-                               then 1 else t.failures + 1 end, \
-               window_started_at = case when t.window_started_at < now() - $3 * interval '1 second' \
-                                        then now() else t.window_started_at end, \
-               locked_until = case when (case when t.window_started_at < now() - $3 * interval '1 second' \
-                                              then 1 else t.failures + 1 end) >= $2 \
-                                   then now() + $4 * interval '1 second' else t.locked_until end \
-             returning locked_until > now()",
-        )
-        .bind(key.hash())
-        .bind(max as i32)
-        .bind(self.settings.window.as_secs_f64())
-        .bind(self.settings.lockout.as_secs_f64())
-        .fetch_one(&self.pool)
-        .await?;
-        if locked == Some(true) {
-            metrics::counter!("workledger_login_lockouts_total", "scope" => key.scope())
-                .increment(1);
-            tracing::warn!(
-                scope = key.scope(),
-                "sign-in locked after repeated failures"
-            );
-        }
-        Ok(())
-    }
-
-    /// Forgets the failures of `key` (after a successful sign-in to the account).
-    pub async fn succeeded(&self, key: &ThrottleKey) -> Result<(), sqlx::Error> {
-        sqlx::query("delete from auth_login_throttle where key = $1")
+    /// Counts an attempt against every key of `keys` before its password is checked, so that
+    /// however many attempts run at once, at most the limit per key are checked in a window.
+    ///
+    /// Refused, with nothing counted, while any key is locked. The attempt that reaches a key's
+    /// limit is the last one admitted and starts the lockout. Report the outcome with
+    /// [`Throttle::failed`] or [`Throttle::succeeded`]; an attempt dropped unreported (an
+    /// error on the way) stays counted as a failure.
+    pub async fn admit(&self, keys: &[ThrottleKey]) -> Result<Admission, sqlx::Error> {
+        // one transaction: an attempt refused for one key is not counted against the others
+        let mut tx = self.pool.begin().await?;
+        let mut counted = Vec::with_capacity(keys.len());
+        for key in keys {
+            let max = match key {
+                ThrottleKey::Account { .. } => self.settings.max_failures_per_account,
+                ThrottleKey::Address(_) => self.settings.max_failures_per_address,
+            };
+            // the upsert waits for concurrent attempts on the key (the row lock) and decides on
+            // the row they left; a window that has passed starts over at 1; a locked key is
+            // left as it is and returns no row
+            let row: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+                "insert into auth_login_throttle as t (key, failures, window_started_at, locked_until) \
+                 values ($1, 1, now(), case when 1 >= $2 then now() + $4 * interval '1 second' end) \
+                 on conflict (key) do update set \
+                   failures = case when t.window_started_at < now() - $3 * interval '1 second' \
+                                   then 1 else t.failures + 1 end, \
+                   window_started_at = case when t.window_started_at < now() - $3 * interval '1 second' \
+                                            then now() else t.window_started_at end, \
+                   locked_until = case when (case when t.window_started_at < now() - $3 * interval '1 second' \
+                                                  then 1 else t.failures + 1 end) >= $2 \
+                                       then now() + $4 * interval '1 second' else t.locked_until end \
+                 where t.locked_until is null or t.locked_until <= now() \
+                 returning window_started_at, case when locked_until > now() then locked_until end",
+            )
             .bind(key.hash())
-            .execute(&self.pool)
+            .bind(max as i32)
+            .bind(self.settings.window.as_secs_f64())
+            .bind(self.settings.lockout.as_secs_f64())
+            .fetch_optional(&mut *tx)
             .await?;
+            let Some((window_started_at, locks_until)) = row else {
+                let seconds: Option<f64> = sqlx::query_scalar(
+                    "select extract(epoch from locked_until - now())::float8 \
+                     from auth_login_throttle where key = $1",
+                )
+                .bind(key.hash())
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+                return Ok(Admission::Locked(Duration::from_secs_f64(
+                    seconds.unwrap_or(0.0).max(0.0),
+                )));
+            };
+            counted.push(Counted {
+                key: key.clone(),
+                window_started_at,
+                locks_until,
+            });
+        }
+        tx.commit().await?;
+        Ok(Admission::Admitted(Attempt { counted }))
+    }
+
+    /// The attempt's password was wrong: it stays counted.
+    pub fn failed(&self, attempt: Attempt) {
+        for counted in attempt.counted.iter().filter(|c| c.locks_until.is_some()) {
+            let scope = counted.key.scope();
+            metrics::counter!("workledger_login_lockouts_total", "scope" => scope).increment(1);
+            tracing::warn!(scope, "sign-in locked after repeated failures");
+        }
+    }
+
+    /// The attempt's password was right: the account's failures are forgotten, and the
+    /// client address gets its count back (successes are not failures), with the lockout the
+    /// attempt started, if any.
+    pub async fn succeeded(&self, attempt: Attempt) -> Result<(), sqlx::Error> {
+        for counted in attempt.counted {
+            match counted.key {
+                ThrottleKey::Account { .. } => {
+                    sqlx::query("delete from auth_login_throttle where key = $1")
+                        .bind(counted.key.hash())
+                        .execute(&self.pool)
+                        .await?;
+                }
+                ThrottleKey::Address(_) => {
+                    // only the count of the window the attempt was counted in
+                    sqlx::query(
+                        "update auth_login_throttle set failures = greatest(failures - 1, 0), \
+                           locked_until = case when locked_until = $3 then null else locked_until end \
+                         where key = $1 and window_started_at = $2",
+                    )
+                    .bind(counted.key.hash())
+                    .bind(counted.window_started_at)
+                    .bind(counted.locks_until)
+                    .execute(&self.pool)
+                    .await?;
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -30,7 +30,8 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::{PasswordError, Passwords};
+use crate::auth::throttle::Admission;
+use crate::auth::{PasswordError, Passwords, Throttle, ThrottleKey};
 use crate::settings::PasswordHashing;
 
 pub use bootstrap::bootstrap_admin;
@@ -52,6 +53,10 @@ pub enum IdentityError {
     /// The current password given to change one's own password is wrong.
     #[error("the current password is not correct")]
     WrongPassword,
+    /// Too many wrong passwords for the account (sign-ins and current passwords alike): the
+    /// current password is not checked for `retry_after`.
+    #[error("too many wrong passwords for this account")]
+    Throttled { retry_after: Duration },
     #[error("identity storage failed")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -249,11 +254,12 @@ impl Identity {
             .await
     }
 
-    /// Sets a new password: one's own (with the current password) or anyone's in the tenant
-    /// (admins, a reset). Ends the user's sessions.
+    /// Sets a new password: one's own (with the current password, checked under the account's
+    /// key of `throttle`) or anyone's in the tenant (admins, a reset). Ends the user's sessions.
     pub async fn change_password(
         &self,
         ctx: &RequestContext,
+        throttle: &Throttle,
         user_id: Uuid,
         password: SecretString,
         current_password: Option<SecretString>,
@@ -280,10 +286,8 @@ impl Identity {
             return Err(IdentityError::Invalid(issues));
         }
         if let Some(current) = current_password.filter(|_| own) {
-            let stored = store::password_hash(&self.inner.pool, user_id).await?;
-            if !self.inner.passwords.verify(&current, stored).await? {
-                return Err(IdentityError::WrongPassword);
-            }
+            self.check_current_password(throttle, &ctx.caller.tenant_id, user_id, &current)
+                .await?;
         }
         let hash = self.inner.passwords.hash(&password).await?;
         let id = user_id.to_string();
@@ -309,6 +313,39 @@ impl Identity {
             position: executed.position,
             appended: executed.events.len(),
         })
+    }
+
+    /// Checks one's own current password, counted like a sign-in to the account: a stolen
+    /// access token must not be a way to guess the password without limit.
+    async fn check_current_password(
+        &self,
+        throttle: &Throttle,
+        tenant_id: &str,
+        user_id: Uuid,
+        current: &SecretString,
+    ) -> Result<(), IdentityError> {
+        let Some(email_key) = store::email_key_of(&self.inner.pool, tenant_id, user_id).await?
+        else {
+            // no account to sign in to, so no password to guess
+            return Err(IdentityError::WrongPassword);
+        };
+        let account = ThrottleKey::Account {
+            tenant_id: tenant_id.to_owned(),
+            email_key,
+        };
+        let attempt = match throttle.admit(std::slice::from_ref(&account)).await? {
+            Admission::Admitted(attempt) => attempt,
+            Admission::Locked(retry_after) => {
+                return Err(IdentityError::Throttled { retry_after });
+            }
+        };
+        let stored = store::password_hash(&self.inner.pool, user_id).await?;
+        if !self.inner.passwords.verify(current, stored).await? {
+            throttle.failed(attempt);
+            return Err(IdentityError::WrongPassword);
+        }
+        throttle.succeeded(attempt).await?;
+        Ok(())
     }
 
     async fn user_command(

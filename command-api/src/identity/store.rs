@@ -60,6 +60,21 @@ pub async fn password_hash<'c>(
         .await
 }
 
+/// The email key `user_id` holds in `tenant_id` (from the claims, not the read model).
+pub async fn email_key_of<'c>(
+    executor: impl PgExecutor<'c>,
+    tenant_id: &str,
+    user_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select email_key from identity_email_claims where tenant_id = $1 and user_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_optional(executor)
+    .await
+}
+
 /// Stores (or replaces) the password hash of `user_id`.
 pub async fn set_password<'c>(
     executor: impl PgExecutor<'c>,

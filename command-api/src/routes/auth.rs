@@ -3,7 +3,7 @@
 use api_common::{ApiError, Json};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use domain::identity::{DEFAULT_TENANT, email_key};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -14,8 +14,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::sessions::IssuedTokens;
+use crate::auth::throttle::Admission;
 use crate::auth::{RefreshError, ThrottleKey};
-use crate::error::{CommandError, Result};
+use crate::error::{CommandError, Result, too_many_attempts};
 use crate::extract::{ClientAddr, bearer};
 use crate::identity::store;
 use crate::state::CommandState;
@@ -91,8 +92,9 @@ fn invalid_credentials() -> CommandError {
 
 /// Sign in
 ///
-/// Failed attempts are counted per account and per client address; past the limit the answer
-/// is 429 with `Retry-After` (whether or not the account exists).
+/// Failed attempts are counted per account (with the wrong current passwords of password
+/// changes) and per client address; past the limit the answer is 429 with `Retry-After`
+/// (whether or not the account exists).
 #[utoipa::path(post, path = "/api/v1/auth/login", operation_id = "login", tag = "auth",
     request_body = Login,
     responses(
@@ -115,23 +117,15 @@ async fn login(
             tenant_id: tenant.clone(),
             email_key: email_key(&body.email),
         };
-        let mut keys = vec![account.clone()];
+        let mut keys = vec![account];
         keys.extend(address.map(ThrottleKey::Address));
-        if let Some(wait) = state.throttle().locked_for(&keys).await? {
-            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-            return Err(CommandError::from(
-                ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_attempts",
-                    format!("too many failed sign-ins; try again in {seconds} s"),
-                )
-                .with_header(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_str(&seconds.to_string())
-                        .unwrap_or(HeaderValue::from_static("60")),
-                ),
-            ));
-        }
+        // counted before the password is checked, so concurrent attempts cannot pass the limit
+        let attempt = match state.throttle().admit(&keys).await? {
+            Admission::Admitted(attempt) => attempt,
+            Admission::Locked(wait) => {
+                return Err(too_many_attempts(wait, "failed sign-ins").into());
+            }
+        };
         let record = store::find_login(state.pool(), &tenant, &email_key(&body.email)).await?;
         // unknown and deactivated accounts verify against a dummy hash: same time, same answer
         let (principal, hash) = match record {
@@ -145,12 +139,10 @@ async fn login(
             .await
             .map_err(|e| ApiError::internal(&e))?;
         let Some(principal) = principal.filter(|_| verified) else {
-            for key in &keys {
-                state.throttle().failed(key).await?;
-            }
+            state.throttle().failed(attempt);
             return Err(invalid_credentials());
         };
-        state.throttle().succeeded(&account).await?;
+        state.throttle().succeeded(attempt).await?;
         tracing::Span::current().record("user_id", tracing::field::display(principal.user_id));
         let issued = state
             .sessions()

@@ -1,7 +1,7 @@
 //! `/api/v1/users`: creating users and managing their roles, groups, passwords and access.
 //! Every change is an event: who granted which role to whom, and when, is in the audit trail.
 
-use api_common::Json;
+use api_common::{ApiError, Json};
 use axum::extract::{Path, State};
 use domain::Role;
 use secrecy::SecretString;
@@ -169,11 +169,16 @@ pub struct ChangePassword {
 /// Change a password
 ///
 /// One's own (with the current one), or another user's (admins: a reset). Ends every
-/// session the user had: they sign in again with the new password.
+/// session the user had: they sign in again with the new password. Wrong current passwords
+/// count against the account like failed sign-ins; past the limit the answer is 429 with
+/// `Retry-After`, even for the right one.
 #[utoipa::path(put, path = "/api/v1/users/{id}/password", operation_id = "change_user_password", tag = "users",
     request_body = ChangePassword,
     params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
-    responses(Applied, Problems), security(("bearer" = [])))]
+    responses(Applied, Problems,
+        (status = 429, description = "Too many wrong passwords for the account (current passwords and sign-ins); see `Retry-After`", body = ApiError, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ), security(("bearer" = [])))]
 #[instrument(skip_all, fields(user_id = %id))]
 async fn change_password(
     State(state): State<CommandState>,
@@ -188,6 +193,7 @@ async fn change_password(
             .identity()
             .change_password(
                 &auth.context(),
+                state.throttle(),
                 id,
                 body.password,
                 body.current_password,

@@ -9,5 +9,6 @@ mod openapi;
 mod purchase_order;
 mod tasks;
 mod tenants;
+mod throttle;
 mod users;
 mod workflows;
