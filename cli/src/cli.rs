@@ -176,8 +176,13 @@ pub struct EventsArgs {
     pub limit: Option<u64>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
-    /// With `--aggregate TYPE/ID`: print the aggregate's state after its first N events.
-    #[arg(long, value_name = "N")]
+    /// With `--aggregate TYPE/ID`: print the aggregate's state after its first N events (N >= 1).
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = crate::commands::events::parse_version
+    )]
     pub at_version: Option<i64>,
 }
 

@@ -1,6 +1,7 @@
 //! `workledger events`: the log as a table or JSON lines, filters, and state at a version.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use domain::Role;
 use domain::definition::Definition;
@@ -47,7 +48,63 @@ async fn populated() -> (TestDatabase, Uuid, Uuid) {
     )
     .await
     .unwrap();
+    readable(&db).await;
     (db, instance, task)
+}
+
+/// Waits until every stored event of `db` is readable: `events` shows only those, and another
+/// test's transaction anywhere in the cluster can hold them back for a moment.
+async fn readable(db: &TestDatabase) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let unreadable: i64 = sqlx::query_scalar(
+            "select count(*) from events where tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if unreadable == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the events never became readable"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Appends one event of the aggregate `probe/ID` through `executor` (a transaction left open,
+/// or the pool).
+async fn insert_probe<'c>(executor: impl sqlx::PgExecutor<'c>, id: &str) {
+    sqlx::query(
+        "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                             payload, metadata) \
+         values ('probe', $1, 1, 'Probed', '1', '{}', jsonb_build_object( \
+             'event_id', gen_random_uuid(), 'tenant_id', 'acme', 'actor', 'service:test', \
+             'correlation_id', gen_random_uuid(), 'causation_id', gen_random_uuid(), \
+             'request_id', 'test', 'occurred_at', now()))",
+    )
+    .bind(id)
+    .execute(executor)
+    .await
+    .unwrap();
+}
+
+/// The aggregate ids and positions `events --format jsonl ARGS` prints, in its order.
+fn listed(db: &TestDatabase, args: &[&str]) -> Vec<(String, String)> {
+    let mut all = vec!["events", "--format", "jsonl"];
+    all.extend_from_slice(args);
+    stdout(&workledger(db, &all))
+        .lines()
+        .map(|l| {
+            let event: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                event["aggregate_id"].as_str().unwrap().to_owned(),
+                event["position"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -228,4 +285,69 @@ async fn status_lists_every_projector_with_its_lag_and_fails_on_a_stopped_one() 
             .unwrap()
             .contains("TaskOpened")
     );
+}
+
+/// Positions are handed out at insert, not commit: an event committed while an older
+/// transaction is still open is not shown until that one ends, when the older one's event
+/// lands before it in log order. A script paging with `--from LAST` sees both.
+#[tokio::test]
+async fn events_behind_a_running_transaction_are_shown_once_it_has_ended_in_log_order() {
+    let (db, _, _) = populated().await;
+    let before = listed(&db, &[]);
+    let (_, last) = before.last().unwrap().clone();
+
+    let mut older = db.pool.begin().await.unwrap();
+    insert_probe(&mut *older, "older").await;
+    insert_probe(&db.pool, "newer").await;
+    let ids = |events: &[(String, String)]| -> Vec<String> {
+        events.iter().map(|(id, _)| id.clone()).collect()
+    };
+    assert_eq!(
+        listed(&db, &[]),
+        before,
+        "the newer event waits for the older transaction"
+    );
+    assert_eq!(
+        listed(&db, &["--from", &last]),
+        before[before.len() - 1..],
+        "--from LAST: only the last event, nothing after it yet"
+    );
+
+    older.commit().await.unwrap();
+    readable(&db).await;
+    let after = listed(&db, &[]);
+    assert_eq!(after.len(), before.len() + 2, "{after:?}");
+    assert_eq!(after[..before.len()], before[..]);
+    assert_eq!(
+        ids(&after[before.len()..]),
+        ["older", "newer"],
+        "the older transaction's event comes first in log order"
+    );
+    // paging on from the last position printed before misses neither
+    assert_eq!(
+        ids(&listed(&db, &["--from", &last])[1..]),
+        ["older", "newer"]
+    );
+}
+
+#[tokio::test]
+async fn a_version_below_1_is_a_usage_error() {
+    let (db, _, task) = populated().await;
+    for version in ["0", "-1"] {
+        let output = workledger(
+            &db,
+            &[
+                "events",
+                "--aggregate",
+                &format!("task/{task}"),
+                "--at-version",
+                version,
+            ],
+        );
+        assert_eq!(output.status.code(), Some(2), "--at-version {version}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("1 or more"), "{stderr}");
+        assert!(!stderr.contains("has no events"), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
 }

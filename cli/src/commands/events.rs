@@ -21,10 +21,13 @@ pub async fn run(pool: &PgPool, args: EventsArgs) -> anyhow::Result<()> {
         };
         return print_state(pool, aggregate_type, aggregate_id, version).await;
     }
+    // only what can be read (DESIGN §2, as `event_store::GlobalLog` reads): a transaction
+    // still running can commit events that land before later ones in log order, and a script
+    // paging with `--from` would never see them once it has passed their position
     let mut query = QueryBuilder::<Postgres>::new(
         "select global_position, tx_id::text::bigint as tx_id, event_id, aggregate_type, \
          aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at \
-         from events where true",
+         from events where tx_id < pg_snapshot_xmin(pg_current_snapshot())",
     );
     if let Some((aggregate_type, aggregate_id)) = aggregate {
         query
@@ -236,6 +239,15 @@ fn fold<A: Aggregate>(
         aggregate.apply(event);
     }
     Ok(serde_json::to_value(&aggregate)?)
+}
+
+/// Parses `--at-version`: an aggregate's first event is its version 1.
+pub fn parse_version(text: &str) -> Result<i64, String> {
+    match text.parse::<i64>() {
+        Ok(version) if version >= 1 => Ok(version),
+        Ok(_) => Err("a version is 1 or more (an aggregate's first event is version 1)".into()),
+        Err(e) => Err(format!("expected a whole number of 1 or more ({e})")),
+    }
 }
 
 /// Parses `--since`/`--until`: RFC 3339.
