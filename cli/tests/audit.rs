@@ -318,3 +318,172 @@ async fn a_time_range_exports_every_entry_of_the_window_when_times_are_out_of_ch
     let (code, stderr) = verify(&db, &file, &[]);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_line_that_is_not_utf8_is_tampering_naming_the_line() {
+    let db = populated(&["acme"], 2).await;
+    let file = export(&db, "jsonl", &[]);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let second = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let at = second
+        + bytes[second..]
+            .windows(4)
+            .position(|w| w == b"acme")
+            .unwrap();
+    bytes[at] = 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    assert_tampered(&db, &file, &["line 2", "UTF-8"]);
+}
+
+/// `audit verify` with `manifest.json` of `file` changed by `change` (unsigned, so only the
+/// recomputation can notice).
+fn assert_manifest_edit_is_tampering(
+    db: &TestDatabase,
+    file: &Path,
+    name: &str,
+    change: impl FnOnce(&mut serde_json::Value),
+    expect: &[&str],
+) {
+    let copy = file.with_file_name(name);
+    std::fs::copy(file, &copy).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.manifest.json", path(file))).unwrap())
+            .unwrap();
+    let mut edited = manifest.clone();
+    change(&mut edited);
+    assert_ne!(edited, manifest, "{name}: the edit changes the manifest");
+    std::fs::write(
+        format!("{}.manifest.json", path(&copy)),
+        serde_json::to_vec_pretty(&edited).unwrap(),
+    )
+    .unwrap();
+    assert_tampered(db, &copy, expect);
+}
+
+/// A change to a manifest.
+type Edit<'a> = Box<dyn FnOnce(&mut serde_json::Value) + 'a>;
+
+fn shifted(time: &serde_json::Value, seconds: i64) -> serde_json::Value {
+    let at: chrono::DateTime<chrono::Utc> = time.as_str().unwrap().parse().unwrap();
+    serde_json::to_value(at + chrono::Duration::seconds(seconds)).unwrap()
+}
+
+#[tokio::test]
+async fn edits_to_the_manifests_positions_times_and_window_are_tampering() {
+    let db = populated(&["acme", "globex"], 3).await;
+    let file = export(&db, "jsonl", &[]);
+    assert_eq!(verify(&db, &file, &[]).0, Some(0));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.manifest.json", path(&file))).unwrap())
+            .unwrap();
+    let first = manifest["first_position"].as_str().unwrap().to_owned();
+    let last = manifest["last_position"].as_str().unwrap().to_owned();
+    assert_ne!(first, last);
+    let (tx, position) = first.split_once('.').unwrap();
+    let tx: u64 = tx.parse().unwrap();
+
+    let cases: Vec<(&str, Edit<'_>, &str)> = vec![
+        (
+            "first-position.jsonl",
+            Box::new(|m| m["first_position"] = last.clone().into()),
+            "first_position",
+        ),
+        (
+            // the same global position in another transaction is another position
+            "first-position-tx.jsonl",
+            Box::new(move |m| m["first_position"] = format!("{}.{position}", tx + 1).into()),
+            "first_position",
+        ),
+        (
+            "last-position.jsonl",
+            Box::new(|m| m["last_position"] = first.clone().into()),
+            "last_position",
+        ),
+        (
+            "no-last-position.jsonl",
+            Box::new(|m| m["last_position"] = serde_json::Value::Null),
+            "last_position",
+        ),
+        (
+            "first-occurred.jsonl",
+            Box::new(|m| m["first_occurred_at"] = shifted(&m["first_occurred_at"], -1)),
+            "first_occurred_at",
+        ),
+        (
+            "last-occurred.jsonl",
+            Box::new(|m| m["last_occurred_at"] = shifted(&m["last_occurred_at"], 1)),
+            "last_occurred_at",
+        ),
+        (
+            "window.jsonl",
+            Box::new(|m| {
+                m["requested_from"] = "2026-05-02T00:00:00Z".into();
+                m["requested_to"] = "2026-05-01T00:00:00Z".into();
+            }),
+            "requested_from",
+        ),
+    ];
+    for (name, change, field) in cases {
+        assert_manifest_edit_is_tampering(&db, &file, name, change, &[field]);
+    }
+
+    // an empty export describes nothing
+    let empty = scratch().join("empty.jsonl");
+    stdout(&workledger_with_env(
+        &db,
+        &["audit", "export", "--tenant", "initech", "-o", path(&empty)],
+        &[],
+    ));
+    assert_eq!(verify(&db, &empty, &[]).0, Some(0));
+    let first_of_full = manifest["first_position"].clone();
+    assert_manifest_edit_is_tampering(
+        &db,
+        &empty,
+        "empty-described.jsonl",
+        |m| m["first_position"] = first_of_full,
+        &["first_position", "null"],
+    );
+}
+
+#[tokio::test]
+async fn a_window_that_does_not_end_after_it_starts_is_a_usage_error_and_writes_nothing() {
+    let db = populated(&["acme"], 1).await;
+    for (from, to) in [
+        ("2026-05-01T10:00:00Z", "2026-05-01T10:00:00Z"),
+        ("2026-05-02T00:00:00Z", "2026-05-01T00:00:00Z"),
+    ] {
+        let file = scratch().join("window.jsonl");
+        let output = workledger_with_env(
+            &db,
+            &[
+                "audit",
+                "export",
+                "--from",
+                from,
+                "--to",
+                to,
+                "-o",
+                path(&file),
+            ],
+            &[],
+        );
+        assert_eq!(output.status.code(), Some(2), "--from {from} --to {to}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.starts_with("error: --from") && stderr.contains("not before --to"),
+            "{stderr}"
+        );
+        assert!(!file.exists(), "no file");
+        assert!(!Path::new(&format!("{}.manifest.json", path(&file))).exists());
+    }
+    // a tenant with no chain is an empty export, and says so
+    let file = scratch().join("nobody.jsonl");
+    let text = stdout(&workledger_with_env(
+        &db,
+        &["audit", "export", "--tenant", "initech", "-o", path(&file)],
+        &[],
+    ));
+    assert!(text.contains("exported 0 audit entries"), "{text}");
+    assert_eq!(verify(&db, &file, &[]).0, Some(0));
+}

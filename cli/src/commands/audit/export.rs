@@ -7,7 +7,7 @@ use std::io::{BufWriter, Write};
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use ed25519_dalek::Signer as _;
 use event_schemas::LogPosition;
 use projections::audit::{ExportFormat, Exporter, canonical_json};
@@ -22,6 +22,21 @@ const CHUNK: i64 = 1000;
 
 /// `workledger audit export`.
 pub async fn export(pool: &PgPool, args: ExportArgs) -> anyhow::Result<()> {
+    if let (Some(from), Some(to)) = (args.from, args.to)
+        && from >= to
+    {
+        // bad usage (exit 2, as clap's own errors), before any file is created: the window
+        // [from, to) holds nothing, and an empty export would look like a quiet trail
+        clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!(
+                "--from {} is not before --to {}: the window [from, to) is empty\n",
+                from.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                to.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            ),
+        )
+        .exit();
+    }
     let key = signing_key(args.signing_key.as_deref())?;
     let tenants: Vec<String> = match &args.tenant {
         Some(tenant) => vec![tenant.clone()],

@@ -1,5 +1,6 @@
 //! `workledger audit verify`: the signature, every entry's place in its chain, the manifest's
-//! numbers and the file's sha256; the first problem found is reported as [`Tampered`].
+//! numbers (count, chain ends, positions, times) and the file's sha256; the first problem found
+//! is reported as [`Tampered`].
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -8,8 +9,11 @@ use std::path::Path;
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, SecondsFormat, Utc};
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use event_schemas::LogPosition;
 use projections::audit::{AuditEntry, ChainVerifier, canonical_json};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{Manifest, Tampered, manifest_path, signature_path};
@@ -40,6 +44,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let mut verifier = ChainVerifier::new();
     let mut count = 0u64;
+    let mut described = Described::default();
     match manifest.format.as_str() {
         "csv" => {
             let mut reader = csv::ReaderBuilder::new()
@@ -56,16 +61,25 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                 let entry = AuditEntry::from_record(&fields)
                     .map_err(|e| Tampered(format!("line {line}: not an audit entry: {e}")))?;
                 check(&mut verifier, &entry, line)?;
+                described.add(&entry);
                 count += 1;
             }
         }
         "jsonl" => {
-            for (i, text) in BufReader::new(file).lines().enumerate() {
+            // split rather than `lines()`: a byte that is not UTF-8 is a changed file (exit 5),
+            // not a read error
+            for (i, bytes) in BufReader::new(file).split(b'\n').enumerate() {
                 let line = i as u64 + 1;
-                let text = text.with_context(|| format!("cannot read line {line}"))?;
+                let mut bytes = bytes.with_context(|| format!("cannot read line {line}"))?;
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+                let text = String::from_utf8(bytes)
+                    .map_err(|e| Tampered(format!("line {line}: not UTF-8 text: {e}")))?;
                 let entry: AuditEntry = serde_json::from_str(&text)
                     .map_err(|e| Tampered(format!("line {line}: not an audit entry: {e}")))?;
                 check(&mut verifier, &entry, line)?;
+                described.add(&entry);
                 count += 1;
             }
         }
@@ -117,6 +131,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    described.check(&manifest)?;
     let sha256 = file_sha256(&args.file)?;
     if sha256 != manifest.sha256 {
         return Err(Tampered(format!(
@@ -137,6 +152,89 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         }
     )?;
     Ok(())
+}
+
+/// What the manifest's descriptive fields should say, recomputed from the entries.
+#[derive(Debug, Default)]
+struct Described {
+    /// The smallest and largest log position of any entry.
+    positions: Option<(LogPosition, LogPosition)>,
+    /// When the earliest and the latest entry occurred (not the chains' ends: entries are not
+    /// in time order everywhere).
+    occurred: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl Described {
+    fn add(&mut self, entry: &AuditEntry) {
+        let (p, at) = (entry.position, entry.occurred_at);
+        self.positions = Some(self.positions.map_or((p, p), |(f, l)| (f.min(p), l.max(p))));
+        self.occurred = Some(
+            self.occurred
+                .map_or((at, at), |(e, l)| (e.min(at), l.max(at))),
+        );
+    }
+
+    /// The manifest's positions and times against the entries'; `requested_from` before
+    /// `requested_to`. Entries need not lie inside the requested window: an export includes
+    /// the entries of the chain stretch that occurred just outside it.
+    fn check(&self, manifest: &Manifest) -> Result<(), Tampered> {
+        let first = self.positions.map(|p| p.0.to_string());
+        let last = self.positions.map(|p| p.1.to_string());
+        compare(
+            "first_position",
+            &manifest.first_position,
+            &first,
+            "the entries' earliest position",
+        )?;
+        compare(
+            "last_position",
+            &manifest.last_position,
+            &last,
+            "the entries' latest position",
+        )?;
+        let earliest = self.occurred.map(|o| o.0);
+        let latest = self.occurred.map(|o| o.1);
+        compare(
+            "first_occurred_at",
+            &manifest.first_occurred_at,
+            &earliest,
+            "the earliest entry's occurred_at",
+        )?;
+        compare(
+            "last_occurred_at",
+            &manifest.last_occurred_at,
+            &latest,
+            "the latest entry's occurred_at",
+        )?;
+        if let (Some(from), Some(to)) = (manifest.requested_from, manifest.requested_to)
+            && from >= to
+        {
+            return Err(Tampered(format!(
+                "the manifest's requested_from {} is not before its requested_to {}",
+                from.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                to.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A manifest field against the value recomputed from the entries (`None`: no entries).
+fn compare<T: PartialEq + Serialize>(
+    field: &str,
+    manifest: &Option<T>,
+    entries: &Option<T>,
+    what: &str,
+) -> Result<(), Tampered> {
+    if manifest == entries {
+        return Ok(());
+    }
+    let show = |v: &Option<T>| serde_json::to_string(v).unwrap_or_default();
+    Err(Tampered(format!(
+        "the manifest's {field} is {}, but {what} is {}",
+        show(manifest),
+        show(entries)
+    )))
 }
 
 fn check(verifier: &mut ChainVerifier, entry: &AuditEntry, line: u64) -> Result<(), Tampered> {
