@@ -389,3 +389,148 @@ async fn a_replay_killed_halfway_changes_nothing_that_serves_and_the_next_one_re
     };
     assert_eq!(strip(serving_state(&db.pool).await), strip(after_resume));
 }
+
+/// A swap attempt that is rolled back (here the live tables stay in use) has applied events
+/// inside its transaction; the next attempt applies them again, and the summary counts them
+/// once. The order of things is forced with locks: the swap waits for the live checkpoint row
+/// while the events it must catch up with are not readable yet, they become readable as it
+/// gets the row, and its `drop table` then waits out its lock timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_attempt_rolled_back_does_not_count_its_events_twice() {
+    // another test's transaction anywhere in the cluster can keep the events unreadable
+    // inside the first attempt too (it then applies nothing): try again on a fresh database
+    for _ in 0..5 {
+        let db = populated(&["acme"], 3).await;
+        let Some(counted) = replay_with_a_rolled_back_swap(&db).await else {
+            continue;
+        };
+        let fresh = support::stdout(&workledger(
+            &db,
+            &["replay", "--projection", "tasks", "--restart"],
+        ));
+        let events = replayed_events(&fresh);
+        let tasks: i64 = sqlx::query_scalar("select count(*) from tasks")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(tasks, 6, "every task is in the swapped-in table");
+        assert_eq!(
+            counted, events,
+            "the summary counts each event once (a fresh build applies {events})"
+        );
+        return;
+    }
+    panic!("no swap attempt applied events and was rolled back in 5 tries");
+}
+
+/// `replay --projection tasks` on `db` (three instances started), with a first swap attempt
+/// that applies three new instances' events inside its transaction and is rolled back: the
+/// events its summary counts, `None` when the attempt did not go that way.
+async fn replay_with_a_rolled_back_swap(db: &TestDatabase) -> Option<u64> {
+    // the live checkpoint row held by a transaction with an id: what is appended from now on
+    // is not readable until it ends
+    let mut live = db.pool.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *live)
+        .await
+        .unwrap();
+    sqlx::query("select 1 from checkpoints where name = 'tasks' for update")
+        .execute(&mut *live)
+        .await
+        .unwrap();
+    let rt = runtime(db);
+    for _ in 0..3 {
+        rt.start(
+            &ctx("acme", vec![Role::Operator], &[]),
+            "one-task",
+            None,
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    // as if the live worker had projected them: the swap has to catch up with them
+    let (tx_id, global_position): (i64, i64) = sqlx::query_as(
+        "select tx_id::text::bigint, global_position from events \
+         order by tx_id desc, global_position desc limit 1",
+    )
+    .fetch_one(&mut *live)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update checkpoints set tx_id = $1::text::xid8, global_position = $2 where name = 'tasks'",
+    )
+    .bind(tx_id.to_string())
+    .bind(global_position)
+    .execute(&mut *live)
+    .await
+    .unwrap();
+    // the live table in use: the swap's `drop table` times out (a lock table takes no
+    // transaction id)
+    let mut reader = db.pool.begin().await.unwrap();
+    sqlx::query("lock table tasks in access share mode")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+
+    let replay = Command::new(env!("CARGO_BIN_EXE_workledger"))
+        .args(["replay", "--projection", "tasks"])
+        .env("DATABASE_URL", db.url())
+        .env("WORKLEDGER_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let waiting_on = |query: &'static str| async move {
+        sqlx::query_scalar::<_, bool>(
+            "select exists (select 1 from pg_stat_activity where datname = current_database() \
+             and wait_event_type = 'Lock' and query like $1)",
+        )
+        .bind(query)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    // whether the copy's committed checkpoint has reached the new events
+    let copy_caught_up = || async {
+        sqlx::query_scalar::<_, bool>(
+            "select (tx_id, global_position) >= ($1::text::xid8, $2) from checkpoints \
+             where name = 'rebuild:tasks'",
+        )
+        .bind(tx_id.to_string())
+        .bind(global_position)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+        .unwrap_or(false)
+    };
+    wait_for("the swap to wait for the live checkpoint", || {
+        waiting_on("insert into checkpoints as c%")
+    })
+    .await;
+    live.commit().await.unwrap();
+    // the swap gets to `drop table` only with the copy at the live position: when the copy's
+    // committed checkpoint is still behind, it got there inside the transaction
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let applied_inside = loop {
+        let dropping = waiting_on("drop table public.tasks%").await;
+        let caught_up = copy_caught_up().await;
+        if dropping || caught_up {
+            break dropping && !caught_up;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out: the swap to drop the live table or catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // the attempt times out and rolls back; the next one catches up outside the transaction
+    wait_for("the copy to catch up", copy_caught_up).await;
+    reader.rollback().await.unwrap();
+    let output = tokio::task::spawn_blocking(move || replay.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let counted = replayed_events(&support::stdout(&output));
+    applied_inside.then_some(counted)
+}

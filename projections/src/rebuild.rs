@@ -413,6 +413,9 @@ async fn run(
         applied += catch_up(conn, checkpoint, projector, batch_size)
             .await
             .map_err(failed)?;
+        // applied inside the swap transaction: counted only once it commits (an attempt
+        // rolled back leaves them to be applied, and counted, again)
+        let mut in_swap = 0u64;
         let mut tx = Connection::begin(&mut *conn).await?;
         let live = Checkpoints::lock(&mut tx, name).await?;
         // then it waits this long at most for the live tables (`drop table` needs them to
@@ -428,7 +431,7 @@ async fn run(
                 .map_err(failed)?
             {
                 Some(batch) => {
-                    applied += batch.events as u64;
+                    in_swap += batch.events as u64;
                     position = batch.position;
                 }
                 None => break,
@@ -447,6 +450,7 @@ async fn run(
             {
                 Ok(()) => {
                     tx.commit().await?;
+                    applied += in_swap;
                     break;
                 }
                 Err(error) if lock_timed_out(&error) => Retry::TablesInUse,
