@@ -76,6 +76,63 @@ async fn replaying_one_projection_rebuilds_only_its_tables() {
     assert_eq!(rows(&db.pool, "tasks").await, before);
 }
 
+/// What a `like ... including all` copy does not carry: the serving table's privileges,
+/// storage options and owner survive the swap.
+#[tokio::test]
+async fn a_replayed_table_keeps_its_privileges_storage_options_and_owner() {
+    let db = populated(&["acme"], 2).await;
+    // roles belong to the cluster, which other tests share: a name of this test's own
+    let reader = format!("reporting_{}", uuid::Uuid::now_v7().simple());
+    let setup = [
+        format!("create role {reader}"),
+        format!("grant select on tasks to {reader}"),
+        format!("grant select, update on workflow_instances to {reader} with grant option"),
+        "alter table tasks set (autovacuum_vacuum_scale_factor = 0.01, fillfactor = 90)".into(),
+    ];
+    for statement in &setup {
+        sqlx::query(statement).execute(&db.pool).await.unwrap();
+    }
+    let settings = |table: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<Vec<String>>, Option<String>)>(
+                "select pg_get_userbyid(relowner)::text, reloptions, relacl::text from pg_class \
+                 where oid = format('public.%I', $1::text)::regclass",
+            )
+            .bind(table)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let before = (
+        settings("tasks").await,
+        settings("workflow_instances").await,
+    );
+    assert!(
+        before.0.2.as_deref().unwrap().contains(&reader),
+        "{before:?}"
+    );
+
+    let output = workledger(&db, &["replay", "--all"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let after = (
+        settings("tasks").await,
+        settings("workflow_instances").await,
+    );
+    for statement in [
+        format!("revoke all on tasks, workflow_instances from {reader} cascade"),
+        format!("drop role {reader}"),
+    ] {
+        sqlx::query(&statement).execute(&db.pool).await.unwrap();
+    }
+    assert_eq!(after, before);
+}
+
 #[tokio::test]
 async fn an_unknown_projection_is_a_usage_error_listing_the_valid_names() {
     let db = TestDatabase::new().await;

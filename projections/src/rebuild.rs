@@ -638,8 +638,34 @@ async fn build_index(
     Ok(())
 }
 
-/// Replaces `public.{table}` by `{schema}.{table}`, giving the new indexes the old names.
+/// What `create table ... (like ... including all)` does not copy of the serving table, as
+/// statements that give it to `{schema}.{table}`: its owner (the role the workers write as,
+/// when the rebuild runs as another), its storage options (autovacuum settings, say) and the
+/// privileges granted on it (a reporting role's `select`).
+const TABLE_SETTINGS: &str = "\
+select format('alter table %I.%I owner to %I', $1::text, c.relname, pg_get_userbyid(c.relowner))
+from pg_class c where c.oid = format('public.%I', $2::text)::regclass
+union all
+select format('alter table %I.%I set (%s)', $1::text, c.relname, array_to_string(c.reloptions, ', '))
+from pg_class c where c.oid = format('public.%I', $2::text)::regclass and c.reloptions is not null
+union all
+select format('grant %s on %I.%I to %s%s', a.privilege_type, $1::text, c.relname,
+              case when a.grantee = 0 then 'public' else quote_ident(pg_get_userbyid(a.grantee)) end,
+              case when a.is_grantable then ' with grant option' else '' end)
+from pg_class c, aclexplode(c.relacl) a
+where c.oid = format('public.%I', $2::text)::regclass and a.grantee <> c.relowner";
+
+/// Replaces `public.{table}` by `{schema}.{table}`, giving the new table the old one's owner,
+/// storage options and privileges, and the new indexes the old names.
 async fn swap_table(tx: &mut PgConnection, schema: &str, table: &str) -> Result<(), sqlx::Error> {
+    let settings: Vec<String> = sqlx::query_scalar(TABLE_SETTINGS)
+        .bind(schema)
+        .bind(table)
+        .fetch_all(&mut *tx)
+        .await?;
+    for statement in &settings {
+        sqlx::query(statement).execute(&mut *tx).await?;
+    }
     let old = indexes(tx, "public", table, Uniqueness::Any).await?;
     let new = indexes(tx, schema, table, Uniqueness::Any).await?;
     sqlx::query(&format!("drop table public.{table}"))
