@@ -30,6 +30,7 @@ mod status;
 pub mod tasks;
 mod worker;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ pub use projector::{EventFilter, EventRef, ProjectionError, Projector};
 pub use rebuild::{RebuildError, RebuildOptions, RebuildProgress};
 pub use status::{ProjectorFailure, ProjectorStatus};
 pub use worker::RunSettings;
+
+/// How long a projector worker that panicked waits before it starts again.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
 
 /// The read-model projectors' names (their checkpoint rows and metric labels).
 pub mod names {
@@ -171,6 +175,8 @@ impl Projections {
         let wake = worker::spawn_wakeups(&pool, wakeups);
         let feed = Arc::new(self.feed());
         let mut set = JoinSet::new();
+        // each task's worker, to start it again should it panic
+        let mut workers = HashMap::new();
         for projector in self.projectors {
             let worker = worker::Worker {
                 projector,
@@ -181,12 +187,37 @@ impl Projections {
                 worker_id: worker_id.clone(),
                 feed: feed.clone(),
             };
-            set.spawn(worker.run());
+            workers.insert(set.spawn(worker.clone().run()).id(), worker);
         }
-        while let Some(joined) = set.join_next().await {
-            if let Err(error) = joined {
-                tracing::error!(error = %error, "a projector worker panicked");
+        while let Some(joined) = set.join_next_with_id().await {
+            let (id, panicked) = match joined {
+                Ok((id, ())) => (id, None),
+                Err(error) => (error.id(), Some(error)),
+            };
+            let Some(worker) = workers.remove(&id) else {
+                continue;
+            };
+            let Some(error) = panicked else { continue };
+            let name = worker.projector.name();
+            // its batch rolled back and its lock went with its connection: nothing is lost,
+            // and the projector is not left without a worker in this process
+            metrics::gauge!("workledger_projector_active", "projector" => name).set(0.0);
+            if shutdown.is_cancelled() {
+                tracing::error!(projector = name, error = %error, "a projector worker panicked");
+                continue;
             }
+            tracing::error!(projector = name, error = %error,
+                "a projector worker panicked; it starts again in {RESTART_AFTER:?}");
+            metrics::counter!("workledger_projector_restarts_total", "projector" => name)
+                .increment(1);
+            let (again, shutdown) = (worker.clone(), shutdown.clone());
+            let restarted = set.spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(RESTART_AFTER) => again.run().await,
+                }
+            });
+            workers.insert(restarted.id(), worker);
         }
     }
 

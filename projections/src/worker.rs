@@ -84,6 +84,7 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+#[derive(Clone)]
 pub(crate) struct Worker {
     pub projector: Arc<dyn Projector>,
     pub pool: PgPool,

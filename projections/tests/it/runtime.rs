@@ -441,3 +441,67 @@ async fn an_aborted_run_leaves_no_listener_behind() {
     .await;
     assert!(!never.is_cancelled());
 }
+
+/// Panics in its first batch (a bug in a projector), then records as [`Recorder`] does.
+#[derive(Debug)]
+struct PanicsOnce {
+    panicked: AtomicBool,
+}
+
+impl Projector for PanicsOnce {
+    fn name(&self) -> &'static str {
+        "panics_once"
+    }
+    fn filter(&self) -> EventFilter {
+        EventFilter::aggregates(&["test"])
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["recorded"]
+    }
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [&'a RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+            sqlx::query("insert into recorded (event_id, worker) select unnest($1::uuid[]), 'w'")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+            assert!(
+                self.panicked.swap(true, Ordering::SeqCst),
+                "a bug in the projector, after it wrote"
+            );
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_panicked_starts_again_and_projects_every_event_once() {
+    let db = recorder_db().await;
+    let pool = &db.pool;
+    let mut appended = append_raw(pool, TENANT, 40, None).await;
+    let projector = Arc::new(PanicsOnce {
+        panicked: AtomicBool::new(false),
+    });
+    let projections = Projections::from_projectors(vec![projector.clone()]).with_settings(fast());
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(projections.run(pool.clone(), stop.clone()));
+    appended.extend(append_raw(pool, TENANT, 10, None).await);
+    eventually(Duration::from_secs(20), "every event recorded", || async {
+        recorded(pool).await.len() == appended.len()
+    })
+    .await;
+    assert!(projector.panicked.load(Ordering::SeqCst));
+    let mut seen: Vec<Uuid> = recorded(pool).await.iter().map(|(id, _)| *id).collect();
+    seen.sort();
+    appended.sort();
+    assert_eq!(
+        seen, appended,
+        "the batch that panicked rolled back; every event once"
+    );
+    stop.cancel();
+    run.await.unwrap();
+}
