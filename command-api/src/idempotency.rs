@@ -4,8 +4,9 @@
 //! row is inserted *before* the command runs, marked in progress with a lease, so a duplicate
 //! that arrives while the first is still running is refused (409
 //! `idempotency_key_in_progress`) rather than executed twice; a crashed request's lease runs
-//! out and a retry takes over. The request is fingerprinted (SHA-256 of method, path and body):
-//! the same key with another request is a 422 `idempotency_key_reused`.
+//! out and a retry takes over. The request is fingerprinted (HMAC-SHA256 of method, path and
+//! body, keyed from the token signing secret: see [`Fingerprints`]): the same key with another
+//! request is a 422 `idempotency_key_reused`.
 //!
 //! Responses that decided something are stored and replayed with `Idempotent-Replayed: true`:
 //! successes and client errors. Answers that may change on retry (409 conflicts, 429, and
@@ -14,11 +15,12 @@
 use std::collections::BTreeMap;
 
 use api_common::ApiError;
-use axum::body::{Body, Bytes, to_bytes};
+use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -97,7 +99,14 @@ pub async fn middleware(
         user_id: claims.sub,
         key,
     };
-    let fingerprint = fingerprint(&parts.method, parts.uri.path(), &bytes);
+    let fingerprint = Fingerprint {
+        keyed: state
+            .fingerprints()
+            .of(&parts.method, parts.uri.path(), &bytes),
+        method: &parts.method,
+        path: parts.uri.path(),
+        body: &bytes,
+    };
     let pool = state.pool();
     match begin(&state, &scope, &fingerprint).await {
         Ok(Begin::Proceed) => {}
@@ -151,20 +160,98 @@ fn valid_key(value: &HeaderValue) -> Result<String, Box<ApiError>> {
     Ok(key.to_owned())
 }
 
-fn fingerprint(method: &Method, path: &str, body: &Bytes) -> Vec<u8> {
+/// What a request is recognised by: HMAC-SHA256 of its method, path and body under a key
+/// derived from the token signing secret.
+///
+/// A body can hold a password (a new user's, a password change): a plain hash of it, kept in
+/// the database for a day, could be checked against guesses at the speed of SHA-256 by anyone
+/// who can read the table, around the argon2id that protects the password itself. Without the
+/// secret (`WORKLEDGER_JWT_SECRET`, outside the database) a stored fingerprint says nothing.
+#[derive(Clone)]
+pub struct Fingerprints {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Fingerprints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprints(..)")
+    }
+}
+
+/// Separates this key from the secret's other use (signing tokens, whose HMAC input is a JWT
+/// and never this label).
+const FINGERPRINT_KEY_LABEL: &[u8] = b"workledger idempotency fingerprint key v1";
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8]) -> HmacSha256 {
+    <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts keys of every length")
+}
+
+impl Fingerprints {
+    /// The fingerprint key derived from the token signing `secret`.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        let mut mac = hmac(secret);
+        mac.update(FINGERPRINT_KEY_LABEL);
+        Self {
+            key: mac.finalize().into_bytes().into(),
+        }
+    }
+
+    /// The fingerprint of one request.
+    pub fn of(&self, method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
+        let mut mac = hmac(&self.key);
+        for part in [
+            method.as_str().as_bytes(),
+            b"\n",
+            path.as_bytes(),
+            b"\n",
+            body,
+        ] {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+/// The fingerprint kept before keyed ones (plain SHA-256), for keys stored by an earlier
+/// version and still unexpired: their retries are still recognised.
+fn unkeyed_fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
     let mut hash = Sha256::new();
-    hash.update(method.as_str().as_bytes());
-    hash.update(b"\n");
-    hash.update(path.as_bytes());
-    hash.update(b"\n");
-    hash.update(body);
+    for part in [
+        method.as_str().as_bytes(),
+        b"\n",
+        path.as_bytes(),
+        b"\n",
+        body,
+    ] {
+        hash.update(part);
+    }
     hash.finalize().to_vec()
+}
+
+/// A request as the key's stored fingerprint is compared with.
+struct Fingerprint<'a> {
+    keyed: Vec<u8>,
+    method: &'a Method,
+    path: &'a str,
+    body: &'a [u8],
+}
+
+impl Fingerprint<'_> {
+    fn matches(&self, stored: &[u8], keyed: bool) -> bool {
+        if keyed {
+            stored == self.keyed.as_slice()
+        } else {
+            stored == unkeyed_fingerprint(self.method, self.path, self.body).as_slice()
+        }
+    }
 }
 
 async fn begin(
     state: &CommandState,
     scope: &Scope,
-    fingerprint: &[u8],
+    fingerprint: &Fingerprint<'_>,
 ) -> Result<Begin, sqlx::Error> {
     let pool = state.pool();
     let settings = state.settings();
@@ -180,7 +267,7 @@ async fn begin(
         .bind(&scope.tenant_id)
         .bind(scope.user_id)
         .bind(&scope.key)
-        .bind(fingerprint)
+        .bind(&fingerprint.keyed)
         .bind(lease)
         .bind(ttl)
         .execute(pool)
@@ -189,7 +276,7 @@ async fn begin(
             return Ok(Begin::Proceed);
         }
         let row = sqlx::query(
-            "select request_hash, response_status, response_headers, response_body, \
+            "select request_hash, request_hash_keyed, response_status, response_headers, response_body, \
                     coalesce(locked_until > now(), false) as leased, expires_at <= now() as expired \
              from idempotency_keys where tenant_id = $1 and user_id = $2 and key = $3",
         )
@@ -213,7 +300,8 @@ async fn begin(
             .await?;
             continue;
         }
-        if row.try_get::<Vec<u8>, _>("request_hash")? != fingerprint {
+        let stored: Vec<u8> = row.try_get("request_hash")?;
+        if !fingerprint.matches(&stored, row.try_get("request_hash_keyed")?) {
             return Ok(Begin::Reused);
         }
         if let Some(status) = row.try_get::<Option<i16>, _>("response_status")? {

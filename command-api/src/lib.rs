@@ -48,7 +48,7 @@ use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-pub use auth::load_token_keys;
+pub use auth::{Keys, load_keys};
 pub use error::{CommandError, Result};
 pub use identity::{Identity, IdentityError, PgDirectory, bootstrap_admin};
 pub use response::CommandAccepted;
@@ -100,7 +100,7 @@ impl CommandApi {
         notifier: AppendNotifier,
         settings: CommandSettings,
     ) -> Result<Self, BuildError> {
-        let keys = load_token_keys(&pool, settings.jwt_secret.as_ref()).await?;
+        let keys = load_keys(&pool, settings.jwt_secret.as_ref()).await?;
         let connections = Connections::new(pool.clone());
         let runtime = Arc::new(Runtime::on(
             connections.clone(),

@@ -7,7 +7,8 @@ use axum::extract::FromRef;
 use orchestrator::Runtime;
 use sqlx::PgPool;
 
-use crate::auth::{Sessions, Throttle};
+use crate::auth::{Keys, Sessions, Throttle};
+use crate::idempotency::Fingerprints;
 use crate::identity::Identity;
 use crate::settings::CommandSettings;
 
@@ -25,6 +26,7 @@ struct Inner {
     sessions: Sessions,
     throttle: Throttle,
     keys: TokenKeys,
+    fingerprints: Fingerprints,
     settings: CommandSettings,
 }
 
@@ -41,12 +43,12 @@ impl CommandState {
         pool: PgPool,
         runtime: Arc<Runtime>,
         identity: Identity,
-        keys: TokenKeys,
+        keys: Keys,
         settings: CommandSettings,
     ) -> Self {
         let sessions = Sessions::new(
             pool.clone(),
-            keys.clone(),
+            keys.tokens.clone(),
             settings.access_token_ttl,
             settings.refresh_token_ttl,
         );
@@ -58,7 +60,8 @@ impl CommandState {
                 identity,
                 sessions,
                 throttle,
-                keys,
+                keys: keys.tokens,
+                fingerprints: keys.fingerprints,
                 settings,
             }),
         }
@@ -92,6 +95,11 @@ impl CommandState {
     /// The keys access tokens are signed and verified with.
     pub fn token_keys(&self) -> &TokenKeys {
         &self.inner.keys
+    }
+
+    /// The key of idempotent requests' fingerprints.
+    pub fn fingerprints(&self) -> &Fingerprints {
+        &self.inner.fingerprints
     }
 
     /// The settings it was built with.

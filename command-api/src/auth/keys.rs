@@ -1,10 +1,13 @@
-//! The access-token signing secret: configured, or generated once and shared via the database.
+//! The server's secret: configured, or generated once and shared via the database. It signs
+//! access tokens and keys the fingerprints of idempotent requests.
 
 use api_common::TokenKeys;
 use rand::RngCore;
 use rand::rngs::OsRng;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
+
+use crate::idempotency::Fingerprints;
 
 const SIGNING_SECRET: &str = "access_token_signing_key";
 
@@ -19,17 +22,31 @@ pub enum KeyError {
     Stored(&'static str),
 }
 
-/// The keys that sign and verify access tokens: from `configured` (`WORKLEDGER_JWT_SECRET`,
-/// at least 32 bytes) when given; otherwise the secret stored in the database, generated
-/// (64 random bytes) on first start. Every instance on the same database agrees on it, and
-/// tokens survive restarts. The query API must use the same keys to verify tokens.
-pub async fn load_token_keys(
-    pool: &PgPool,
-    configured: Option<&SecretString>,
-) -> Result<TokenKeys, KeyError> {
+/// The keys made from the secret.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Sign and verify access tokens. The query API must use the same ones.
+    pub tokens: TokenKeys,
+    /// Fingerprint requests sent with an `Idempotency-Key`.
+    pub fingerprints: Fingerprints,
+}
+
+impl Keys {
+    fn from_secret(secret: &[u8]) -> Result<Self, &'static str> {
+        Ok(Self {
+            tokens: TokenKeys::from_secret(secret)?,
+            fingerprints: Fingerprints::from_secret(secret),
+        })
+    }
+}
+
+/// The keys from `configured` (`WORKLEDGER_JWT_SECRET`, at least 32 bytes) when given;
+/// otherwise from the secret stored in the database, generated (64 random bytes) on first
+/// start. Every instance on the same database agrees on it, and tokens survive restarts. A
+/// configured secret keeps the database's readers from minting tokens.
+pub async fn load_keys(pool: &PgPool, configured: Option<&SecretString>) -> Result<Keys, KeyError> {
     if let Some(secret) = configured {
-        return TokenKeys::from_secret(secret.expose_secret().as_bytes())
-            .map_err(KeyError::Configured);
+        return Keys::from_secret(secret.expose_secret().as_bytes()).map_err(KeyError::Configured);
     }
     let mut fresh = vec![0u8; 64];
     OsRng.fill_bytes(&mut fresh);
@@ -45,5 +62,5 @@ pub async fn load_token_keys(
         .bind(SIGNING_SECRET)
         .fetch_one(pool)
         .await?;
-    TokenKeys::from_secret(&stored).map_err(KeyError::Stored)
+    Keys::from_secret(&stored).map_err(KeyError::Stored)
 }

@@ -5,7 +5,7 @@ pub mod passwords;
 pub mod sessions;
 pub mod throttle;
 
-pub use keys::{KeyError, load_token_keys};
+pub use keys::{KeyError, Keys, load_keys};
 pub use passwords::{PasswordError, Passwords};
 pub use sessions::{IssuedTokens, Principal, RefreshError, Sessions};
 pub use throttle::{Throttle, ThrottleKey};

@@ -3,7 +3,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, problem, spawn};
+use axum::http::Method;
+use command_api::idempotency::Fingerprints;
+
+use crate::helpers::{SECRET, TestApp, problem, spawn};
 
 async fn with_key(app: &TestApp, token: &str, key: &str, body: Value) -> reqwest::Response {
     app.client
@@ -79,11 +82,11 @@ async fn a_duplicate_of_a_request_still_running_is_refused_not_executed() {
     let app = spawn().await;
     let body = json!({"name": "Slow one"});
     // what the middleware stores while the first request runs: the key, held by a lease
-    let fingerprint = Sha256::new()
-        .chain_update(b"POST\n/api/v1/tasks\n")
-        .chain_update(serde_json::to_vec(&body).unwrap())
-        .finalize()
-        .to_vec();
+    let fingerprint = Fingerprints::from_secret(SECRET.as_bytes()).of(
+        &Method::POST,
+        "/api/v1/tasks",
+        &serde_json::to_vec(&body).unwrap(),
+    );
     sqlx::query(
         "insert into idempotency_keys (tenant_id, user_id, key, request_hash, locked_until, expires_at) \
          values ('default', $1, 'busy', $2, now() + interval '1 minute', now() + interval '1 day')",
@@ -154,4 +157,89 @@ async fn final_answers_are_replayed_conflicts_release_the_key_and_expired_keys_a
         .await
         .unwrap();
     assert_eq!(swept.idempotency_keys, 1);
+}
+
+fn sha256_of_request(path: &str, body: &Value) -> Vec<u8> {
+    Sha256::new()
+        .chain_update(format!("POST\n{path}\n"))
+        .chain_update(serde_json::to_vec(body).unwrap())
+        .finalize()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_fingerprint_of_a_body_with_a_password_cannot_be_checked_against_guesses() {
+    let app = spawn().await;
+    let path = "/api/v1/users";
+    let body = json!({
+        "email": "new.clerk@example.com",
+        "display_name": "New Clerk",
+        "password": "a password nobody guesses",
+        "roles": ["member"],
+    });
+    let created = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(&app.admin.token)
+        .header("idempotency-key", "new-user")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let (stored, keyed): (Vec<u8>, bool) = sqlx::query_as(
+        "select request_hash, request_hash_keyed from idempotency_keys where key = 'new-user'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(keyed);
+    // a reader of the table who knows the body but for its password cannot test a guess...
+    assert_ne!(stored, sha256_of_request(path, &body));
+    // ...without the server's secret
+    let with_secret = Fingerprints::from_secret(SECRET.as_bytes()).of(
+        &Method::POST,
+        path,
+        &serde_json::to_vec(&body).unwrap(),
+    );
+    assert_eq!(stored, with_secret);
+    let another_secret = Fingerprints::from_secret(b"another secret, also 32 or more bytes").of(
+        &Method::POST,
+        path,
+        &serde_json::to_vec(&body).unwrap(),
+    );
+    assert_ne!(stored, another_secret);
+}
+
+#[tokio::test]
+async fn a_key_stored_with_a_plain_hash_before_keyed_fingerprints_is_still_recognised() {
+    let app = spawn().await;
+    let path = "/api/v1/tasks";
+    let body = json!({"name": "Stored by the earlier version"});
+    let response_body = serde_json::to_vec(&json!({"id": Uuid::now_v7()})).unwrap();
+    sqlx::query(
+        "insert into idempotency_keys (tenant_id, user_id, key, request_hash, request_hash_keyed, \
+             response_status, response_headers, response_body, expires_at) \
+         values ('default', $1, 'old', $2, false, 201, \
+                 '{\"content-type\": \"application/json\"}', $3, now() + interval '1 day')",
+    )
+    .bind(app.admin.id)
+    .bind(sha256_of_request(path, &body))
+    .bind(&response_body)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let retry = with_key(&app, &app.admin.token, "old", body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        retry.bytes().await.unwrap().as_ref(),
+        response_body.as_slice()
+    );
+    let other = with_key(&app, &app.admin.token, "old", json!({"name": "Another"})).await;
+    assert_eq!(
+        problem(other, StatusCode::UNPROCESSABLE_ENTITY).await["code"],
+        "idempotency_key_reused"
+    );
+    assert_eq!(app.count_events("TaskOpened").await, 0);
 }
