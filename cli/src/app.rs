@@ -16,6 +16,7 @@ use command_api::{CommandApi, CommandSettings, ThrottleSettings};
 use event_store::database::PoolSettings;
 use event_store::{AppendNotifier, LogWaiter, connect, migrate};
 use orchestrator::{ProcessManager, Runtime, TimerWorker};
+use projections::kafka::KafkaPublisher;
 use projections::{Projections, RunSettings};
 use query_api::{QuerySettings, QueryState};
 use secrecy::ExposeSecret;
@@ -70,6 +71,8 @@ pub struct Application {
     config: Config,
     roles: Roles,
     runtime: Arc<Runtime>,
+    /// The Kafka publisher, when the workers run and `KAFKA_BROKERS` is set.
+    publisher: Option<KafkaPublisher>,
 }
 
 impl Application {
@@ -112,6 +115,14 @@ impl Application {
                 settings,
             )));
         }
+        let publisher = match config.kafka() {
+            Some(settings) if roles.workers => {
+                tracing::info!(brokers = %settings.brokers, prefix = %settings.topic_prefix,
+                    "publishing integration events to Kafka");
+                Some(KafkaPublisher::new(settings).context("KAFKA_BROKERS")?)
+            }
+            _ => None,
+        };
         let router = finish(routes, &config);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -123,6 +134,7 @@ impl Application {
             config,
             roles,
             runtime: commands.runtime(),
+            publisher,
         })
     }
 
@@ -152,7 +164,13 @@ impl Application {
         let workers = CancellationToken::new();
         let mut background = JoinSet::new();
         if self.roles.workers {
-            spawn_workers(&mut background, &self.runtime, &self.config, &workers);
+            spawn_workers(
+                &mut background,
+                &self.runtime,
+                &self.config,
+                self.publisher.clone(),
+                &workers,
+            );
         }
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         // the peer address feeds the per-address login throttle
@@ -207,24 +225,32 @@ fn command_settings(config: &Config) -> CommandSettings {
     }
 }
 
-/// The background workers: the read-model projectors, the orchestrator's process manager, the
-/// timer worker, the identity projector and the sweeper of expired sessions, idempotency keys
-/// and login counters.
+/// The background workers: the read-model projectors, the Kafka publisher (when configured),
+/// the orchestrator's process manager, the timer worker, the identity projector and the
+/// sweeper of expired sessions, idempotency keys and login counters.
 fn spawn_workers(
     set: &mut JoinSet<()>,
     runtime: &Arc<Runtime>,
     config: &Config,
+    publisher: Option<KafkaPublisher>,
     stop: &CancellationToken,
 ) {
     let pool = runtime.pool().clone();
-    let projections = Projections::all().with_settings(RunSettings {
+    let settings = RunSettings {
         batch_size: config.projector_batch,
         poll_interval: config.poll_interval,
         takeover_interval: config.projector_takeover,
         retry_max: config.projector_retry_max,
         ..RunSettings::default()
-    });
+    };
+    let projections = Projections::all().with_settings(settings.clone());
     set.spawn(projections.run(pool.clone(), stop.clone()));
+    if let Some(publisher) = publisher {
+        // a set of its own: a broker that is slow or down holds back no read model
+        let publishing =
+            Projections::from_projectors(vec![Arc::new(publisher)]).with_settings(settings);
+        set.spawn(publishing.run(pool.clone(), stop.clone()));
+    }
     let manager = ProcessManager::new(runtime.clone());
     let waiter = LogWaiter::new(&pool, config.poll_interval);
     let token = stop.clone();

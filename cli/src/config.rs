@@ -99,6 +99,19 @@ pub struct Config {
     /// `WORKLEDGER_PROJECTOR_RETRY_MAX`: longest pause between retries of a failing projector.
     #[serde(with = "humantime_serde")]
     pub projector_retry_max: Duration,
+    /// `KAFKA_BROKERS`: `host:port,...`; integration events are published to Kafka when set
+    /// (by the workers: `serve` and `project`).
+    pub kafka_brokers: Option<String>,
+    /// `WORKLEDGER_KAFKA_TOPIC_PREFIX`: topics are this and the aggregate type.
+    pub kafka_topic_prefix: String,
+    /// `WORKLEDGER_KAFKA_PARTITIONS`: partitions of a topic the publisher creates.
+    pub kafka_partitions: i32,
+    /// `WORKLEDGER_KAFKA_REPLICATION`: replication factor of a topic the publisher creates.
+    pub kafka_replication: i32,
+    /// `WORKLEDGER_KAFKA_DELIVERY_TIMEOUT`: how long a message may take to be acknowledged
+    /// before its batch is retried.
+    #[serde(with = "humantime_serde")]
+    pub kafka_delivery_timeout: Duration,
 }
 
 /// The defaults, in the same shape (a secret cannot be serialized, so they are spelled out).
@@ -128,6 +141,10 @@ struct Defaults {
     projector_batch: i64,
     projector_takeover: &'static str,
     projector_retry_max: &'static str,
+    kafka_topic_prefix: &'static str,
+    kafka_partitions: i32,
+    kafka_replication: i32,
+    kafka_delivery_timeout: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -155,6 +172,10 @@ const DEFAULTS: Defaults = Defaults {
     projector_batch: 1000,
     projector_takeover: "1s",
     projector_retry_max: "30s",
+    kafka_topic_prefix: "workledger.",
+    kafka_partitions: 6,
+    kafka_replication: 3,
+    kafka_delivery_timeout: "30s",
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +199,7 @@ impl Config {
         }
         let figment = figment
             .merge(Env::prefixed("WORKLEDGER_").ignore(&["CONFIG"]))
-            .merge(Env::raw().only(&["DATABASE_URL"]));
+            .merge(Env::raw().only(&["DATABASE_URL", "KAFKA_BROKERS"]));
         Self::from_figment(&figment)
     }
 
@@ -265,6 +286,7 @@ impl Config {
                 "WORKLEDGER_REQUEST_TIMEOUT must be longer than zero".into(),
             ));
         }
+        self.validate_kafka()?;
         for origin in self.cors_origin_list() {
             if http::HeaderValue::from_str(&origin).is_err() || !origin.contains("://") {
                 return Err(ConfigError::Invalid(format!(
@@ -273,6 +295,56 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        if let Some(brokers) = &self.kafka_brokers {
+            let listed: Vec<&str> = brokers.split(',').map(str::trim).collect();
+            if listed.iter().any(|b| b.is_empty() || !b.contains(':')) {
+                return Err(ConfigError::Invalid(format!(
+                    "KAFKA_BROKERS must list brokers as host:port, separated by commas (got {brokers:?})"
+                )));
+            }
+        }
+        // Kafka's topic names: letters, digits, '.', '_' and '-', at most 249 characters
+        let prefix = &self.kafka_topic_prefix;
+        if prefix.len() > 200
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "WORKLEDGER_KAFKA_TOPIC_PREFIX may hold only letters, digits, '.', '_' and '-' (at most 200), got {prefix:?}"
+            )));
+        }
+        if self.kafka_partitions < 1 || self.kafka_replication < 1 {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_KAFKA_PARTITIONS and WORKLEDGER_KAFKA_REPLICATION must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.kafka_delivery_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_KAFKA_DELIVERY_TIMEOUT must be at least 1s".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The Kafka publisher's settings, when `KAFKA_BROKERS` is set.
+    pub fn kafka(&self) -> Option<projections::kafka::KafkaSettings> {
+        let brokers = self.kafka_brokers.as_ref()?;
+        Some(projections::kafka::KafkaSettings {
+            brokers: brokers
+                .split(',')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(","),
+            topic_prefix: self.kafka_topic_prefix.clone(),
+            partitions: self.kafka_partitions,
+            replication_factor: self.kafka_replication,
+            delivery_timeout: self.kafka_delivery_timeout,
+        })
     }
 
     pub fn cors_origin_list(&self) -> Vec<String> {
@@ -303,8 +375,8 @@ fn describe(error: &figment::Error) -> String {
     let mut parts = Vec::new();
     for e in error.clone() {
         let key = e.path.join(".");
-        let variable = if key == "database_url" {
-            "DATABASE_URL".to_owned()
+        let variable = if key == "database_url" || key == "kafka_brokers" {
+            key.to_uppercase()
         } else {
             format!("WORKLEDGER_{}", key.to_uppercase())
         };
@@ -412,6 +484,33 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn kafka_is_off_unless_its_brokers_are_set() {
+        Jail::expect_with(|jail| {
+            assert!(load_in(jail).unwrap().kafka().is_none());
+            jail.set_env("KAFKA_BROKERS", "kafka-1:9092, kafka-2:9092");
+            jail.set_env("WORKLEDGER_KAFKA_PARTITIONS", "12");
+            let kafka = load_in(jail).unwrap().kafka().unwrap();
+            assert_eq!(kafka.brokers, "kafka-1:9092,kafka-2:9092");
+            assert_eq!(kafka.partitions, 12);
+            assert_eq!(kafka.topic("task"), "workledger.task");
+            Ok(())
+        });
+        for (variable, value) in [
+            ("KAFKA_BROKERS", "kafka-1"),
+            ("WORKLEDGER_KAFKA_TOPIC_PREFIX", "work ledger/"),
+            ("WORKLEDGER_KAFKA_PARTITIONS", "0"),
+            ("WORKLEDGER_KAFKA_DELIVERY_TIMEOUT", "10ms"),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(variable, value);
+                let error = load_in(jail).unwrap_err().to_string();
+                assert!(error.contains(variable), "{variable}: {error}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

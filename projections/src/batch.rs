@@ -10,7 +10,10 @@
 //!
 //! Batches commit with `synchronous_commit = off`: a read model is derived data, and a commit
 //! lost in a crash is lost together with its checkpoint, so the events are simply projected
-//! again.
+//! again. A projector that delivers outside the database (the Kafka publisher) runs its batch
+//! with no transaction open and saves its checkpoint afterwards ([`Projector::external`]).
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use event_schemas::{LogPosition, RecordedEvent};
@@ -20,7 +23,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Acquire, PgConnection, Row};
 use uuid::Uuid;
 
-use crate::feed::Feed;
+use crate::feed::{Feed, Slice};
 use crate::projector::{EventFilter, ProjectionError, Projector};
 
 /// What a committed batch did.
@@ -63,7 +66,9 @@ select head.tx_id::text::bigint as head_tx_id, head.global_position as head_posi
        batch.aggregate_type, batch.aggregate_id, batch.sequence, batch.event_type,
        batch.event_version, batch.payload, batch.recorded_at,
        batch.metadata->>'tenant_id' as tenant_id, batch.metadata->>'actor' as actor,
-       batch.metadata->>'occurred_at' as occurred_at
+       batch.metadata->>'occurred_at' as occurred_at,
+       batch.metadata->>'correlation_id' as correlation_id,
+       batch.metadata->>'causation_id' as causation_id
 from head left join batch on true
 order by batch.tx_id, batch.global_position";
 
@@ -97,10 +102,17 @@ pub(crate) async fn read(
     Ok(Read { events, head })
 }
 
-/// The metadata keys read models use (`crate::projector::meta`): a projector's events carry
-/// only these, not the whole stored map (the rest is for tracing, and reading and decoding it
-/// was a good part of the cost of a read).
-const PROJECTED_METADATA: [&str; 3] = ["tenant_id", "actor", "occurred_at"];
+/// The metadata keys projectors use (read models `crate::projector::meta`, the publisher the
+/// correlation and causation ids too): a projector's events carry only these, not the whole
+/// stored map (the rest is for tracing, and reading and decoding it was a good part of the
+/// cost of a read).
+const PROJECTED_METADATA: [&str; 5] = [
+    "tenant_id",
+    "actor",
+    "occurred_at",
+    "correlation_id",
+    "causation_id",
+];
 
 fn projected_metadata(row: &PgRow) -> Result<Value, sqlx::Error> {
     let mut metadata = serde_json::Map::with_capacity(PROJECTED_METADATA.len());
@@ -163,6 +175,56 @@ enum Source<'a> {
     Feed(&'a Feed),
 }
 
+/// What a batch read, and the events it holds for the projector.
+enum Taken {
+    /// Read for this projector alone, with the limit it was read with.
+    Own(Read, i64),
+    Shared(Arc<Slice>),
+}
+
+impl Taken {
+    async fn read(
+        conn: &mut PgConnection,
+        name: &str,
+        after: LogPosition,
+        filter: &EventFilter,
+        source: &Source<'_>,
+    ) -> Result<Self, sqlx::Error> {
+        Ok(match source {
+            Source::Own(limit) => Taken::Own(read(conn, after, filter, *limit).await?, *limit),
+            Source::Feed(feed) => Taken::Shared(feed.next(conn, name, after).await?),
+        })
+    }
+
+    /// The projector's events, where a reader that passed them stands, and whether the read
+    /// stopped at the head of the readable log.
+    fn batch(
+        &self,
+        filter: &EventFilter,
+        after: LogPosition,
+    ) -> (Vec<&RecordedEvent>, LogPosition, bool) {
+        match self {
+            Taken::Own(own, limit) => {
+                let head = own.head.unwrap_or(LogPosition::START).max(after);
+                let caught_up = (own.events.len() as i64) < *limit;
+                let end = match own.events.last() {
+                    // fewer events than asked for: nothing else of interest is readable up
+                    // to the head
+                    Some(last) if caught_up => last.position.max(head),
+                    Some(last) => last.position,
+                    None => head,
+                };
+                (own.events.iter().collect(), end, caught_up)
+            }
+            Taken::Shared(shared) => (
+                shared.events(filter, after),
+                shared.end.max(after),
+                !shared.full,
+            ),
+        }
+    }
+}
+
 async fn run(
     conn: &mut PgConnection,
     name: &str,
@@ -173,6 +235,9 @@ async fn run(
     if let Source::Feed(feed) = &source {
         feed.wait_turn(name).await;
     }
+    if projector.external() {
+        return run_outside_transaction(conn, name, projector, &filter, source).await;
+    }
     let mut tx = conn.begin().await?;
     // Read models are derived data: a commit lost in a crash takes its checkpoint with it and
     // is projected again, so a projector need not wait for the WAL flush.
@@ -180,36 +245,10 @@ async fn run(
         .execute(&mut *tx)
         .await?;
     let after = Checkpoints::lock(&mut tx, name).await?;
-    let own;
-    let shared;
-    let (events, end, caught_up): (Vec<&RecordedEvent>, LogPosition, bool) = match source {
-        Source::Own(limit) => {
-            own = read(&mut tx, after, &filter, limit)
-                .await
-                .map_err(LogError::Read)?;
-            let head = own.head.unwrap_or(LogPosition::START).max(after);
-            let end = match own.events.last() {
-                // fewer events than asked for: nothing else of interest is readable up to
-                // the head
-                Some(last) if (own.events.len() as i64) < limit => last.position.max(head),
-                Some(last) => last.position,
-                None => head,
-            };
-            let caught_up = (own.events.len() as i64) < limit;
-            (own.events.iter().collect(), end, caught_up)
-        }
-        Source::Feed(feed) => {
-            shared = feed
-                .next(&mut tx, name, after)
-                .await
-                .map_err(LogError::Read)?;
-            (
-                shared.events(&filter, after),
-                shared.end.max(after),
-                !shared.full,
-            )
-        }
-    };
+    let taken = Taken::read(&mut tx, name, after, &filter, &source)
+        .await
+        .map_err(LogError::Read)?;
+    let (events, end, caught_up) = taken.batch(&filter, after);
     if end <= after {
         tx.rollback().await?;
         return Ok(None);
@@ -221,6 +260,50 @@ async fn run(
             .map_err(BatchError::Apply)?;
     }
     Checkpoints::save(&mut *tx, name, end).await?;
+    tx.commit().await?;
+    if let Source::Feed(feed) = &source {
+        feed.passed(name, end);
+    }
+    Ok(Some(Batch {
+        position: end,
+        events: events.len(),
+        caught_up,
+    }))
+}
+
+/// A batch of a projector that delivers outside the database ([`Projector::external`]): read
+/// and applied with no transaction open, the checkpoint saved once `apply` has returned (for a
+/// publisher: once the broker has acknowledged every event). A transaction held open meanwhile
+/// would hold back every reader of the log, which ends below the oldest running transaction.
+///
+/// The worker's advisory lock makes it the only writer of the checkpoint; should another
+/// have moved it meanwhile (an unlocked catch-up), it is never moved back. A crash between the
+/// delivery and the checkpoint delivers the batch again: at least once, never skipped.
+async fn run_outside_transaction(
+    conn: &mut PgConnection,
+    name: &str,
+    projector: &dyn Projector,
+    filter: &EventFilter,
+    source: Source<'_>,
+) -> Result<Option<Batch>, BatchError<ProjectionError>> {
+    let after = Checkpoints::load(&mut *conn, name).await?;
+    let taken = Taken::read(conn, name, after, filter, &source)
+        .await
+        .map_err(LogError::Read)?;
+    let (events, end, caught_up) = taken.batch(filter, after);
+    if end <= after {
+        return Ok(None);
+    }
+    if !events.is_empty() {
+        projector
+            .apply(conn, &events)
+            .await
+            .map_err(BatchError::Apply)?;
+    }
+    let mut tx = conn.begin().await?;
+    if Checkpoints::lock(&mut tx, name).await? < end {
+        Checkpoints::save(&mut *tx, name, end).await?;
+    }
     tx.commit().await?;
     if let Source::Feed(feed) = &source {
         feed.passed(name, end);

@@ -8,6 +8,8 @@
 //! - The read models: [`definitions`], [`instances`], [`tasks`], [`approvals`], [`reports`]
 //!   (workflow reports) and [`audit`] (the hash-chained audit trail, with the canonical-entry
 //!   and chain-hash functions `workledger audit verify` uses).
+//! - [`kafka`]: the publisher of integration events to Kafka, a projector that writes no
+//!   table and moves its checkpoint once the broker has acknowledged.
 //!
 //! - [`rebuild`]: rebuilds projections into new tables and swaps them in (no downtime; a
 //!   failed or interrupted rebuild changes nothing that serves and can be resumed), for
@@ -21,6 +23,7 @@ mod batch;
 pub mod definitions;
 mod feed;
 pub mod instances;
+pub mod kafka;
 mod lock;
 mod projector;
 pub mod rebuild;
@@ -60,6 +63,8 @@ pub mod names {
     pub const APPROVALS: &str = "approvals";
     pub const WORKFLOW_REPORTS: &str = "workflow_reports";
     pub const AUDIT: &str = "audit";
+    /// The Kafka publisher's checkpoint (not a read model: it writes no table).
+    pub const KAFKA_PUBLISHER: &str = "kafka_publisher";
 }
 
 /// A projector name that is not one of the set.

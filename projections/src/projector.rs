@@ -66,8 +66,8 @@ impl EventFilter {
 /// writes and the checkpoint commit together, so each event takes effect exactly once. It must
 /// not commit, and should write in bulk (a statement per table per batch, not per event).
 ///
-/// An event's `metadata` holds only the keys read models use (`tenant_id`, `actor`,
-/// `occurred_at`), not the whole stored map.
+/// An event's `metadata` holds only the keys projectors use (`tenant_id`, `actor`,
+/// `occurred_at`, `correlation_id`, `causation_id`), not the whole stored map.
 ///
 /// A projector must use event data only (never the clock), so a rebuild reproduces its tables
 /// exactly, and must name its tables without a schema (a rebuild projects into copies through
@@ -81,6 +81,14 @@ pub trait Projector: Send + Sync + fmt::Debug + 'static {
 
     /// The tables it writes (and only it writes), for rebuilds.
     fn tables(&self) -> &'static [&'static str];
+
+    /// Whether `apply` delivers outside the database (a publisher to a broker) rather than
+    /// writing tables: it then gets a connection with no transaction open, and the checkpoint
+    /// is saved only once it has returned (at least once: a crash in between delivers the
+    /// batch again). A read model's `apply` runs in the checkpoint's transaction (the default).
+    fn external(&self) -> bool {
+        false
+    }
 
     /// Applies a batch of events.
     fn apply<'a>(
@@ -143,6 +151,14 @@ pub enum ProjectionError {
     },
     #[error("writing the read model failed")]
     Storage(#[from] sqlx::Error),
+    /// A publisher could not deliver `event` (the first of its batch that failed); the
+    /// batch is delivered again.
+    #[error("delivering {event} failed")]
+    Delivery {
+        event: Box<EventRef>,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl ProjectionError {
@@ -151,9 +167,17 @@ impl ProjectionError {
         match self {
             ProjectionError::Decode { event, .. }
             | ProjectionError::Metadata { event, .. }
-            | ProjectionError::Inconsistent { event, .. } => Some(event.as_ref()),
+            | ProjectionError::Inconsistent { event, .. }
+            | ProjectionError::Delivery { event, .. } => Some(event.as_ref()),
             ProjectionError::Storage(_) => None,
         }
+    }
+
+    /// Whether the event at fault is found by applying the batch's events one at a time
+    /// (a read-model write that failed for one of them). A failed delivery already names its
+    /// event and is most often the broker's, not the event's: the batch is retried whole.
+    pub(crate) fn needs_search(&self) -> bool {
+        !matches!(self, ProjectionError::Delivery { .. })
     }
 
     pub(crate) fn inconsistent(event: &RecordedEvent, reason: impl Into<String>) -> Self {

@@ -41,7 +41,8 @@ pub struct ProjectorStatus {
     pub lag_events: i64,
     /// Age of the oldest of those events (0 when caught up).
     pub lag_seconds: f64,
-    /// Whether a worker holds the projector's advisory lock right now (read models only).
+    /// Whether a worker holds the projector's advisory lock right now (projectors of the
+    /// runtime: the read models and the Kafka publisher).
     pub active: bool,
     /// The worker that last took the lock (`host/pid/uuid`).
     pub worker: Option<String>,
@@ -163,7 +164,7 @@ pub(crate) async fn clear_failure(pool: &PgPool, name: &str) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Every log reader with a checkpoint, plus `read_models` (the names of this crate's projectors,
+/// Every log reader with a checkpoint or a worker, plus `read_models` (the names of this crate's projectors,
 /// shown at the start of the log before they first ran).
 pub(crate) async fn load(
     pool: &PgPool,
@@ -173,7 +174,8 @@ pub(crate) async fn load(
         "select n.name, c.tx_id::text::bigint as tx_id, c.global_position, c.updated_at, \
                 s.worker, s.error, s.error_tx_id, s.error_position, s.error_event_id, \
                 s.error_event_type, s.error_aggregate, s.failed_since, s.attempts \
-         from (select name from checkpoints union select unnest($1::text[])) n \
+         from (select name from checkpoints union select name from projector_status \
+               union select unnest($1::text[])) n \
          left join checkpoints c on c.name = n.name \
          left join projector_status s on s.name = n.name \
          order by n.name",
@@ -216,7 +218,9 @@ pub(crate) async fn load(
         };
         let read_model = read_models.contains(&name.as_str());
         let (lag_events, lag_seconds) = lag(pool, position).await?;
-        let active = read_model && lock::is_locked(pool, &name).await?;
+        let worker: Option<String> = row.try_get("worker")?;
+        // a projector of the runtime (a read model, or the publisher) holds an advisory lock
+        let active = (read_model || worker.is_some()) && lock::is_locked(pool, &name).await?;
         out.push(ProjectorStatus {
             read_model,
             position,
@@ -224,7 +228,7 @@ pub(crate) async fn load(
             lag_events,
             lag_seconds,
             active,
-            worker: row.try_get("worker")?,
+            worker,
             error,
             name,
         });

@@ -227,7 +227,7 @@ impl Worker {
                     self.pace(started).await;
                     idle = idle.saturating_add(1);
                 }
-                Err(BatchError::Apply(error)) if limit > 1 => {
+                Err(BatchError::Apply(error)) if limit > 1 && error.needs_search() => {
                     // find the failing event: apply the events before it one by one
                     tracing::debug!(error = %chain(&error), "batch failed; retrying its events one at a time");
                     single_left = limit;

@@ -43,7 +43,8 @@ pub async fn run(pool: &PgPool, format: StatusFormat) -> anyhow::Result<()> {
                     s.position.to_string(),
                     s.lag_events,
                     s.lag_seconds,
-                    if s.read_model {
+                    // the runtime's projectors (read models, the Kafka publisher) have workers
+                    if s.read_model || s.worker.is_some() {
                         if s.active { "yes" } else { "no" }
                     } else {
                         "-"

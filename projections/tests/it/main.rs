@@ -1,6 +1,8 @@
 //! Projections against the real Postgres: a fresh database per test.
 
 mod audit_trail;
+mod broker;
+mod kafka;
 mod read_models;
 mod rebuild;
 mod runtime;

@@ -1,0 +1,435 @@
+//! The Kafka publisher: integration events for the rest of the enterprise (DESIGN §7).
+//!
+//! A projector of the runtime (checkpoint `kafka_publisher`, one active worker by advisory
+//! lock, lag and failures in `/metrics` and `workledger status`) that writes no table: each
+//! batch of workflow events goes to Kafka, and its checkpoint moves only once the broker has
+//! acknowledged every event of it ([`Projector::external`]).
+//!
+//! - **Topics**: one per aggregate type, `{prefix}{aggregate_type}` (`workledger.task`, ...),
+//!   created when missing. Identity events (tenants, users) are not published: names and
+//!   emails stay in the identity events alone (DESIGN §2, personal data).
+//! - **Messages**: keyed by aggregate id, so an aggregate's events keep their order on one
+//!   partition. The value is [`IntegrationEvent`] as JSON: the event as stored (its type, its
+//!   version and its payload, not upcast) with its log position, tenant, actor, time and
+//!   correlation. Headers carry `event_id`, `event_type`, `event_version`, `tenant_id`,
+//!   `correlation_id` (when the event has one) and `content-type`.
+//! - **Delivery**: an idempotent producer (`enable.idempotence`: acknowledged by every in-sync
+//!   replica, retried without duplicates or reordering). A failed batch is delivered again
+//!   after a backoff, so delivery is at least once: consumers drop repeats by `event_id`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use event_schemas::{
+    LogPosition, RecordedEvent, approval, task, workflow_definition, workflow_instance,
+};
+use futures::future::BoxFuture;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::names::KAFKA_PUBLISHER;
+use crate::projector::{EventFilter, EventRef, ProjectionError, Projector};
+
+/// The aggregate types whose events are published.
+pub const PUBLISHED_AGGREGATE_TYPES: [&str; 4] = [
+    workflow_definition::AGGREGATE_TYPE,
+    workflow_instance::AGGREGATE_TYPE,
+    task::AGGREGATE_TYPE,
+    approval::AGGREGATE_TYPE,
+];
+
+/// Where and how to publish.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port,host:port` (`KAFKA_BROKERS`).
+    pub brokers: String,
+    /// Put before each aggregate type to name its topic.
+    pub topic_prefix: String,
+    /// Partitions of a topic the publisher creates.
+    pub partitions: i32,
+    /// Replication factor of a topic the publisher creates.
+    pub replication_factor: i32,
+    /// How long the producer tries to deliver a message before the batch counts as failed.
+    pub delivery_timeout: Duration,
+}
+
+impl KafkaSettings {
+    /// Defaults for `brokers`: topics `workledger.*` of 6 partitions, replicated 3 times,
+    /// messages given 30 s.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: "workledger.".to_owned(),
+            partitions: 6,
+            replication_factor: 3,
+            delivery_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The topic of an aggregate type's events.
+    pub fn topic(&self, aggregate_type: &str) -> String {
+        format!("{}{aggregate_type}", self.topic_prefix)
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "workledger");
+        config
+    }
+}
+
+/// An event as published: the value of its Kafka message.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct IntegrationEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// The event's number within its aggregate, from 1.
+    pub sequence: i64,
+    /// Its place in the global log, `tx_id.global_position`: also a consistency token for the
+    /// query API (`X-Consistency-Token`), to read the read models as of this event.
+    pub position: LogPosition,
+    pub tenant_id: Option<String>,
+    pub actor: Option<String>,
+    /// When the command that caused it was accepted (RFC 3339).
+    pub occurred_at: Option<String>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    pub payload: Value,
+}
+
+impl IntegrationEvent {
+    pub fn of(event: &RecordedEvent) -> Self {
+        let metadata = |key: &str| {
+            event
+                .metadata
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Self {
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            event_version: event.event_version.clone(),
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            sequence: event.sequence,
+            position: event.position,
+            tenant_id: metadata("tenant_id"),
+            actor: metadata("actor"),
+            occurred_at: metadata("occurred_at"),
+            correlation_id: metadata("correlation_id"),
+            causation_id: metadata("causation_id"),
+            recorded_at: event.recorded_at,
+            payload: event.payload.clone(),
+        }
+    }
+
+    /// The message's headers.
+    fn headers(&self) -> OwnedHeaders {
+        let event_id = self.event_id.to_string();
+        let mut headers = OwnedHeaders::new_with_capacity(6)
+            .insert(header("event_id", &event_id))
+            .insert(header("event_type", &self.event_type))
+            .insert(header("event_version", &self.event_version))
+            .insert(header("content-type", "application/json"));
+        if let Some(tenant) = &self.tenant_id {
+            headers = headers.insert(header("tenant_id", tenant));
+        }
+        if let Some(correlation) = &self.correlation_id {
+            headers = headers.insert(header("correlation_id", correlation));
+        }
+        headers
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
+
+/// Why the publisher could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the Kafka producer for {brokers}")]
+pub struct KafkaSetupError {
+    brokers: String,
+    #[source]
+    source: KafkaError,
+}
+
+/// The Kafka publisher (see the module documentation). Cheap to clone.
+#[derive(Clone)]
+pub struct KafkaPublisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: KafkaSettings,
+    /// Replaced after a failed batch (see [`KafkaPublisher::recover`]).
+    producer: RwLock<FutureProducer>,
+    admin: AdminClient<DefaultClientContext>,
+    /// Topic by aggregate type.
+    topics: HashMap<&'static str, String>,
+    /// Whether every topic is known to exist: checked before a batch until then, and again
+    /// after a failed batch (a topic may have been deleted, or the cluster replaced).
+    topics_ready: AtomicBool,
+}
+
+impl std::fmt::Debug for KafkaPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaPublisher")
+            .field("brokers", &self.inner.settings.brokers)
+            .field("topic_prefix", &self.inner.settings.topic_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaPublisher {
+    /// A publisher for `settings`. Connects lazily: a broker down at start is a failing
+    /// batch, retried, not a failed start; a setting librdkafka refuses is an error here.
+    pub fn new(settings: KafkaSettings) -> Result<Self, KafkaSetupError> {
+        let failed = |source| KafkaSetupError {
+            brokers: settings.brokers.clone(),
+            source,
+        };
+        let producer = new_producer(&settings).map_err(failed)?;
+        let admin: AdminClient<DefaultClientContext> =
+            settings.client_config().create().map_err(failed)?;
+        let topics = PUBLISHED_AGGREGATE_TYPES
+            .iter()
+            .map(|t| (*t, settings.topic(t)))
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                producer: RwLock::new(producer),
+                admin,
+                topics,
+                topics_ready: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The topics it publishes to.
+    pub fn topics(&self) -> Vec<String> {
+        PUBLISHED_AGGREGATE_TYPES
+            .iter()
+            .map(|t| self.inner.topics[t].clone())
+            .collect()
+    }
+
+    /// Creates the topics that do not exist yet.
+    async fn ensure_topics(&self, first: &RecordedEvent) -> Result<(), ProjectionError> {
+        let inner = &self.inner;
+        if inner.topics_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let new: Vec<NewTopic<'_>> = inner
+            .topics
+            .values()
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    inner.settings.partitions,
+                    TopicReplication::Fixed(inner.settings.replication_factor),
+                )
+            })
+            .collect();
+        let timeout = Some(inner.settings.delivery_timeout);
+        // without a request timeout the call waits for a broker as long as it takes
+        let options = AdminOptions::new()
+            .request_timeout(timeout)
+            .operation_timeout(timeout);
+        let results = inner
+            .admin
+            .create_topics(&new, &options)
+            .await
+            .map_err(|error| {
+                delivery_error(
+                    first,
+                    TopicsError {
+                        brokers: inner.settings.brokers.clone(),
+                        error,
+                    },
+                )
+            })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(delivery_error(
+                        first,
+                        TopicError {
+                            topic,
+                            error: KafkaError::AdminOp(code),
+                        },
+                    ));
+                }
+            }
+        }
+        inner.topics_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn publish(&self, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        let result = self.send(events).await;
+        if result.is_err() {
+            self.recover();
+        }
+        result
+    }
+
+    /// After a failed batch: topics are checked again, and the producer is replaced by a new
+    /// one. An idempotent producer whose messages timed out must agree a new epoch with the
+    /// broker before it sends again, and one that lost its broker (a cluster replaced, or
+    /// restored) can wait on that for good; a new producer starts clean. Repeats this may
+    /// cause are the at-least-once the consumers expect.
+    fn recover(&self) {
+        let inner = &self.inner;
+        inner.topics_ready.store(false, Ordering::Release);
+        let fresh = match new_producer(&inner.settings) {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::error!(error = %error, "cannot start a new Kafka producer; keeping the old one");
+                return;
+            }
+        };
+        let old = std::mem::replace(
+            &mut *inner.producer.write().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        if let Some((code, reason)) = old.client().fatal_error() {
+            tracing::warn!(%code, reason, "the Kafka producer had failed for good");
+        }
+        // dropping a producer purges its queue and waits for up to half a second
+        tokio::task::spawn_blocking(move || drop(old));
+    }
+
+    async fn send(&self, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        self.ensure_topics(first).await?;
+        let producer = self
+            .inner
+            .producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let Some(topic) = self.inner.topics.get(event.aggregate_type.as_str()) else {
+                return Err(ProjectionError::inconsistent(
+                    event,
+                    "the publisher does not publish this aggregate type",
+                ));
+            };
+            let message = IntegrationEvent::of(event);
+            let value = serde_json::to_vec(&message).map_err(|e| delivery_error(event, e))?;
+            let record = FutureRecord::to(topic)
+                .key(event.aggregate_id.as_str())
+                .payload(&value)
+                .headers(message.headers());
+            // queued; a full queue is a failed batch, retried
+            let delivery = producer
+                .send_result(record)
+                .map_err(|(error, _)| delivery_error(event, error))?;
+            pending.push((*event, delivery));
+        }
+        // in order: the first event that failed is named (the producer keeps each partition's
+        // order, retries included)
+        for (event, delivery) in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(delivery_error(event, error)),
+                Err(_canceled) => {
+                    return Err(delivery_error(event, KafkaError::Canceled));
+                }
+            }
+        }
+        metrics::counter!("workledger_kafka_messages_total").increment(events.len() as u64);
+        Ok(())
+    }
+}
+
+fn new_producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    let timeout_ms = settings.delivery_timeout.as_millis().max(1).to_string();
+    settings
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", &timeout_ms)
+        .set("linger.ms", "5")
+        .create()
+}
+
+/// The topics could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the topics on {brokers}")]
+struct TopicsError {
+    brokers: String,
+    #[source]
+    error: KafkaError,
+}
+
+/// A topic the publisher could not create.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create topic {topic}")]
+struct TopicError {
+    topic: String,
+    #[source]
+    error: KafkaError,
+}
+
+fn delivery_error(
+    event: &RecordedEvent,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> ProjectionError {
+    ProjectionError::Delivery {
+        event: Box::new(EventRef::of(event)),
+        source: Box::new(source),
+    }
+}
+
+impl Projector for KafkaPublisher {
+    fn name(&self) -> &'static str {
+        KAFKA_PUBLISHER
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::aggregates(&PUBLISHED_AGGREGATE_TYPES)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn external(&self) -> bool {
+        true
+    }
+
+    fn apply<'a>(
+        &'a self,
+        _conn: &'a mut PgConnection,
+        events: &'a [&'a RecordedEvent],
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(self.publish(events))
+    }
+}
