@@ -21,7 +21,8 @@ use uuid::Uuid;
 use crate::broker::{Broker, free_port};
 use crate::support::{CLERK, Po, append_raw_of, eventually, last_appended, member, setup};
 
-/// Settings for a test: a prefix of its own, topics of 3 partitions on the one broker.
+/// Settings for a test: a prefix of its own, topics of 3 partitions on the one broker, and a
+/// failed delivery found out within 3 s.
 fn settings(brokers: &str) -> KafkaSettings {
     KafkaSettings {
         brokers: brokers.to_owned(),
@@ -148,7 +149,11 @@ async fn each_workflow_event_reaches_its_aggregate_types_topic_keyed_by_aggregat
     let expected = published_events(&db.pool).await;
     assert!(expected.len() > 5, "{expected:?}");
 
-    let settings = settings(&broker.address());
+    // time enough for a busy machine: this test expects no failed delivery
+    let settings = KafkaSettings {
+        delivery_timeout: Duration::from_secs(30),
+        ..settings(&broker.address())
+    };
     let publisher = KafkaPublisher::new(settings.clone()).unwrap();
     let topics = publisher.topics();
     let publishing = Projections::from_projectors(vec![Arc::new(publisher)]);
