@@ -119,7 +119,9 @@ impl Application {
             Some(settings) if roles.workers => {
                 tracing::info!(brokers = %settings.brokers, prefix = %settings.topic_prefix,
                     "publishing integration events to Kafka");
-                Some(KafkaPublisher::new(settings).context("KAFKA_BROKERS")?)
+                Some(KafkaPublisher::new(settings).context(
+                    "setting up the Kafka publisher (KAFKA_BROKERS, WORKLEDGER_KAFKA_*)",
+                )?)
             }
             _ => None,
         };

@@ -100,7 +100,7 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub projector_retry_max: Duration,
     /// `KAFKA_BROKERS`: `host:port,...`; integration events are published to Kafka when set
-    /// (by the workers: `serve` and `project`).
+    /// and not empty (by the workers: `serve` and `project`).
     pub kafka_brokers: Option<String>,
     /// `WORKLEDGER_KAFKA_TOPIC_PREFIX`: topics are this and the aggregate type.
     pub kafka_topic_prefix: String,
@@ -298,7 +298,11 @@ impl Config {
     }
 
     fn validate_kafka(&self) -> Result<(), ConfigError> {
-        if let Some(brokers) = &self.kafka_brokers {
+        if let Some(brokers) = self
+            .kafka_brokers
+            .as_deref()
+            .filter(|b| !b.trim().is_empty())
+        {
             let listed: Vec<&str> = brokers.split(',').map(str::trim).collect();
             if listed.iter().any(|b| b.is_empty() || !b.contains(':')) {
                 return Err(ConfigError::Invalid(format!(
@@ -323,17 +327,22 @@ impl Config {
                     .into(),
             ));
         }
-        if self.kafka_delivery_timeout < Duration::from_secs(1) {
+        if self.kafka_delivery_timeout < Duration::from_secs(1)
+            || self.kafka_delivery_timeout > Duration::from_secs(3600)
+        {
             return Err(ConfigError::Invalid(
-                "WORKLEDGER_KAFKA_DELIVERY_TIMEOUT must be at least 1s".into(),
+                "WORKLEDGER_KAFKA_DELIVERY_TIMEOUT must be 1s to 1h".into(),
             ));
         }
         Ok(())
     }
 
-    /// The Kafka publisher's settings, when `KAFKA_BROKERS` is set.
+    /// The Kafka publisher's settings, when `KAFKA_BROKERS` is set (and not empty).
     pub fn kafka(&self) -> Option<projections::kafka::KafkaSettings> {
-        let brokers = self.kafka_brokers.as_ref()?;
+        let brokers = self
+            .kafka_brokers
+            .as_deref()
+            .filter(|b| !b.trim().is_empty())?;
         Some(projections::kafka::KafkaSettings {
             brokers: brokers
                 .split(',')
@@ -490,6 +499,8 @@ mod tests {
     fn kafka_is_off_unless_its_brokers_are_set() {
         Jail::expect_with(|jail| {
             assert!(load_in(jail).unwrap().kafka().is_none());
+            jail.set_env("KAFKA_BROKERS", "");
+            assert!(load_in(jail).unwrap().kafka().is_none());
             jail.set_env("KAFKA_BROKERS", "kafka-1:9092, kafka-2:9092");
             jail.set_env("WORKLEDGER_KAFKA_PARTITIONS", "12");
             let kafka = load_in(jail).unwrap().kafka().unwrap();
@@ -503,6 +514,7 @@ mod tests {
             ("WORKLEDGER_KAFKA_TOPIC_PREFIX", "work ledger/"),
             ("WORKLEDGER_KAFKA_PARTITIONS", "0"),
             ("WORKLEDGER_KAFKA_DELIVERY_TIMEOUT", "10ms"),
+            ("WORKLEDGER_KAFKA_DELIVERY_TIMEOUT", "30days"),
         ] {
             Jail::expect_with(|jail| {
                 jail.set_env(variable, value);

@@ -64,10 +64,16 @@ async fn serve_publishes_a_command_s_events_to_the_aggregate_type_s_topic() {
         .create()
         .unwrap();
     consumer.subscribe(&[&format!("{prefix}task")]).unwrap();
-    let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
-        .await
-        .expect("the task's event within 60 s")
-        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            // the topic may not be there yet: that is reported, not waited for
+            if let Ok(message) = consumer.recv().await {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("the task's event within 60 s");
     assert_eq!(message.key(), Some(task_id.as_bytes()));
     let value: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
     assert_eq!(value["event_type"], "TaskOpened");

@@ -4,6 +4,7 @@
 //! approver whose turn it is), so the `approver=me` query needs no policy logic.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -16,7 +17,7 @@ use crate::types::{
 pub const AGGREGATE_TYPE: &str = "approval";
 
 /// Something that happened to an approval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum ApprovalEvent {
     /// The approval is pending with the resolved `approvers` (user ids, in policy order).
     ApprovalOpened {

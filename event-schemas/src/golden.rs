@@ -19,7 +19,7 @@ fn workflow_ref() -> Value {
 }
 
 /// `(aggregate_type, event_type, payload)` for every event type.
-fn samples() -> Vec<(&'static str, &'static str, Value)> {
+pub(crate) fn samples() -> Vec<(&'static str, &'static str, Value)> {
     let user = format!("user:{U2}");
     let service = "service:orchestrator";
     let scope = json!([{"step_id": "checks", "activation": 1}]);

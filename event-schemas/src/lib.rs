@@ -1,6 +1,7 @@
 //! The stored shape of Workledger's events: the metadata envelope every event carries, the
 //! event enums of each aggregate with their stable type names and versions, and the upcasters
-//! that read older stored versions.
+//! that read older stored versions; and the integration events other systems receive, with
+//! their JSON Schemas ([`integration`]).
 //!
 //! Everything here is part of the storage contract: a changed shape is a new `event_version`
 //! plus an upcaster, never an edit of what is already stored.
@@ -15,6 +16,7 @@ pub mod any;
 pub mod approval;
 pub mod envelope;
 pub mod identity;
+pub mod integration;
 pub mod metadata;
 pub mod task;
 pub mod types;
@@ -28,6 +30,7 @@ pub use any::{AGGREGATE_TYPES, AnyEvent, DecodeError, event_types, upcasters};
 pub use approval::ApprovalEvent;
 pub use envelope::{LogPosition, RecordedEvent};
 pub use identity::{TenantEvent, UserEvent};
+pub use integration::{INTEGRATION_AGGREGATE_TYPES, IntegrationEvent};
 pub use metadata::{Actor, EventMetadata, MetadataError};
 pub use task::TaskEvent;
 pub use types::{

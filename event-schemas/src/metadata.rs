@@ -39,6 +39,20 @@ pub enum Actor {
     Service(String),
 }
 
+impl schemars::JsonSchema for Actor {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Actor".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(user:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|service:.+)$",
+            "description": "who caused it: `user:UUID` (a person, by id) or `service:NAME`"
+        })
+    }
+}
+
 impl Actor {
     pub fn user_id(&self) -> Option<Uuid> {
         match self {

@@ -2,6 +2,7 @@
 //! tasks, chosen by the caller for ad-hoc tasks).
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -13,7 +14,7 @@ use crate::types::{Escalation, FormField, WorkflowRef};
 pub const AGGREGATE_TYPE: &str = "task";
 
 /// Something that happened to a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum TaskEvent {
     /// The task exists and is open, assigned to `assignee` or offered to its candidates.
     TaskOpened {

@@ -6,11 +6,14 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A role a user holds in a tenant (DESIGN §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything in its tenant.
@@ -73,7 +76,7 @@ impl FromStr for Role {
 ///
 /// Serialized exactly as the definition format writes it: `"any"`, `"all"`, `"sequential"` or
 /// `{"quorum": N}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ApprovalPolicy {
     /// The first decision decides.
@@ -98,7 +101,7 @@ impl fmt::Display for ApprovalPolicy {
 }
 
 /// One approver's vote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ApprovalDecision {
     Approve,
@@ -106,7 +109,7 @@ pub enum ApprovalDecision {
 }
 
 /// How an approval ended; routes the workflow to the step's `approved` or `rejected` target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ApprovalOutcome {
     Approved,
@@ -114,7 +117,7 @@ pub enum ApprovalOutcome {
 }
 
 /// Why an approval closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalCloseReason {
     /// The approvers' decisions settled it under the policy.
@@ -126,7 +129,7 @@ pub enum ApprovalCloseReason {
 }
 
 /// Lifecycle of a task (DESIGN §4 resource shape).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     #[default]
@@ -136,7 +139,7 @@ pub enum TaskStatus {
 }
 
 /// Lifecycle of an approval (DESIGN §4 resource shape).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ApprovalStatus {
     #[default]
@@ -147,7 +150,7 @@ pub enum ApprovalStatus {
 }
 
 /// Lifecycle of a workflow instance (DESIGN §4 resource shape).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceStatus {
     #[default]
@@ -158,7 +161,7 @@ pub enum InstanceStatus {
 }
 
 /// The type of a form field; a task's output is checked against it on completion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
     /// A JSON string.
@@ -208,7 +211,7 @@ impl FieldType {
 }
 
 /// One field of a task's form: the output key it fills, its type and whether it is required.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FormField {
     pub id: String,
     #[serde(rename = "type")]
@@ -221,7 +224,7 @@ pub struct FormField {
 }
 
 /// What happens when a task becomes overdue: more people are offered the task.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Escalation {
     #[serde(default)]
     pub candidate_users: Vec<Uuid>,
@@ -230,7 +233,7 @@ pub struct Escalation {
 }
 
 /// Approvers as a definition names them; groups are resolved to members when the approval opens.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ApproverSpec {
     #[serde(default)]
     pub users: Vec<Uuid>,
@@ -239,7 +242,9 @@ pub struct ApproverSpec {
 }
 
 /// One activation of one step of a workflow instance.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct StepRef {
     pub step_id: String,
     /// 1 for the step's first activation in the instance, 2 for the second (loops), ...
@@ -247,7 +252,7 @@ pub struct StepRef {
 }
 
 /// The workflow step a task or approval was opened for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct WorkflowRef {
     pub instance_id: Uuid,
     pub definition_key: String,
@@ -257,7 +262,7 @@ pub struct WorkflowRef {
 }
 
 /// What a workflow step waits on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChildKind {
     Task,
@@ -266,7 +271,7 @@ pub enum ChildKind {
 }
 
 /// A step activation still waiting when an instance ended; its task or approval is cancelled.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct OpenChild {
     pub kind: ChildKind,
     /// The task id, approval id or timer id.

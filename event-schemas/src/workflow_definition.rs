@@ -1,6 +1,7 @@
 //! Events of the `workflow_definition` aggregate (id `"{tenant_id}/{key}"`).
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -10,7 +11,7 @@ use crate::Actor;
 pub const AGGREGATE_TYPE: &str = "workflow_definition";
 
 /// Something that happened to a workflow definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum WorkflowDefinitionEvent {
     /// A validated version was published; published versions never change.
     WorkflowDefinitionPublished {

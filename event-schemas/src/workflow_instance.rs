@@ -5,6 +5,7 @@
 //! Task, approval and timer ids are derived from (instance id, step id, activation).
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -21,7 +22,7 @@ pub const AGGREGATE_TYPE: &str = "workflow_instance";
 ///
 /// `scope` lists the parallel-step activations whose branch a step runs in (outermost first);
 /// it is empty outside parallel branches.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum WorkflowInstanceEvent {
     /// The instance was created; the steps it enters follow as their own events.
     InstanceStarted {

@@ -11,20 +11,20 @@
 //! - **Messages**: keyed by aggregate id, so an aggregate's events keep their order on one
 //!   partition. The value is [`IntegrationEvent`] as JSON: the event as stored (its type, its
 //!   version and its payload, not upcast) with its log position, tenant, actor, time and
-//!   correlation. Headers carry `event_id`, `event_type`, `event_version`, `tenant_id`,
+//!   correlation; its JSON Schemas are in `docs/event-schemas/` (`event_schemas::integration`). Headers carry `event_id`, `event_type`, `event_version`, `tenant_id`,
 //!   `correlation_id` (when the event has one) and `content-type`.
 //! - **Delivery**: an idempotent producer (`enable.idempotence`: acknowledged by every in-sync
 //!   replica, retried without duplicates or reordering). A failed batch is delivered again
-//!   after a backoff, so delivery is at least once: consumers drop repeats by `event_id`.
+//!   after a backoff, so delivery is at least once: consumers drop repeats by `event_id`, or
+//!   per aggregate by `sequence` (a repeat can arrive after later events of its aggregate
+//!   when a batch is sent again).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use event_schemas::{
-    LogPosition, RecordedEvent, approval, task, workflow_definition, workflow_instance,
-};
+use event_schemas::{INTEGRATION_AGGREGATE_TYPES, IntegrationEvent, RecordedEvent};
 use futures::future::BoxFuture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -32,21 +32,13 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-use serde::Serialize;
-use serde_json::Value;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::names::KAFKA_PUBLISHER;
 use crate::projector::{EventFilter, EventRef, ProjectionError, Projector};
 
 /// The aggregate types whose events are published.
-pub const PUBLISHED_AGGREGATE_TYPES: [&str; 4] = [
-    workflow_definition::AGGREGATE_TYPE,
-    workflow_instance::AGGREGATE_TYPE,
-    task::AGGREGATE_TYPE,
-    approval::AGGREGATE_TYPE,
-];
+pub const PUBLISHED_AGGREGATE_TYPES: [&str; 4] = INTEGRATION_AGGREGATE_TYPES;
 
 /// Where and how to publish.
 #[derive(Debug, Clone)]
@@ -90,72 +82,21 @@ impl KafkaSettings {
     }
 }
 
-/// An event as published: the value of its Kafka message.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct IntegrationEvent {
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub event_version: String,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    /// The event's number within its aggregate, from 1.
-    pub sequence: i64,
-    /// Its place in the global log, `tx_id.global_position`: also a consistency token for the
-    /// query API (`X-Consistency-Token`), to read the read models as of this event.
-    pub position: LogPosition,
-    pub tenant_id: Option<String>,
-    pub actor: Option<String>,
-    /// When the command that caused it was accepted (RFC 3339).
-    pub occurred_at: Option<String>,
-    pub correlation_id: Option<String>,
-    pub causation_id: Option<String>,
-    pub recorded_at: chrono::DateTime<chrono::Utc>,
-    pub payload: Value,
-}
-
-impl IntegrationEvent {
-    pub fn of(event: &RecordedEvent) -> Self {
-        let metadata = |key: &str| {
-            event
-                .metadata
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        Self {
-            event_id: event.event_id,
-            event_type: event.event_type.clone(),
-            event_version: event.event_version.clone(),
-            aggregate_type: event.aggregate_type.clone(),
-            aggregate_id: event.aggregate_id.clone(),
-            sequence: event.sequence,
-            position: event.position,
-            tenant_id: metadata("tenant_id"),
-            actor: metadata("actor"),
-            occurred_at: metadata("occurred_at"),
-            correlation_id: metadata("correlation_id"),
-            causation_id: metadata("causation_id"),
-            recorded_at: event.recorded_at,
-            payload: event.payload.clone(),
-        }
+/// The message's headers.
+fn headers(event: &IntegrationEvent) -> OwnedHeaders {
+    let event_id = event.event_id.to_string();
+    let mut headers = OwnedHeaders::new_with_capacity(6)
+        .insert(header("event_id", &event_id))
+        .insert(header("event_type", &event.event_type))
+        .insert(header("event_version", &event.event_version))
+        .insert(header("content-type", "application/json"));
+    if let Some(tenant) = &event.tenant_id {
+        headers = headers.insert(header("tenant_id", tenant));
     }
-
-    /// The message's headers.
-    fn headers(&self) -> OwnedHeaders {
-        let event_id = self.event_id.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(6)
-            .insert(header("event_id", &event_id))
-            .insert(header("event_type", &self.event_type))
-            .insert(header("event_version", &self.event_version))
-            .insert(header("content-type", "application/json"));
-        if let Some(tenant) = &self.tenant_id {
-            headers = headers.insert(header("tenant_id", tenant));
-        }
-        if let Some(correlation) = &self.correlation_id {
-            headers = headers.insert(header("correlation_id", correlation));
-        }
-        headers
+    if let Some(correlation) = &event.correlation_id {
+        headers = headers.insert(header("correlation_id", correlation));
     }
+    headers
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
@@ -235,15 +176,22 @@ impl KafkaPublisher {
             .collect()
     }
 
-    /// Creates the topics that do not exist yet.
+    /// Creates the topics that do not exist yet. Only missing ones are asked for: a client
+    /// without the right to create topics is refused even for topics that exist, and a
+    /// cluster whose topics are made beforehand is fine.
     async fn ensure_topics(&self, first: &RecordedEvent) -> Result<(), ProjectionError> {
         let inner = &self.inner;
         if inner.topics_ready.load(Ordering::Acquire) {
             return Ok(());
         }
+        let existing = self
+            .existing_topics()
+            .await
+            .map_err(|error| delivery_error(first, error))?;
         let new: Vec<NewTopic<'_>> = inner
             .topics
             .values()
+            .filter(|name| !existing.contains(*name))
             .map(|name| {
                 NewTopic::new(
                     name,
@@ -252,6 +200,10 @@ impl KafkaPublisher {
                 )
             })
             .collect();
+        if new.is_empty() {
+            inner.topics_ready.store(true, Ordering::Release);
+            return Ok(());
+        }
         let timeout = Some(inner.settings.delivery_timeout);
         // without a request timeout the call waits for a broker as long as it takes
         let options = AdminOptions::new()
@@ -286,6 +238,41 @@ impl KafkaPublisher {
         }
         inner.topics_ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// The cluster's topics (the metadata call blocks: it runs off the async threads).
+    async fn existing_topics(&self) -> Result<HashSet<String>, TopicsError> {
+        let producer = self.producer();
+        let timeout = self.inner.settings.delivery_timeout;
+        let brokers = self.inner.settings.brokers.clone();
+        let failed = |error| TopicsError {
+            brokers: brokers.clone(),
+            error,
+        };
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|metadata| {
+                    metadata
+                        .topics()
+                        .iter()
+                        .filter(|topic| topic.error().is_none())
+                        .map(|topic| topic.name().to_owned())
+                        .collect()
+                })
+        })
+        .await
+        .map_err(|_| failed(KafkaError::Canceled))?;
+        metadata.map_err(failed)
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.inner
+            .producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn publish(&self, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
@@ -327,12 +314,7 @@ impl KafkaPublisher {
             return Ok(());
         };
         self.ensure_topics(first).await?;
-        let producer = self
-            .inner
-            .producer
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let producer = self.producer();
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
             let Some(topic) = self.inner.topics.get(event.aggregate_type.as_str()) else {
@@ -346,7 +328,7 @@ impl KafkaPublisher {
             let record = FutureRecord::to(topic)
                 .key(event.aggregate_id.as_str())
                 .payload(&value)
-                .headers(message.headers());
+                .headers(headers(&message));
             // queued; a full queue is a failed batch, retried
             let delivery = producer
                 .send_result(record)
@@ -377,6 +359,9 @@ fn new_producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> 
         .set("acks", "all")
         .set("message.timeout.ms", &timeout_ms)
         .set("linger.ms", "5")
+        // the partition of a key as Kafka's Java clients choose it, so that their topics
+        // keyed by the same ids line up
+        .set("partitioner", "murmur2_random")
         .create()
 }
 
