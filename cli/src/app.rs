@@ -17,6 +17,7 @@ use event_store::database::PoolSettings;
 use event_store::{AppendNotifier, LogWaiter, connect, migrate};
 use orchestrator::{ProcessManager, Runtime, TimerWorker};
 use projections::kafka::KafkaPublisher;
+use projections::notifications::WebhookNotifier;
 use projections::{Projections, RunSettings};
 use query_api::{QuerySettings, QueryState};
 use secrecy::ExposeSecret;
@@ -73,6 +74,8 @@ pub struct Application {
     runtime: Arc<Runtime>,
     /// The Kafka publisher, when the workers run and `KAFKA_BROKERS` is set.
     publisher: Option<KafkaPublisher>,
+    /// The webhook notifier, when the workers run and `WORKLEDGER_WEBHOOK_URL` is set.
+    notifier: Option<WebhookNotifier>,
 }
 
 impl Application {
@@ -125,6 +128,14 @@ impl Application {
             }
             _ => None,
         };
+        let notifier = match config.webhook() {
+            Some(settings) if roles.workers => {
+                tracing::info!(url = %projections::notifications::redacted_url(&settings.url),
+                    "notifying a webhook of work to do");
+                Some(WebhookNotifier::new(settings).context("setting up the webhook notifier")?)
+            }
+            _ => None,
+        };
         let router = finish(routes, &config);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -137,6 +148,7 @@ impl Application {
             roles,
             runtime: commands.runtime(),
             publisher,
+            notifier,
         })
     }
 
@@ -170,7 +182,10 @@ impl Application {
                 &mut background,
                 &self.runtime,
                 &self.config,
-                self.publisher.clone(),
+                Reactors {
+                    publisher: self.publisher.clone(),
+                    notifier: self.notifier.clone(),
+                },
                 &workers,
             );
         }
@@ -227,14 +242,21 @@ fn command_settings(config: &Config) -> CommandSettings {
     }
 }
 
-/// The background workers: the read-model projectors, the Kafka publisher (when configured),
-/// the orchestrator's process manager, the timer worker, the identity projector and the
-/// sweeper of expired sessions, idempotency keys and login counters.
+/// The reactors that deliver outside the database, each when configured.
+struct Reactors {
+    publisher: Option<KafkaPublisher>,
+    notifier: Option<WebhookNotifier>,
+}
+
+/// The background workers: the read-model projectors, the Kafka publisher and the webhook
+/// notifier (when configured), the orchestrator's process manager, the timer worker, the
+/// identity projector and the sweeper of expired sessions, idempotency keys and login
+/// counters.
 fn spawn_workers(
     set: &mut JoinSet<()>,
     runtime: &Arc<Runtime>,
     config: &Config,
-    publisher: Option<KafkaPublisher>,
+    reactors: Reactors,
     stop: &CancellationToken,
 ) {
     let pool = runtime.pool().clone();
@@ -247,11 +269,15 @@ fn spawn_workers(
     };
     let projections = Projections::all().with_settings(settings.clone());
     set.spawn(projections.run(pool.clone(), stop.clone()));
-    if let Some(publisher) = publisher {
-        // a set of its own: a broker that is slow or down holds back no read model
-        let publishing =
-            Projections::from_projectors(vec![Arc::new(publisher)]).with_settings(settings);
-        set.spawn(publishing.run(pool.clone(), stop.clone()));
+    // each reactor in a set of its own: a broker or receiver that is slow or down holds back
+    // no read model, and not the other reactor
+    let reactors: [Option<Arc<dyn projections::Projector>>; 2] = [
+        reactors.publisher.map(|p| Arc::new(p) as _),
+        reactors.notifier.map(|n| Arc::new(n) as _),
+    ];
+    for reactor in reactors.into_iter().flatten() {
+        let running = Projections::from_projectors(vec![reactor]).with_settings(settings.clone());
+        set.spawn(running.run(pool.clone(), stop.clone()));
     }
     let manager = ProcessManager::new(runtime.clone());
     let waiter = LogWaiter::new(&pool, config.poll_interval);

@@ -112,6 +112,16 @@ pub struct Config {
     /// before its batch is retried.
     #[serde(with = "humantime_serde")]
     pub kafka_delivery_timeout: Duration,
+    /// `WORKLEDGER_WEBHOOK_URL`: when set, the workers notify it of work to do (tasks
+    /// offered, assigned, overdue; approvals awaiting a decision).
+    /// A secret: a webhook's path often holds a token.
+    pub webhook_url: Option<SecretString>,
+    /// `WORKLEDGER_WEBHOOK_SECRET`: signs each notification call (32+ bytes; required with
+    /// the URL).
+    pub webhook_secret: Option<SecretString>,
+    /// `WORKLEDGER_WEBHOOK_TIMEOUT`: how long the receiver may take to answer.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
 }
 
 /// The defaults, in the same shape (a secret cannot be serialized, so they are spelled out).
@@ -145,6 +155,7 @@ struct Defaults {
     kafka_partitions: i32,
     kafka_replication: i32,
     kafka_delivery_timeout: &'static str,
+    webhook_timeout: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -176,6 +187,7 @@ const DEFAULTS: Defaults = Defaults {
     kafka_partitions: 6,
     kafka_replication: 3,
     kafka_delivery_timeout: "30s",
+    webhook_timeout: "10s",
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +299,7 @@ impl Config {
             ));
         }
         self.validate_kafka()?;
+        self.validate_webhook()?;
         for origin in self.cors_origin_list() {
             if http::HeaderValue::from_str(&origin).is_err() || !origin.contains("://") {
                 return Err(ConfigError::Invalid(format!(
@@ -335,6 +348,62 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_webhook(&self) -> Result<(), ConfigError> {
+        let url = self
+            .webhook_url
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|u| !u.trim().is_empty());
+        match (url, &self.webhook_secret) {
+            (None, None) => return Ok(()),
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "WORKLEDGER_WEBHOOK_SECRET is set without WORKLEDGER_WEBHOOK_URL".into(),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid(
+                    "WORKLEDGER_WEBHOOK_URL needs WORKLEDGER_WEBHOOK_SECRET (32+ bytes) to sign its calls"
+                        .into(),
+                ));
+            }
+            (Some(url), Some(secret)) => {
+                if !projections::notifications::is_webhook_url(url.trim()) {
+                    return Err(ConfigError::Invalid(
+                        "WORKLEDGER_WEBHOOK_URL must be an absolute http:// or https:// URL".into(),
+                    ));
+                }
+                if secret.expose_secret().len() < 32 {
+                    return Err(ConfigError::Invalid(
+                        "WORKLEDGER_WEBHOOK_SECRET must be at least 32 bytes".into(),
+                    ));
+                }
+            }
+        }
+        if self.webhook_timeout < Duration::from_secs(1)
+            || self.webhook_timeout > Duration::from_secs(300)
+        {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_WEBHOOK_TIMEOUT must be 1s to 5m".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The notifier's settings, when `WORKLEDGER_WEBHOOK_URL` is set.
+    pub fn webhook(&self) -> Option<projections::notifications::WebhookSettings> {
+        let url = self
+            .webhook_url
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|u| !u.trim().is_empty())?;
+        Some(projections::notifications::WebhookSettings {
+            url: url.trim().to_owned(),
+            secret: self.webhook_secret.clone()?,
+            timeout: self.webhook_timeout,
+        })
     }
 
     /// The Kafka publisher's settings, when `KAFKA_BROKERS` is set (and not empty).
@@ -523,6 +592,38 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn the_webhook_needs_a_url_and_a_secret_never_printed() {
+        Jail::expect_with(|jail| {
+            assert!(load_in(jail).unwrap().webhook().is_none());
+            jail.set_env(
+                "WORKLEDGER_WEBHOOK_URL",
+                "https://hooks.example.com/workledger",
+            );
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("WORKLEDGER_WEBHOOK_SECRET"), "{error}");
+            jail.set_env("WORKLEDGER_WEBHOOK_SECRET", "tiny secret");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(
+                error.contains("WORKLEDGER_WEBHOOK_SECRET") && !error.contains("tiny"),
+                "{error}"
+            );
+            jail.set_env(
+                "WORKLEDGER_WEBHOOK_SECRET",
+                "a webhook secret of 32 bytes or more",
+            );
+            let config = load_in(jail).unwrap();
+            let webhook = config.webhook().unwrap();
+            assert_eq!(webhook.url, "https://hooks.example.com/workledger");
+            let printed = format!("{config:?}");
+            assert!(!printed.contains("32 bytes or more") && !printed.contains("hooks.example"));
+            jail.set_env("WORKLEDGER_WEBHOOK_URL", "ftp://hooks.example.com");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("WORKLEDGER_WEBHOOK_URL"), "{error}");
+            Ok(())
+        });
     }
 
     #[test]

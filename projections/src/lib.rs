@@ -10,6 +10,8 @@
 //!   and chain-hash functions `workledger audit verify` uses).
 //! - [`kafka`]: the publisher of integration events to Kafka, a projector that writes no
 //!   table and moves its checkpoint once the broker has acknowledged.
+//! - [`notifications`]: the reactor that tells a webhook who has work to do (tasks offered,
+//!   assigned, overdue; approvals awaiting a decision).
 //!
 //! - [`rebuild`]: rebuilds projections into new tables and swaps them in (no downtime; a
 //!   failed or interrupted rebuild changes nothing that serves and can be resumed), for
@@ -25,6 +27,7 @@ mod feed;
 pub mod instances;
 pub mod kafka;
 mod lock;
+pub mod notifications;
 mod projector;
 pub mod rebuild;
 pub mod reports;
@@ -65,6 +68,8 @@ pub mod names {
     pub const AUDIT: &str = "audit";
     /// The Kafka publisher's checkpoint (not a read model: it writes no table).
     pub const KAFKA_PUBLISHER: &str = "kafka_publisher";
+    /// The webhook notifier's checkpoint (not a read model either).
+    pub const NOTIFICATIONS: &str = "notifications";
 }
 
 /// A projector name that is not one of the set.

@@ -3,6 +3,7 @@
 mod audit_trail;
 mod broker;
 mod kafka;
+mod notifications;
 mod read_models;
 mod rebuild;
 mod runtime;

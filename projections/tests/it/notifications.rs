@@ -1,0 +1,175 @@
+//! The webhook notifier against a real HTTP receiver on loopback and the real Postgres.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use event_schemas::LogPosition;
+use projections::names::NOTIFICATIONS;
+use projections::notifications::{
+    Delivery, Notification, SIGNATURE_HEADER, WebhookNotifier, WebhookSettings, signature,
+};
+use projections::{Projections, RunSettings};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{CLERK, MANAGERS, Po, eventually, last_appended, member, setup, user};
+
+const SECRET: &str = "the webhook secret, 32 bytes or more";
+
+/// A webhook receiver: keeps what it was sent and answers `status`.
+#[derive(Clone, Default)]
+struct Receiver {
+    received: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    status: Arc<AtomicU16>,
+}
+
+impl Receiver {
+    async fn start() -> (Self, String) {
+        let receiver = Receiver::default();
+        receiver.answer(StatusCode::NO_CONTENT);
+        let app = Router::new()
+            .route("/hooks/workledger", post(receive))
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks/workledger", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, url)
+    }
+
+    fn answer(&self, status: StatusCode) {
+        self.status.store(status.as_u16(), Ordering::SeqCst);
+    }
+
+    /// Every notification received, in order, after checking each body's signature.
+    fn notifications(&self) -> Vec<Notification> {
+        let received = self.received.lock().unwrap();
+        let mut out = Vec::new();
+        for (headers, body) in received.iter() {
+            assert_eq!(
+                headers[SIGNATURE_HEADER].to_str().unwrap(),
+                signature(SECRET.as_bytes(), body),
+                "every body is signed"
+            );
+            assert_eq!(headers["content-type"], "application/json");
+            let delivery: Delivery = serde_json::from_slice(body).unwrap();
+            out.extend(delivery.notifications);
+        }
+        out
+    }
+}
+
+async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let status = StatusCode::from_u16(receiver.status.load(Ordering::SeqCst)).unwrap();
+    if status.is_success() {
+        receiver.received.lock().unwrap().push((headers, body));
+    }
+    status
+}
+
+fn notifier(url: &str) -> WebhookNotifier {
+    WebhookNotifier::new(WebhookSettings {
+        url: url.to_owned(),
+        secret: SECRET.to_owned().into(),
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn whoever_has_work_to_do_is_notified_with_a_signed_call() {
+    let (receiver, url) = Receiver::start().await;
+    let (db, rt) = setup().await;
+    let po = Po::start(&rt, json!(1200), "PO-7").await;
+    po.work(
+        "review",
+        &member(CLERK, &["clerks"]),
+        json!({"checked": true}),
+        5,
+    )
+    .await;
+    let projections = Projections::from_projectors(vec![Arc::new(notifier(&url))]);
+    projections.catch_up(&db.pool).await.unwrap();
+
+    let notifications = receiver.notifications();
+    let kinds: Vec<&str> = notifications.iter().map(|n| n.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["task.offered", "approval.requested"],
+        "{notifications:?}"
+    );
+    let review = &notifications[0];
+    assert_eq!(review.subject.kind, "task");
+    assert_eq!(review.subject.id, po.child("review").to_string());
+    assert_eq!(review.subject.workflow_instance_id, Some(po.id));
+    assert_eq!(review.subject.step_id.as_deref(), Some("review"));
+    assert!(review.subject.name.is_some());
+    assert_eq!(review.recipients.groups, ["clerks"]);
+    assert_eq!(review.tenant_id.as_deref(), Some("acme"));
+    assert!(review.due_at.is_some());
+    let approval = &notifications[1];
+    assert_eq!(approval.subject.id, po.child("manager").to_string());
+    assert_eq!(approval.recipients.users, MANAGERS.map(user).to_vec());
+    // claiming and completing ask nobody to act: no notification
+    assert_eq!(
+        event_store::Checkpoints::load(&db.pool, NOTIFICATIONS)
+            .await
+            .unwrap(),
+        last_appended(&db.pool).await
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_refuses_gets_the_batch_again_and_nothing_is_skipped() {
+    let (receiver, url) = Receiver::start().await;
+    receiver.answer(StatusCode::SERVICE_UNAVAILABLE);
+    let (db, rt) = setup().await;
+    Po::start(&rt, json!(500), "PO-8").await;
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(
+        Projections::from_projectors(vec![Arc::new(notifier(&url))])
+            .with_settings(RunSettings {
+                retry_min: Duration::from_millis(50),
+                retry_max: Duration::from_millis(200),
+                poll_interval: Duration::from_millis(100),
+                ..RunSettings::default()
+            })
+            .run(db.pool.clone(), shutdown.clone()),
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the notifier's failure",
+        || async {
+            let status = Projections::status(&db.pool).await.unwrap();
+            status.iter().any(|s| {
+                s.name == NOTIFICATIONS
+                    && s.active
+                    && s.error
+                        .as_ref()
+                        .is_some_and(|e| e.message.contains("answered 503"))
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        event_store::Checkpoints::load(&db.pool, NOTIFICATIONS)
+            .await
+            .unwrap(),
+        LogPosition::START
+    );
+    assert!(receiver.notifications().is_empty());
+
+    receiver.answer(StatusCode::OK);
+    eventually(Duration::from_secs(30), "the notification", || async {
+        !receiver.notifications().is_empty()
+    })
+    .await;
+    assert_eq!(receiver.notifications()[0].kind, "task.offered");
+    shutdown.cancel();
+    running.await.unwrap();
+}
