@@ -132,6 +132,9 @@ impl Application {
             Some(settings) if roles.workers => {
                 tracing::info!(url = %projections::notifications::redacted_url(&settings.url),
                     "notifying a webhook of work to do");
+                WebhookNotifier::start_at_head(&pool)
+                    .await
+                    .context("starting the webhook notifier at the head of the log")?;
                 Some(WebhookNotifier::new(settings).context("setting up the webhook notifier")?)
             }
             _ => None,

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use event_store::testing::TestDatabase;
-use projections::notifications::{Delivery, SIGNATURE_HEADER, signature};
+use projections::notifications::{Delivery, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
 use serde_json::{Value, json};
 use workledger::app::Application;
 use workledger::config::Config;
@@ -82,9 +82,10 @@ async fn serve_notifies_the_webhook_of_a_task_offered_to_a_group() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let timestamp: i64 = headers[TIMESTAMP_HEADER].to_str().unwrap().parse().unwrap();
     assert_eq!(
         headers[SIGNATURE_HEADER].to_str().unwrap(),
-        signature(SECRET.as_bytes(), &body)
+        signature(SECRET.as_bytes(), timestamp, &body)
     );
     let delivery: Delivery = serde_json::from_slice(&body).unwrap();
     let notification = &delivery.notifications[0];

@@ -9,9 +9,15 @@
 //! no answer) fails the batch, which is sent again after a backoff: at least once, in log
 //! order; receivers drop repeats by the notification's `id` (the event's id).
 //!
-//! The body is signed: `X-Workledger-Signature: sha256=HEX`, the HMAC-SHA256 of the body
-//! under `WORKLEDGER_WEBHOOK_SECRET`. Recipients are user ids and group names, never names or
-//! emails: the receiver looks people up in its own directory.
+//! Each call is signed: `X-Workledger-Timestamp: UNIX_SECONDS` and `X-Workledger-Signature:
+//! sha256=HEX`, the HMAC-SHA256 under `WORKLEDGER_WEBHOOK_SECRET` of `TIMESTAMP.BODY`, so a
+//! receiver can refuse a replayed call by its age. Calls carry at most
+//! [`NOTIFICATIONS_PER_CALL`] notifications; redirects are not followed (a 3xx is a
+//! failure: the signed body goes nowhere else). Recipients are user ids and group names,
+//! never people's names or emails: the receiver looks people up in its own directory.
+//!
+//! The notifier starts at the head of the log the first time it runs (turning it on for a
+//! system with a history does not announce every task ever opened).
 
 use std::time::Duration;
 
@@ -51,10 +57,24 @@ pub struct WebhookSettings {
     pub timeout: Duration,
 }
 
-/// Whether `url` can be a webhook: an absolute `http` or `https` URL with a host.
+/// Whether `url` can be a webhook: an absolute `https` URL, or `http` to this machine only
+/// (the URL's token and the bodies would otherwise travel in the clear).
 pub fn is_webhook_url(url: &str) -> bool {
-    reqwest::Url::parse(url)
-        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match (url.scheme(), url.host_str()) {
+        ("https", Some(_)) => true,
+        ("http", Some(host)) => {
+            host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
+    }
 }
 
 /// `url` as it may be logged: scheme, host and port only (a webhook's path or query often
@@ -123,16 +143,24 @@ pub struct Delivery {
     pub notifications: Vec<Notification>,
 }
 
-/// The signature header's value for `body`: `sha256=HEX`.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+/// The signature header's value for a call made at `timestamp` with `body`: `sha256=HEX` of
+/// the HMAC-SHA256 of `TIMESTAMP.BODY`. A receiver recomputes it over the raw bytes, compares
+/// in constant time, and refuses a timestamp more than a few minutes away from its clock.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of every length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The header that carries [`signature`].
 pub const SIGNATURE_HEADER: &str = "x-workledger-signature";
+/// The header that carries the signed time (seconds since the Unix epoch).
+pub const TIMESTAMP_HEADER: &str = "x-workledger-timestamp";
+/// The most notifications in one call.
+pub const NOTIFICATIONS_PER_CALL: usize = 100;
 
 /// Why the notifier could not start.
 #[derive(Debug, thiserror::Error)]
@@ -158,31 +186,66 @@ impl WebhookNotifier {
     pub fn new(settings: WebhookSettings) -> Result<Self, WebhookSetupError> {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
+            // a redirect would send the signed body (and, as a Referer, the URL) elsewhere
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("workledger/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(WebhookSetupError)?;
         Ok(Self { settings, client })
     }
 
-    async fn notify(&self, events: &[&RecordedEvent]) -> Result<(), ProjectionError> {
+    /// Starts the notifier's checkpoint at the head of the log when it has none: only work
+    /// from now on is announced.
+    pub async fn start_at_head(pool: &sqlx::PgPool) -> Result<(), event_store::LogError> {
+        let head = event_store::GlobalLog::head(pool).await?;
+        sqlx::query(
+            "insert into checkpoints (name, tx_id, global_position) \
+             values ($1, $2::text::xid8, $3) on conflict (name) do nothing",
+        )
+        .bind(NOTIFICATIONS)
+        .bind(head.tx_id.to_string())
+        .bind(head.global_position)
+        .execute(pool)
+        .await
+        .map_err(event_store::LogError::Read)?;
+        Ok(())
+    }
+
+    async fn notify(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
         let mut notifications = Vec::with_capacity(events.len());
         for event in events {
-            notifications.extend(notification(event)?);
+            let previous = previous_awaiting(conn, event).await?;
+            if let Some(notification) = notification(event, previous.as_deref())? {
+                notifications.push((*event, notification));
+            }
         }
-        let Some(first) = events.first() else {
-            return Ok(());
-        };
-        if notifications.is_empty() {
-            return Ok(());
+        for chunk in notifications.chunks(NOTIFICATIONS_PER_CALL) {
+            self.call(chunk).await?;
         }
-        let count = notifications.len();
-        let body = serde_json::to_vec(&Delivery { notifications })
+        Ok(())
+    }
+
+    /// One call with `chunk`; a failure names the chunk's first event.
+    async fn call(&self, chunk: &[(&RecordedEvent, Notification)]) -> Result<(), ProjectionError> {
+        let first = chunk[0].0;
+        let notifications: Vec<&Notification> = chunk.iter().map(|(_, n)| n).collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "notifications": notifications }))
             .map_err(|e| delivery_error(first, e))?;
-        let signed = signature(self.settings.secret.expose_secret().as_bytes(), &body);
+        let timestamp = chrono::Utc::now().timestamp();
+        let signed = signature(
+            self.settings.secret.expose_secret().as_bytes(),
+            timestamp,
+            &body,
+        );
         let response = self
             .client
             .post(&self.settings.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header(SIGNATURE_HEADER, signed)
             .body(body)
             .send()
@@ -192,9 +255,48 @@ impl WebhookNotifier {
         if !status.is_success() {
             return Err(delivery_error(first, Refused(status.as_u16())));
         }
-        metrics::counter!("workledger_notifications_total").increment(count as u64);
+        metrics::counter!("workledger_notifications_total").increment(chunk.len() as u64);
         Ok(())
     }
+}
+
+/// For a vote or a delegation on an approval: who could decide before it (from the
+/// approval's previous event of those that say so), to tell only the people who can now.
+async fn previous_awaiting(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+) -> Result<Option<Vec<Uuid>>, ProjectionError> {
+    if event.aggregate_type != approval::AGGREGATE_TYPE
+        || !matches!(
+            event.event_type.as_str(),
+            "ApprovalDecided" | "ApprovalDelegated"
+        )
+    {
+        return Ok(None);
+    }
+    let awaiting: Option<serde_json::Value> = sqlx::query_scalar(
+        "select coalesce(payload->'ApprovalOpened'->'awaiting', \
+                         payload->'ApprovalDecided'->'awaiting', \
+                         payload->'ApprovalDelegated'->'awaiting') \
+         from events where aggregate_type = $1 and aggregate_id = $2 and sequence < $3 \
+           and event_type in ('ApprovalOpened', 'ApprovalDecided', 'ApprovalDelegated') \
+         order by sequence desc limit 1",
+    )
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .bind(event.sequence)
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
+    let Some(awaiting) = awaiting else {
+        return Err(ProjectionError::inconsistent(
+            event,
+            "the approval has no earlier event that says who could decide",
+        ));
+    };
+    serde_json::from_value(awaiting).map(Some).map_err(|_| {
+        ProjectionError::inconsistent(event, "an earlier event's `awaiting` is not a list of ids")
+    })
 }
 
 /// The receiver answered something else than 2xx.
@@ -218,8 +320,12 @@ fn workflow_fields(workflow: Option<&WorkflowRef>) -> (Option<Uuid>, Option<Stri
     })
 }
 
-/// The notification an event makes, if any.
-pub fn notification(event: &RecordedEvent) -> Result<Option<Notification>, ProjectionError> {
+/// The notification an event makes, if any: none when it asks nobody new to act. For a vote
+/// or a delegation on an approval, `previous_awaiting` is who could decide before it.
+pub fn notification(
+    event: &RecordedEvent,
+    previous_awaiting: Option<&[Uuid]>,
+) -> Result<Option<Notification>, ProjectionError> {
     let mut subject = Subject {
         kind: event.aggregate_type.clone(),
         id: event.aggregate_id.clone(),
@@ -286,14 +392,29 @@ pub fn notification(event: &RecordedEvent) -> Result<Option<Notification>, Proje
                 subject.name = Some(name);
                 ("approval.requested", users(awaiting), due_at)
             }
-            ApprovalEvent::ApprovalDecided { awaiting, .. }
-            | ApprovalEvent::ApprovalDelegated { awaiting, .. } => {
-                ("approval.awaiting", users(awaiting), None)
+            // under `all` and `quorum` everyone still voting could vote before: only those
+            // who can now and could not (the next one, for `sequential`) are told
+            ApprovalEvent::ApprovalDecided { awaiting, .. } => {
+                let before = previous_awaiting.unwrap_or_default();
+                let new = awaiting.into_iter().filter(|u| !before.contains(u));
+                ("approval.awaiting", users(new), None)
+            }
+            // the vote's new holder, when it is theirs to cast now
+            ApprovalEvent::ApprovalDelegated {
+                to_user_id,
+                awaiting,
+                ..
+            } => {
+                let now = awaiting.contains(&to_user_id).then_some(to_user_id);
+                ("approval.awaiting", users(now), None)
             }
             _ => return Ok(None),
         },
         _ => return Ok(None),
     };
+    if recipients.users.is_empty() && recipients.groups.is_empty() {
+        return Ok(None);
+    }
     let metadata = |key: &str| {
         event
             .metadata
@@ -342,16 +463,136 @@ impl Projector for WebhookNotifier {
 
     fn apply<'a>(
         &'a self,
-        _conn: &'a mut PgConnection,
+        conn: &'a mut PgConnection,
         events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
-        Box::pin(self.notify(events))
+        Box::pin(self.notify(conn, events))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use event_schemas::{ApprovalDecision, LogPosition};
+    use serde_json::json;
+
     use super::*;
+
+    fn recorded(aggregate_type: &str, payload: serde_json::Value) -> RecordedEvent {
+        let event_type = payload.as_object().unwrap().keys().next().unwrap().clone();
+        RecordedEvent {
+            position: LogPosition {
+                tx_id: 10,
+                global_position: 3,
+            },
+            event_id: Uuid::now_v7(),
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: Uuid::nil().to_string(),
+            sequence: 2,
+            event_type,
+            event_version: "1".to_owned(),
+            payload,
+            metadata: json!({"tenant_id": "acme", "occurred_at": "2026-11-26T10:00:00Z"}),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn decided(awaiting: &[Uuid]) -> RecordedEvent {
+        recorded(
+            approval::AGGREGATE_TYPE,
+            json!({"ApprovalDecided": {"approver": id(1), "decided_by": id(1),
+                   "decision": ApprovalDecision::Approve, "awaiting": awaiting,
+                   "decided_at": "2026-11-26T10:00:00Z"}}),
+        )
+    }
+
+    #[test]
+    fn a_vote_tells_only_who_can_decide_now_and_could_not_before() {
+        // `sequential`: the next approver's turn
+        let next = notification(&decided(&[id(2)]), Some(&[id(1), id(3)][..]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.kind, "approval.awaiting");
+        assert_eq!(next.recipients.users, [id(2)]);
+        // `all`: the others could vote already; the last vote leaves nobody
+        assert!(
+            notification(&decided(&[id(2), id(3)]), Some(&[id(1), id(2), id(3)][..]))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            notification(&decided(&[]), Some(&[id(1)][..]))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_delegated_vote_tells_its_new_holder_when_it_is_theirs_to_cast() {
+        let delegated = |awaiting: &[Uuid]| {
+            recorded(
+                approval::AGGREGATE_TYPE,
+                json!({"ApprovalDelegated": {"approver": id(1), "from_user_id": id(1),
+                       "to_user_id": id(9), "delegated_by": "service:test", "awaiting": awaiting,
+                       "delegated_at": "2026-11-26T10:00:00Z"}}),
+            )
+        };
+        let now = notification(&delegated(&[id(9)]), Some(&[id(1)][..]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(now.recipients.users, [id(9)]);
+        // a later turn of a `sequential` approval: nobody new can act yet
+        assert!(
+            notification(&delegated(&[id(2)]), Some(&[id(2)][..]))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn tasks_assigned_delegated_and_overdue_name_who_acts() {
+        let assigned = recorded(
+            task::AGGREGATE_TYPE,
+            json!({"TaskAssigned": {"user_id": id(5), "previous_assignee": null,
+                   "assigned_by": "service:test", "assigned_at": "2026-11-26T10:00:00Z"}}),
+        );
+        let n = notification(&assigned, None).unwrap().unwrap();
+        assert_eq!(
+            (n.kind.as_str(), n.recipients.users.as_slice()),
+            ("task.assigned", &[id(5)][..])
+        );
+        let delegated = recorded(
+            task::AGGREGATE_TYPE,
+            json!({"TaskDelegated": {"from_user_id": id(5), "to_user_id": id(6),
+                   "delegated_by": "service:test", "delegated_at": "2026-11-26T10:00:00Z"}}),
+        );
+        let n = notification(&delegated, None).unwrap().unwrap();
+        assert_eq!(
+            (n.kind.as_str(), n.recipients.users.as_slice()),
+            ("task.delegated", &[id(6)][..])
+        );
+        let overdue = |escalation: serde_json::Value| {
+            recorded(
+                task::AGGREGATE_TYPE,
+                json!({"TaskOverdue": {"due_at": "2026-11-26T09:00:00Z", "escalation": escalation,
+                       "marked_at": "2026-11-26T10:00:00Z"}}),
+            )
+        };
+        let n = notification(
+            &overdue(json!({"candidate_users": [], "candidate_groups": ["supervisors"]})),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(n.kind, "task.overdue");
+        assert_eq!(n.recipients.groups, ["supervisors"]);
+        assert!(n.due_at.is_some());
+        // nobody to tell: no notification
+        assert!(notification(&overdue(json!(null)), None).unwrap().is_none());
+    }
 
     #[test]
     fn a_webhook_url_is_logged_without_its_path() {
@@ -375,6 +616,12 @@ mod tests {
             "{printed}"
         );
         assert!(is_webhook_url(url));
+        assert!(is_webhook_url("http://127.0.0.1:9000/hook"));
+        assert!(is_webhook_url("http://localhost/hook"));
+        assert!(
+            !is_webhook_url("http://hooks.example.com/x"),
+            "plain http leaves the machine"
+        );
         assert!(!is_webhook_url("ftp://hooks.example.com/x"));
         assert!(!is_webhook_url("/relative"));
     }

@@ -12,13 +12,16 @@ use axum::routing::post;
 use event_schemas::LogPosition;
 use projections::names::NOTIFICATIONS;
 use projections::notifications::{
-    Delivery, Notification, SIGNATURE_HEADER, WebhookNotifier, WebhookSettings, signature,
+    Delivery, Notification, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookNotifier, WebhookSettings,
+    signature,
 };
 use projections::{Projections, RunSettings};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{CLERK, MANAGERS, Po, eventually, last_appended, member, setup, user};
+use crate::support::{
+    CLERK, MANAGERS, Po, eventually, last_appended, member, project_with, setup, user,
+};
 
 const SECRET: &str = "the webhook secret, 32 bytes or more";
 
@@ -35,6 +38,7 @@ impl Receiver {
         receiver.answer(StatusCode::NO_CONTENT);
         let app = Router::new()
             .route("/hooks/workledger", post(receive))
+            .route("/moved", post(moved))
             .with_state(receiver.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hooks/workledger", listener.local_addr().unwrap());
@@ -51,10 +55,12 @@ impl Receiver {
         let received = self.received.lock().unwrap();
         let mut out = Vec::new();
         for (headers, body) in received.iter() {
+            let timestamp: i64 = headers[TIMESTAMP_HEADER].to_str().unwrap().parse().unwrap();
+            assert!((chrono::Utc::now().timestamp() - timestamp).abs() < 300);
             assert_eq!(
                 headers[SIGNATURE_HEADER].to_str().unwrap(),
-                signature(SECRET.as_bytes(), body),
-                "every body is signed"
+                signature(SECRET.as_bytes(), timestamp, body),
+                "every call is signed, with its time"
             );
             assert_eq!(headers["content-type"], "application/json");
             let delivery: Delivery = serde_json::from_slice(body).unwrap();
@@ -70,6 +76,14 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
         receiver.received.lock().unwrap().push((headers, body));
     }
     status
+}
+
+/// Sends its caller on to the receiving route.
+async fn moved() -> (StatusCode, [(&'static str, &'static str); 1]) {
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [("location", "/hooks/workledger")],
+    )
 }
 
 fn notifier(url: &str) -> WebhookNotifier {
@@ -94,7 +108,7 @@ async fn whoever_has_work_to_do_is_notified_with_a_signed_call() {
     )
     .await;
     let projections = Projections::from_projectors(vec![Arc::new(notifier(&url))]);
-    projections.catch_up(&db.pool).await.unwrap();
+    project_with(&projections, &db.pool).await;
 
     let notifications = receiver.notifications();
     let kinds: Vec<&str> = notifications.iter().map(|n| n.kind.as_str()).collect();
@@ -116,6 +130,11 @@ async fn whoever_has_work_to_do_is_notified_with_a_signed_call() {
     assert_eq!(approval.subject.id, po.child("manager").to_string());
     assert_eq!(approval.recipients.users, MANAGERS.map(user).to_vec());
     // claiming and completing ask nobody to act: no notification
+    assert_eq!(
+        receiver.received.lock().unwrap().len(),
+        1,
+        "one call for the batch"
+    );
     assert_eq!(
         event_store::Checkpoints::load(&db.pool, NOTIFICATIONS)
             .await
@@ -172,4 +191,60 @@ async fn a_receiver_that_refuses_gets_the_batch_again_and_nothing_is_skipped() {
     assert_eq!(receiver.notifications()[0].kind, "task.offered");
     shutdown.cancel();
     running.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_notifier_turned_on_later_announces_only_work_from_then_on() {
+    let (receiver, url) = Receiver::start().await;
+    let (db, rt) = setup().await;
+    Po::start(&rt, json!(700), "PO-9").await;
+    crate::support::wait_readable(&db.pool).await;
+    WebhookNotifier::start_at_head(&db.pool).await.unwrap();
+    let po = Po::start(&rt, json!(900), "PO-10").await;
+    let projections = Projections::from_projectors(vec![Arc::new(notifier(&url))]);
+    project_with(&projections, &db.pool).await;
+    let notifications = receiver.notifications();
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    assert_eq!(notifications[0].subject.id, po.child("review").to_string());
+    // a second start keeps the checkpoint where it is
+    WebhookNotifier::start_at_head(&db.pool).await.unwrap();
+    assert_eq!(
+        event_store::Checkpoints::load(&db.pool, NOTIFICATIONS)
+            .await
+            .unwrap(),
+        last_appended(&db.pool).await
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_but_counts_as_a_failure() {
+    let (receiver, url) = Receiver::start().await;
+    let moved = url.replace("/hooks/workledger", "/moved");
+    let (db, rt) = setup().await;
+    Po::start(&rt, json!(500), "PO-11").await;
+    let projections = Projections::from_projectors(vec![Arc::new(notifier(&moved))]);
+    crate::support::wait_readable(&db.pool).await;
+    let error = projections.catch_up(&db.pool).await.unwrap_err();
+    let message = format!("{:?}", anyhow_chain(&error));
+    assert!(message.contains("answered 307"), "{message}");
+    assert!(
+        receiver.notifications().is_empty(),
+        "the signed body went nowhere else"
+    );
+    assert_eq!(
+        event_store::Checkpoints::load(&db.pool, NOTIFICATIONS)
+            .await
+            .unwrap(),
+        LogPosition::START
+    );
+}
+
+fn anyhow_chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push(cause.to_string());
+        source = cause.source();
+    }
+    out
 }
