@@ -201,30 +201,29 @@ impl Fingerprints {
     /// The fingerprint of one request.
     pub fn of(&self, method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
         let mut mac = hmac(&self.key);
-        for part in [
-            method.as_str().as_bytes(),
-            b"\n",
-            path.as_bytes(),
-            b"\n",
-            body,
-        ] {
+        for part in request_parts(method, path, body) {
             mac.update(part);
         }
         mac.finalize().into_bytes().to_vec()
     }
 }
 
-/// The fingerprint kept before keyed ones (plain SHA-256), for keys stored by an earlier
-/// version and still unexpired: their retries are still recognised.
-fn unkeyed_fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
-    let mut hash = Sha256::new();
-    for part in [
+/// What a fingerprint covers: `METHOD \n PATH \n BODY`.
+fn request_parts<'a>(method: &'a Method, path: &'a str, body: &'a [u8]) -> [&'a [u8]; 5] {
+    [
         method.as_str().as_bytes(),
         b"\n",
         path.as_bytes(),
         b"\n",
         body,
-    ] {
+    ]
+}
+
+/// The fingerprint kept before keyed ones (plain SHA-256), for keys stored by an earlier
+/// version and still unexpired: their retries are still recognised.
+fn unkeyed_fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    for part in request_parts(method, path, body) {
         hash.update(part);
     }
     hash.finalize().to_vec()

@@ -35,7 +35,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use sqlx::PgConnection;
 
 use crate::names::KAFKA_PUBLISHER;
-use crate::projector::{EventFilter, EventRef, ProjectionError, Projector};
+use crate::projector::{EventFilter, ProjectionError, Projector};
 
 /// The aggregate types whose events are published.
 pub const PUBLISHED_AGGREGATE_TYPES: [&str; 4] = INTEGRATION_AGGREGATE_TYPES;
@@ -187,7 +187,7 @@ impl KafkaPublisher {
         let existing = self
             .existing_topics()
             .await
-            .map_err(|error| delivery_error(first, error))?;
+            .map_err(|error| ProjectionError::delivery(first, error))?;
         let new: Vec<NewTopic<'_>> = inner
             .topics
             .values()
@@ -214,7 +214,7 @@ impl KafkaPublisher {
             .create_topics(&new, &options)
             .await
             .map_err(|error| {
-                delivery_error(
+                ProjectionError::delivery(
                     first,
                     TopicsError {
                         brokers: inner.settings.brokers.clone(),
@@ -226,7 +226,7 @@ impl KafkaPublisher {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    return Err(delivery_error(
+                    return Err(ProjectionError::delivery(
                         first,
                         TopicError {
                             topic,
@@ -324,7 +324,8 @@ impl KafkaPublisher {
                 ));
             };
             let message = IntegrationEvent::of(event);
-            let value = serde_json::to_vec(&message).map_err(|e| delivery_error(event, e))?;
+            let value =
+                serde_json::to_vec(&message).map_err(|e| ProjectionError::delivery(event, e))?;
             let record = FutureRecord::to(topic)
                 .key(event.aggregate_id.as_str())
                 .payload(&value)
@@ -332,7 +333,7 @@ impl KafkaPublisher {
             // queued; a full queue is a failed batch, retried
             let delivery = producer
                 .send_result(record)
-                .map_err(|(error, _)| delivery_error(event, error))?;
+                .map_err(|(error, _)| ProjectionError::delivery(event, error))?;
             pending.push((*event, delivery));
         }
         // in order: the first event that failed is named (the producer keeps each partition's
@@ -340,9 +341,9 @@ impl KafkaPublisher {
         for (event, delivery) in pending {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(delivery_error(event, error)),
+                Ok(Err((error, _))) => return Err(ProjectionError::delivery(event, error)),
                 Err(_canceled) => {
-                    return Err(delivery_error(event, KafkaError::Canceled));
+                    return Err(ProjectionError::delivery(event, KafkaError::Canceled));
                 }
             }
         }
@@ -381,16 +382,6 @@ struct TopicError {
     topic: String,
     #[source]
     error: KafkaError,
-}
-
-fn delivery_error(
-    event: &RecordedEvent,
-    source: impl std::error::Error + Send + Sync + 'static,
-) -> ProjectionError {
-    ProjectionError::Delivery {
-        event: Box::new(EventRef::of(event)),
-        source: Box::new(source),
-    }
 }
 
 impl Projector for KafkaPublisher {

@@ -33,7 +33,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::names::NOTIFICATIONS;
-use crate::projector::{EventFilter, EventRef, ProjectionError, Projector, decode};
+use crate::projector::{EventFilter, ProjectionError, Projector, decode};
 
 /// The events that can ask someone to act.
 const NOTIFYING: [&str; 7] = [
@@ -234,7 +234,7 @@ impl WebhookNotifier {
         let first = chunk[0].0;
         let notifications: Vec<&Notification> = chunk.iter().map(|(_, n)| n).collect();
         let body = serde_json::to_vec(&serde_json::json!({ "notifications": notifications }))
-            .map_err(|e| delivery_error(first, e))?;
+            .map_err(|e| ProjectionError::delivery(first, e))?;
         let timestamp = chrono::Utc::now().timestamp();
         let signed = signature(
             self.settings.secret.expose_secret().as_bytes(),
@@ -250,10 +250,10 @@ impl WebhookNotifier {
             .body(body)
             .send()
             .await
-            .map_err(|e| delivery_error(first, e.without_url()))?;
+            .map_err(|e| ProjectionError::delivery(first, e.without_url()))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(delivery_error(first, Refused(status.as_u16())));
+            return Err(ProjectionError::delivery(first, Refused(status.as_u16())));
         }
         metrics::counter!("workledger_notifications_total").increment(chunk.len() as u64);
         Ok(())
@@ -303,16 +303,6 @@ async fn previous_awaiting(
 #[derive(Debug, thiserror::Error)]
 #[error("the webhook receiver answered {0}")]
 struct Refused(u16);
-
-fn delivery_error(
-    event: &RecordedEvent,
-    source: impl std::error::Error + Send + Sync + 'static,
-) -> ProjectionError {
-    ProjectionError::Delivery {
-        event: Box::new(EventRef::of(event)),
-        source: Box::new(source),
-    }
-}
 
 fn workflow_fields(workflow: Option<&WorkflowRef>) -> (Option<Uuid>, Option<String>) {
     workflow.map_or((None, None), |w| {

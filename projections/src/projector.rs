@@ -180,6 +180,17 @@ impl ProjectionError {
         !matches!(self, ProjectionError::Delivery { .. })
     }
 
+    /// A delivery of `event` (and those after it in its batch) that failed for `source`.
+    pub(crate) fn delivery(
+        event: &RecordedEvent,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ProjectionError::Delivery {
+            event: Box::new(EventRef::of(event)),
+            source: Box::new(source),
+        }
+    }
+
     pub(crate) fn inconsistent(event: &RecordedEvent, reason: impl Into<String>) -> Self {
         ProjectionError::Inconsistent {
             event: Box::new(EventRef::of(event)),
