@@ -68,6 +68,10 @@ struct Args {
     /// Keep the database and its log: generate only when it has no events yet.
     #[arg(long)]
     reuse: bool,
+    /// Also measure the Kafka publisher alone from zero, publishing to these brokers
+    /// (`host:port`; e.g. a `tansu broker` on loopback).
+    #[arg(long)]
+    kafka: Option<String>,
 }
 
 #[tokio::main]
@@ -111,7 +115,12 @@ async fn main() -> anyhow::Result<()> {
     }
     for round in 1..=args.rounds {
         reset(&pool).await?;
-        let seconds = catch_up(&pool, settings.clone(), head).await?;
+        let seconds = catch_up(
+            &pool,
+            Projections::all().with_settings(settings.clone()),
+            head,
+        )
+        .await?;
         println!(
             "| {round} | {} | {seconds:.2} s | {:.0} |",
             settings.batch_size,
@@ -147,6 +156,36 @@ async fn main() -> anyhow::Result<()> {
         }
     } else {
         println!("\n(no {}: replay not measured)", args.workledger);
+    }
+
+    if let Some(brokers) = &args.kafka {
+        let published: i64 =
+            sqlx::query_scalar("select count(*) from events where aggregate_type = any($1)")
+                .bind(&projections::kafka::PUBLISHED_AGGREGATE_TYPES[..])
+                .fetch_one(&pool)
+                .await?;
+        println!(
+            "\n### Kafka publisher alone from zero over {events} log events ({published} published)\n"
+        );
+        println!("| run | time to caught up | events published/s |");
+        println!("|---:|---:|---:|");
+        for round in 1..=args.rounds {
+            sqlx::query("delete from checkpoints where name = $1")
+                .bind(projections::names::KAFKA_PUBLISHER)
+                .execute(&pool)
+                .await?;
+            let mut kafka = projections::kafka::KafkaSettings::new(brokers.clone());
+            kafka.topic_prefix = format!("bench{}.", Uuid::new_v4().simple());
+            kafka.replication_factor = 1;
+            let publisher = projections::kafka::KafkaPublisher::new(kafka)?;
+            let set = Projections::from_projectors(vec![std::sync::Arc::new(publisher)])
+                .with_settings(settings.clone());
+            let seconds = catch_up(&pool, set, head).await?;
+            println!(
+                "| {round} | {seconds:.2} s | {:.0} |",
+                published as f64 / seconds
+            );
+        }
     }
     pool.close().await;
     Ok(())
@@ -202,16 +241,17 @@ async fn reset(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the real worker runtime until every projector's checkpoint is at `head`.
-async fn catch_up(pool: &PgPool, settings: RunSettings, head: LogPosition) -> anyhow::Result<f64> {
-    let names = Projections::all().names();
+/// Runs the real worker runtime until every projector's checkpoint of `projections` is at
+/// `head`.
+async fn catch_up(
+    pool: &PgPool,
+    projections: Projections,
+    head: LogPosition,
+) -> anyhow::Result<f64> {
+    let names = projections.names();
     let stop = CancellationToken::new();
     let started = Instant::now();
-    let workers = tokio::spawn(
-        Projections::all()
-            .with_settings(settings)
-            .run(pool.clone(), stop.clone()),
-    );
+    let workers = tokio::spawn(projections.run(pool.clone(), stop.clone()));
     let deadline = started + Duration::from_secs(3600);
     let mut last_check = Instant::now();
     loop {
