@@ -11,7 +11,7 @@
 //! - [`kafka`]: the publisher of integration events to Kafka, a projector that writes no
 //!   table and moves its checkpoint once the broker has acknowledged.
 //! - [`notifications`]: the reactor that tells a webhook who has work to do (tasks offered,
-//!   assigned, overdue; approvals awaiting a decision).
+//!   assigned, overdue; approvals awaiting a decision, overdue).
 //!
 //! - [`rebuild`]: rebuilds projections into new tables and swaps them in (no downtime; a
 //!   failed or interrupted rebuild changes nothing that serves and can be resumed), for

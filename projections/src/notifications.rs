@@ -36,14 +36,16 @@ use crate::names::NOTIFICATIONS;
 use crate::projector::{EventFilter, ProjectionError, Projector, decode};
 
 /// The events that can ask someone to act.
-const NOTIFYING: [&str; 7] = [
+const NOTIFYING: [&str; 9] = [
     "TaskOpened",
     "TaskAssigned",
     "TaskDelegated",
+    "TaskReleased",
     "TaskOverdue",
     "ApprovalOpened",
     "ApprovalDecided",
     "ApprovalDelegated",
+    "ApprovalOverdue",
 ];
 
 /// Where and how to notify.
@@ -124,8 +126,8 @@ pub struct Notification {
     /// The id of the event it comes from: receivers drop repeats by it.
     pub id: Uuid,
     /// `task.offered`, `task.assigned`, `task.delegated`, `task.overdue`,
-    /// `approval.requested` (the approvers who may decide now) or `approval.awaiting` (after
-    /// a vote or a delegation: who may decide now).
+    /// `approval.requested` (the approvers who may decide now), `approval.awaiting` (after a
+    /// vote or a delegation: who may decide now and could not before) or `approval.overdue`.
     #[serde(rename = "type")]
     pub kind: String,
     pub tenant_id: Option<String>,
@@ -218,8 +220,8 @@ impl WebhookNotifier {
     ) -> Result<(), ProjectionError> {
         let mut notifications = Vec::with_capacity(events.len());
         for event in events {
-            let previous = previous_awaiting(conn, event).await?;
-            if let Some(notification) = notification(event, previous.as_deref())? {
+            let before = Before::load(conn, event).await?;
+            if let Some(notification) = notification(event, &before)? {
                 notifications.push((*event, notification));
             }
         }
@@ -260,20 +262,42 @@ impl WebhookNotifier {
     }
 }
 
-/// For a vote or a delegation on an approval: who could decide before it (from the
-/// approval's previous event of those that say so), to tell only the people who can now.
-async fn previous_awaiting(
+/// What an event's notification needs from before the event, when the event alone does not
+/// say who is to act: read from the aggregate's earlier events (the log, not a read model,
+/// which may be behind or ahead of this reactor).
+#[derive(Debug, Clone, Default)]
+pub struct Before {
+    /// For a vote, a delegation or an overdue approval: who could decide before it.
+    pub awaiting: Vec<Uuid>,
+    /// For a released or overdue task: the task as it was.
+    pub task: Option<domain::task::Task>,
+}
+
+impl Before {
+    async fn load(conn: &mut PgConnection, event: &RecordedEvent) -> Result<Self, ProjectionError> {
+        match (event.aggregate_type.as_str(), event.event_type.as_str()) {
+            (
+                approval::AGGREGATE_TYPE,
+                "ApprovalDecided" | "ApprovalDelegated" | "ApprovalOverdue",
+            ) => Ok(Self {
+                awaiting: awaiting_before(conn, event).await?,
+                task: None,
+            }),
+            (task::AGGREGATE_TYPE, "TaskReleased" | "TaskOverdue") => Ok(Self {
+                awaiting: Vec::new(),
+                task: Some(task_before(conn, event).await?),
+            }),
+            _ => Ok(Self::default()),
+        }
+    }
+}
+
+/// Who could decide on an approval before `event` (the `awaiting` of its latest earlier event
+/// that says so).
+async fn awaiting_before(
     conn: &mut PgConnection,
     event: &RecordedEvent,
-) -> Result<Option<Vec<Uuid>>, ProjectionError> {
-    if event.aggregate_type != approval::AGGREGATE_TYPE
-        || !matches!(
-            event.event_type.as_str(),
-            "ApprovalDecided" | "ApprovalDelegated"
-        )
-    {
-        return Ok(None);
-    }
+) -> Result<Vec<Uuid>, ProjectionError> {
     let awaiting: Option<serde_json::Value> = sqlx::query_scalar(
         "select coalesce(payload->'ApprovalOpened'->'awaiting', \
                          payload->'ApprovalDecided'->'awaiting', \
@@ -294,9 +318,57 @@ async fn previous_awaiting(
             "the approval has no earlier event that says who could decide",
         ));
     };
-    serde_json::from_value(awaiting).map(Some).map_err(|_| {
+    serde_json::from_value(awaiting).map_err(|_| {
         ProjectionError::inconsistent(event, "an earlier event's `awaiting` is not a list of ids")
     })
+}
+
+/// The task as it was before `event`: its earlier events applied in order.
+async fn task_before(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+) -> Result<domain::task::Task, ProjectionError> {
+    use cqrs_es::Aggregate as _;
+    use sqlx::Row as _;
+    let rows = sqlx::query(
+        "select tx_id::text::bigint as tx_id, global_position, event_id, sequence, event_type, \
+                event_version, payload, recorded_at \
+         from events where aggregate_type = $1 and aggregate_id = $2 and sequence < $3 \
+         order by sequence",
+    )
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .bind(event.sequence)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut task = domain::task::Task::default();
+    for row in rows {
+        let earlier = RecordedEvent {
+            position: event_schemas::LogPosition {
+                tx_id: row.try_get::<i64, _>("tx_id")? as u64,
+                global_position: row.try_get("global_position")?,
+            },
+            event_id: row.try_get("event_id")?,
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            metadata: serde_json::Value::Null,
+            recorded_at: row.try_get("recorded_at")?,
+        };
+        match decode(&earlier)? {
+            AnyEvent::Task(earlier) => task.apply(earlier),
+            _ => {
+                return Err(ProjectionError::inconsistent(
+                    event,
+                    "an earlier event of the task is not a task event",
+                ));
+            }
+        }
+    }
+    Ok(task)
 }
 
 /// The receiver answered something else than 2xx.
@@ -310,11 +382,11 @@ fn workflow_fields(workflow: Option<&WorkflowRef>) -> (Option<Uuid>, Option<Stri
     })
 }
 
-/// The notification an event makes, if any: none when it asks nobody new to act. For a vote
-/// or a delegation on an approval, `previous_awaiting` is who could decide before it.
+/// The notification an event makes, if any: none when it asks nobody new to act. `before` is
+/// what it needs from before the event ([`Before`]).
 pub fn notification(
     event: &RecordedEvent,
-    previous_awaiting: Option<&[Uuid]>,
+    before: &Before,
 ) -> Result<Option<Notification>, ProjectionError> {
     let mut subject = Subject {
         kind: event.aggregate_type.clone(),
@@ -354,18 +426,54 @@ pub fn notification(
             TaskEvent::TaskDelegated { to_user_id, .. } => {
                 ("task.delegated", users([to_user_id]), None)
             }
+            // the task is offered to its candidates again
+            TaskEvent::TaskReleased { .. } => {
+                let task = before.task.as_ref();
+                (
+                    "task.offered",
+                    Recipients {
+                        users: task
+                            .map(|t| t.candidate_users().to_vec())
+                            .unwrap_or_default(),
+                        groups: task
+                            .map(|t| t.candidate_groups().to_vec())
+                            .unwrap_or_default(),
+                    },
+                    task.and_then(|t| t.due_at()),
+                )
+            }
+            // its assignee should hurry; an unassigned task is offered to its candidates and
+            // the escalation's (who could not claim a task someone holds)
             TaskEvent::TaskOverdue {
                 due_at, escalation, ..
             } => {
-                let escalation = escalation.unwrap_or_default();
-                (
-                    "task.overdue",
-                    Recipients {
-                        users: escalation.candidate_users,
-                        groups: escalation.candidate_groups,
-                    },
-                    Some(due_at),
-                )
+                let task = before.task.as_ref();
+                let recipients = match task.and_then(|t| t.assignee()) {
+                    Some(assignee) => users([assignee]),
+                    None => {
+                        let escalation = escalation.unwrap_or_default();
+                        let mut recipients = Recipients {
+                            users: task
+                                .map(|t| t.candidate_users().to_vec())
+                                .unwrap_or_default(),
+                            groups: task
+                                .map(|t| t.candidate_groups().to_vec())
+                                .unwrap_or_default(),
+                        };
+                        for user in escalation.candidate_users {
+                            if !recipients.users.contains(&user) {
+                                recipients.users.push(user);
+                            }
+                        }
+                        for group in escalation.candidate_groups {
+                            if !recipients.groups.contains(&group) {
+                                recipients.groups.push(group);
+                            }
+                        }
+                        recipients
+                    }
+                };
+                ("task.overdue", recipients, Some(due_at))
             }
             _ => return Ok(None),
         },
@@ -385,10 +493,17 @@ pub fn notification(
             // under `all` and `quorum` everyone still voting could vote before: only those
             // who can now and could not (the next one, for `sequential`) are told
             ApprovalEvent::ApprovalDecided { awaiting, .. } => {
-                let before = previous_awaiting.unwrap_or_default();
-                let new = awaiting.into_iter().filter(|u| !before.contains(u));
+                let new = awaiting
+                    .into_iter()
+                    .filter(|u| !before.awaiting.contains(u));
                 ("approval.awaiting", users(new), None)
             }
+            // who could decide and has not: the approval is past its due time
+            ApprovalEvent::ApprovalOverdue { due_at, .. } => (
+                "approval.overdue",
+                users(before.awaiting.iter().copied()),
+                Some(due_at),
+            ),
             // the vote's new holder, when it is theirs to cast now
             ApprovalEvent::ApprovalDelegated {
                 to_user_id,
@@ -490,6 +605,36 @@ mod tests {
         Uuid::from_u128(n)
     }
 
+    fn awaiting(users: &[Uuid]) -> Before {
+        Before {
+            awaiting: users.to_vec(),
+            task: None,
+        }
+    }
+
+    /// A task offered to user 7 and the clerks, held by `assignee`.
+    fn task_with(assignee: Option<Uuid>) -> Before {
+        use cqrs_es::Aggregate as _;
+        let opened: TaskEvent = serde_json::from_value(json!({"TaskOpened": {
+            "task_id": Uuid::nil(), "tenant_id": "acme", "workflow": null, "name": "Check",
+            "description": null, "assignee": null, "candidate_users": [id(7)],
+            "candidate_groups": ["clerks"], "form": [], "due_at": "2026-11-26T09:00:00Z",
+            "escalation": null, "opened_by": "service:test", "opened_at": "2026-11-26T08:00:00Z"}}))
+        .unwrap();
+        let mut task = domain::task::Task::default();
+        task.apply(opened);
+        if let Some(user) = assignee {
+            task.apply(TaskEvent::TaskClaimed {
+                user_id: user,
+                claimed_at: chrono::Utc::now(),
+            });
+        }
+        Before {
+            awaiting: Vec::new(),
+            task: Some(task),
+        }
+    }
+
     fn decided(awaiting: &[Uuid]) -> RecordedEvent {
         recorded(
             approval::AGGREGATE_TYPE,
@@ -502,21 +647,37 @@ mod tests {
     #[test]
     fn a_vote_tells_only_who_can_decide_now_and_could_not_before() {
         // `sequential`: the next approver's turn
-        let next = notification(&decided(&[id(2)]), Some(&[id(1), id(3)][..]))
+        let next = notification(&decided(&[id(2)]), &awaiting(&[id(1), id(3)]))
             .unwrap()
             .unwrap();
         assert_eq!(next.kind, "approval.awaiting");
         assert_eq!(next.recipients.users, [id(2)]);
         // `all`: the others could vote already; the last vote leaves nobody
         assert!(
-            notification(&decided(&[id(2), id(3)]), Some(&[id(1), id(2), id(3)][..]))
+            notification(&decided(&[id(2), id(3)]), &awaiting(&[id(1), id(2), id(3)]))
                 .unwrap()
                 .is_none()
         );
         assert!(
-            notification(&decided(&[]), Some(&[id(1)][..]))
+            notification(&decided(&[]), &awaiting(&[id(1)]))
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn an_overdue_approval_tells_who_has_not_decided_yet() {
+        let overdue = recorded(
+            approval::AGGREGATE_TYPE,
+            json!({"ApprovalOverdue": {"due_at": "2026-11-26T09:00:00Z",
+                   "marked_at": "2026-11-26T10:00:00Z"}}),
+        );
+        let n = notification(&overdue, &awaiting(&[id(3)]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (n.kind.as_str(), n.recipients.users.as_slice()),
+            ("approval.overdue", &[id(3)][..])
         );
     }
 
@@ -530,13 +691,13 @@ mod tests {
                        "delegated_at": "2026-11-26T10:00:00Z"}}),
             )
         };
-        let now = notification(&delegated(&[id(9)]), Some(&[id(1)][..]))
+        let now = notification(&delegated(&[id(9)]), &awaiting(&[id(1)]))
             .unwrap()
             .unwrap();
         assert_eq!(now.recipients.users, [id(9)]);
         // a later turn of a `sequential` approval: nobody new can act yet
         assert!(
-            notification(&delegated(&[id(2)]), Some(&[id(2)][..]))
+            notification(&delegated(&[id(2)]), &awaiting(&[id(2)]))
                 .unwrap()
                 .is_none()
         );
@@ -549,7 +710,9 @@ mod tests {
             json!({"TaskAssigned": {"user_id": id(5), "previous_assignee": null,
                    "assigned_by": "service:test", "assigned_at": "2026-11-26T10:00:00Z"}}),
         );
-        let n = notification(&assigned, None).unwrap().unwrap();
+        let n = notification(&assigned, &Before::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (n.kind.as_str(), n.recipients.users.as_slice()),
             ("task.assigned", &[id(5)][..])
@@ -559,7 +722,9 @@ mod tests {
             json!({"TaskDelegated": {"from_user_id": id(5), "to_user_id": id(6),
                    "delegated_by": "service:test", "delegated_at": "2026-11-26T10:00:00Z"}}),
         );
-        let n = notification(&delegated, None).unwrap().unwrap();
+        let n = notification(&delegated, &Before::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (n.kind.as_str(), n.recipients.users.as_slice()),
             ("task.delegated", &[id(6)][..])
@@ -571,17 +736,53 @@ mod tests {
                        "marked_at": "2026-11-26T10:00:00Z"}}),
             )
         };
+        let unassigned = task_with(None);
         let n = notification(
             &overdue(json!({"candidate_users": [], "candidate_groups": ["supervisors"]})),
-            None,
+            &unassigned,
         )
         .unwrap()
         .unwrap();
         assert_eq!(n.kind, "task.overdue");
-        assert_eq!(n.recipients.groups, ["supervisors"]);
+        assert_eq!(n.recipients.groups, ["clerks", "supervisors"]);
+        assert_eq!(n.recipients.users, [id(7)]);
         assert!(n.due_at.is_some());
+        // an assigned task: its assignee, not people who could not claim it
+        let n = notification(
+            &overdue(json!({"candidate_users": [], "candidate_groups": ["supervisors"]})),
+            &task_with(Some(id(5))),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(n.recipients.users, [id(5)]);
+        assert!(n.recipients.groups.is_empty());
+        // released: offered to its candidates again
+        let released = recorded(
+            task::AGGREGATE_TYPE,
+            json!({"TaskReleased": {"user_id": id(5), "released_by": "service:test",
+                   "released_at": "2026-11-26T10:00:00Z"}}),
+        );
+        let n = notification(&released, &task_with(Some(id(5))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.kind, "task.offered");
+        assert_eq!(
+            (
+                n.recipients.users.as_slice(),
+                n.recipients.groups.as_slice()
+            ),
+            (&[id(7)][..], &["clerks".to_owned()][..])
+        );
         // nobody to tell: no notification
-        assert!(notification(&overdue(json!(null)), None).unwrap().is_none());
+        let nobody = Before {
+            awaiting: Vec::new(),
+            task: Some(domain::task::Task::default()),
+        };
+        assert!(
+            notification(&overdue(json!(null)), &nobody)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -248,3 +248,37 @@ fn anyhow_chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_released_task_is_offered_again_to_the_candidates_it_had() {
+    use domain::task::TaskCommand;
+    let (receiver, url) = Receiver::start().await;
+    let (db, rt) = setup().await;
+    let po = Po::start(&rt, json!(400), "PO-12").await;
+    let clerk = member(CLERK, &["clerks"]);
+    let review = po.child("review");
+    let at = crate::support::t0() + chrono::TimeDelta::minutes(3);
+    rt.task(
+        &crate::support::ctx(clerk.clone(), at),
+        review,
+        TaskCommand::Claim,
+        None,
+    )
+    .await
+    .unwrap();
+    rt.task(
+        &crate::support::ctx(clerk, at),
+        review,
+        TaskCommand::Release,
+        None,
+    )
+    .await
+    .unwrap();
+    let projections = Projections::from_projectors(vec![Arc::new(notifier(&url))]);
+    project_with(&projections, &db.pool).await;
+    let notifications = receiver.notifications();
+    let kinds: Vec<&str> = notifications.iter().map(|n| n.kind.as_str()).collect();
+    assert_eq!(kinds, ["task.offered", "task.offered"], "{notifications:?}");
+    assert_eq!(notifications[1].subject.id, review.to_string());
+    assert_eq!(notifications[1].recipients.groups, ["clerks"]);
+}
