@@ -431,14 +431,7 @@ pub fn notification(
                 let task = before.task.as_ref();
                 (
                     "task.offered",
-                    Recipients {
-                        users: task
-                            .map(|t| t.candidate_users().to_vec())
-                            .unwrap_or_default(),
-                        groups: task
-                            .map(|t| t.candidate_groups().to_vec())
-                            .unwrap_or_default(),
-                    },
+                    candidates(task),
                     task.and_then(|t| t.due_at()),
                 )
             }
@@ -452,14 +445,7 @@ pub fn notification(
                     Some(assignee) => users([assignee]),
                     None => {
                         let escalation = escalation.unwrap_or_default();
-                        let mut recipients = Recipients {
-                            users: task
-                                .map(|t| t.candidate_users().to_vec())
-                                .unwrap_or_default(),
-                            groups: task
-                                .map(|t| t.candidate_groups().to_vec())
-                                .unwrap_or_default(),
-                        };
+                        let mut recipients = candidates(task);
                         for user in escalation.candidate_users {
                             if !recipients.users.contains(&user) {
                                 recipients.users.push(user);
@@ -537,6 +523,14 @@ pub fn notification(
         recipients,
         due_at,
     }))
+}
+
+/// A task's candidate users and groups.
+fn candidates(task: Option<&domain::task::Task>) -> Recipients {
+    task.map_or_else(Recipients::default, |t| Recipients {
+        users: t.candidate_users().to_vec(),
+        groups: t.candidate_groups().to_vec(),
+    })
 }
 
 fn users(ids: impl IntoIterator<Item = Uuid>) -> Recipients {
