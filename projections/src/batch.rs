@@ -10,8 +10,9 @@
 //!
 //! Batches commit with `synchronous_commit = off`: a read model is derived data, and a commit
 //! lost in a crash is lost together with its checkpoint, so the events are simply projected
-//! again. A projector that delivers outside the database (the Kafka publisher) runs its batch
-//! with no transaction open and saves its checkpoint afterwards ([`Projector::external`]).
+//! again. A projector that delivers outside the database (the Kafka publisher, the webhook
+//! notifier) runs its batch with no transaction open and saves its checkpoint afterwards
+//! ([`Projector::external`]).
 
 use std::sync::Arc;
 
