@@ -154,7 +154,7 @@ fn read_models(claims: &Claims) -> &'static [&'static str] {
 /// offered or assigned to them, an approval of it they hold, held or voted on).
 #[utoipa::path(get, path = "/api/v1/workflow-instances", tag = "instances",
     params(ListParams,
-        ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the instances read model has passed this token")),
+        ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the instances read model has passed this token (for a caller who is not an operator, auditor or admin, the tasks and approvals read models too: they decide which instances the caller sees)")),
     responses(
         (status = 200, description = "A page of instances, newest first", body = Page<Instance>),
         (status = 400, description = "Malformed consistency token", body = ApiError, content_type = "application/problem+json"),
@@ -215,7 +215,7 @@ async fn list_instances(
 /// instance the caller may not see (see the list) is a 404, as one of another tenant.
 #[utoipa::path(get, path = "/api/v1/workflow-instances/{id}", tag = "instances",
     params(("id" = Uuid, Path, description = "The instance id"),
-        ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the instances read model has passed this token")),
+        ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the instances read model has passed this token (for a caller who is not an operator, auditor or admin, the tasks and approvals read models too: they decide which instances the caller sees)")),
     responses(
         (status = 200, description = "The instance", body = InstanceDetail,
          headers(("ETag" = String, description = "The instance's version, quoted"))),
