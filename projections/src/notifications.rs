@@ -2,12 +2,13 @@
 //! that someone has work to do, by webhook.
 //!
 //! A projector of the runtime (checkpoint `notifications`, one active worker by advisory lock,
-//! lag and failures in `/metrics` and `workledger status`) that writes no table: each batch of
-//! task and approval events that ask someone to act becomes one `POST` of
-//! `{"notifications": [...]}` to `WORKLEDGER_WEBHOOK_URL`, and the checkpoint moves only once
-//! the receiver answered 2xx ([`Projector::external`]). Anything else (a refusal, a timeout,
-//! no answer) fails the batch, which is sent again after a backoff: at least once, in log
-//! order; receivers drop repeats by the notification's `id` (the event's id).
+//! lag and failures in `/metrics` and `workledger status`) that writes no table: the task and
+//! approval events of a batch that ask someone to act become `POST`s of
+//! `{"notifications": [...]}` to `WORKLEDGER_WEBHOOK_URL`, one after another, and the
+//! checkpoint moves only once the receiver answered each with a 2xx ([`Projector::external`]).
+//! Anything else (a refusal, a timeout, no answer) fails the batch, which is sent again after
+//! a backoff: at least once, in log order; receivers drop repeats by the notification's `id`
+//! (the event's id).
 //!
 //! Each call is signed: `X-Workledger-Timestamp: UNIX_SECONDS` and `X-Workledger-Signature:
 //! sha256=HEX`, the HMAC-SHA256 under `WORKLEDGER_WEBHOOK_SECRET` of `TIMESTAMP.BODY`, so a
@@ -51,9 +52,9 @@ const NOTIFYING: [&str; 9] = [
 /// Where and how to notify.
 #[derive(Clone)]
 pub struct WebhookSettings {
-    /// `WORKLEDGER_WEBHOOK_URL`: `http://` or `https://`.
+    /// `WORKLEDGER_WEBHOOK_URL`: `https://`, or `http://` to this machine ([`is_webhook_url`]).
     pub url: String,
-    /// `WORKLEDGER_WEBHOOK_SECRET`: signs each body.
+    /// `WORKLEDGER_WEBHOOK_SECRET`: signs each call.
     pub secret: SecretString,
     /// How long the receiver may take to answer.
     pub timeout: Duration,
