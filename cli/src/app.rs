@@ -18,7 +18,7 @@ use event_store::{AppendNotifier, LogWaiter, connect, migrate};
 use orchestrator::{ProcessManager, Runtime, TimerWorker};
 use projections::kafka::KafkaPublisher;
 use projections::notifications::WebhookNotifier;
-use projections::{Projections, RunSettings};
+use projections::{Projections, Projector, RunSettings};
 use query_api::{QuerySettings, QueryState};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
@@ -72,10 +72,9 @@ pub struct Application {
     config: Config,
     roles: Roles,
     runtime: Arc<Runtime>,
-    /// The Kafka publisher, when the workers run and `KAFKA_BROKERS` is set.
-    publisher: Option<KafkaPublisher>,
-    /// The webhook notifier, when the workers run and `WORKLEDGER_WEBHOOK_URL` is set.
-    notifier: Option<WebhookNotifier>,
+    /// The reactors that deliver outside the database, when the workers run: the Kafka
+    /// publisher (`KAFKA_BROKERS`) and the webhook notifier (`WORKLEDGER_WEBHOOK_URL`).
+    reactors: Vec<Arc<dyn Projector>>,
 }
 
 impl Application {
@@ -118,27 +117,24 @@ impl Application {
                 settings,
             )));
         }
-        let publisher = match config.kafka() {
-            Some(settings) if roles.workers => {
-                tracing::info!(brokers = %settings.brokers, prefix = %settings.topic_prefix,
-                    "publishing integration events to Kafka");
-                Some(KafkaPublisher::new(settings).context(
-                    "setting up the Kafka publisher (KAFKA_BROKERS, WORKLEDGER_KAFKA_*)",
-                )?)
-            }
-            _ => None,
-        };
-        let notifier = match config.webhook() {
-            Some(settings) if roles.workers => {
-                tracing::info!(url = %projections::notifications::redacted_url(&settings.url),
-                    "notifying a webhook of work to do");
-                WebhookNotifier::start_at_head(&pool)
-                    .await
-                    .context("starting the webhook notifier at the head of the log")?;
-                Some(WebhookNotifier::new(settings).context("setting up the webhook notifier")?)
-            }
-            _ => None,
-        };
+        let mut reactors: Vec<Arc<dyn Projector>> = Vec::new();
+        if let Some(settings) = config.kafka().filter(|_| roles.workers) {
+            tracing::info!(brokers = %settings.brokers, prefix = %settings.topic_prefix,
+                "publishing integration events to Kafka");
+            reactors.push(Arc::new(KafkaPublisher::new(settings).context(
+                "setting up the Kafka publisher (KAFKA_BROKERS, WORKLEDGER_KAFKA_*)",
+            )?));
+        }
+        if let Some(settings) = config.webhook().filter(|_| roles.workers) {
+            tracing::info!(url = %projections::notifications::redacted_url(&settings.url),
+                "notifying a webhook of work to do");
+            WebhookNotifier::start_at_head(&pool)
+                .await
+                .context("starting the webhook notifier at the head of the log")?;
+            reactors.push(Arc::new(
+                WebhookNotifier::new(settings).context("setting up the webhook notifier")?,
+            ));
+        }
         let router = finish(routes, &config);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -150,8 +146,7 @@ impl Application {
             config,
             roles,
             runtime: commands.runtime(),
-            publisher,
-            notifier,
+            reactors,
         })
     }
 
@@ -185,10 +180,7 @@ impl Application {
                 &mut background,
                 &self.runtime,
                 &self.config,
-                Reactors {
-                    publisher: self.publisher.clone(),
-                    notifier: self.notifier.clone(),
-                },
+                &self.reactors,
                 &workers,
             );
         }
@@ -245,12 +237,6 @@ fn command_settings(config: &Config) -> CommandSettings {
     }
 }
 
-/// The reactors that deliver outside the database, each when configured.
-struct Reactors {
-    publisher: Option<KafkaPublisher>,
-    notifier: Option<WebhookNotifier>,
-}
-
 /// The background workers: the read-model projectors, the Kafka publisher and the webhook
 /// notifier (when configured), the orchestrator's process manager, the timer worker, the
 /// identity projector and the sweeper of expired sessions, idempotency keys and login
@@ -259,7 +245,7 @@ fn spawn_workers(
     set: &mut JoinSet<()>,
     runtime: &Arc<Runtime>,
     config: &Config,
-    reactors: Reactors,
+    reactors: &[Arc<dyn Projector>],
     stop: &CancellationToken,
 ) {
     let pool = runtime.pool().clone();
@@ -274,12 +260,9 @@ fn spawn_workers(
     set.spawn(projections.run(pool.clone(), stop.clone()));
     // each reactor in a set of its own: a broker or receiver that is slow or down holds back
     // no read model, and not the other reactor
-    let reactors: [Option<Arc<dyn projections::Projector>>; 2] = [
-        reactors.publisher.map(|p| Arc::new(p) as _),
-        reactors.notifier.map(|n| Arc::new(n) as _),
-    ];
-    for reactor in reactors.into_iter().flatten() {
-        let running = Projections::from_projectors(vec![reactor]).with_settings(settings.clone());
+    for reactor in reactors {
+        let running =
+            Projections::from_projectors(vec![reactor.clone()]).with_settings(settings.clone());
         set.spawn(running.run(pool.clone(), stop.clone()));
     }
     let manager = ProcessManager::new(runtime.clone());

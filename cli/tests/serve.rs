@@ -1,10 +1,30 @@
-//! `workledger serve` through real HTTP: operations endpoints, request ids, problem answers.
+//! `workledger serve` through real HTTP: operations endpoints, request ids, problem answers,
+//! and the reactors it runs when configured (Kafka, webhook).
 
+#[path = "../../projections/tests/it/broker.rs"]
+mod broker;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
 use event_store::testing::TestDatabase;
+use projections::Projections;
+use projections::names::KAFKA_PUBLISHER;
+use projections::notifications::{Delivery, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
+use rdkafka::Message as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use serde_json::{Value, json};
+use uuid::Uuid;
 use workledger::app::Application;
 use workledger::config::Config;
+
+use broker::Broker;
 
 struct TestApp {
     address: String,
@@ -35,10 +55,15 @@ fn load_defaults() -> Config {
 }
 
 async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`] with `configure` applied to its configuration.
+async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let db = TestDatabase::new().await;
-    let app = Application::build(config_for(&db.url()))
-        .await
-        .expect("app builds");
+    let mut config = config_for(&db.url());
+    configure(&mut config);
+    let app = Application::build(config).await.expect("app builds");
     let address = format!("http://{}", app.address());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
@@ -293,20 +318,43 @@ async fn serve_runs_the_orchestrator_that_finishes_cascades_from_the_log() {
     }
 }
 
-#[tokio::test]
-async fn the_bootstrap_admin_logs_in_publishes_and_starts_an_instance_over_http() {
-    let app = spawn_app().await;
-    let url = |path: &str| format!("{}{path}", app.address);
-    let login: serde_json::Value = app
-        .client
-        .post(url("/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": "admin@example.com", "password": "a long enough password"}))
+/// The bootstrap admin's login answer.
+async fn admin_login(app: &TestApp) -> Value {
+    app.client
+        .post(format!("{}/api/v1/auth/login", app.address))
+        .json(&json!({"email": "admin@example.com", "password": "a long enough password"}))
         .send()
         .await
         .unwrap()
         .json()
         .await
+        .unwrap()
+}
+
+/// Opens an ad-hoc task as the bootstrap admin; its id.
+async fn open_task(app: &TestApp, body: Value) -> String {
+    let token = admin_login(app).await["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+    let opened = app
+        .client
+        .post(format!("{}/api/v1/tasks", app.address))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
         .unwrap();
+    assert_eq!(opened.status(), 201);
+    let task: Value = opened.json().await.unwrap();
+    task["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_bootstrap_admin_logs_in_publishes_and_starts_an_instance_over_http() {
+    let app = spawn_app().await;
+    let url = |path: &str| format!("{}{path}", app.address);
+    let login = admin_login(&app).await;
     let token = login["access_token"]
         .as_str()
         .expect("an access token")
@@ -371,4 +419,101 @@ async fn the_committed_openapi_document_is_the_one_served() {
         committed == served,
         "docs/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo nextest run -p workledger openapi`"
     );
+}
+
+#[tokio::test]
+async fn serve_publishes_a_command_s_events_to_the_aggregate_type_s_topic() {
+    let broker = Broker::start();
+    let prefix = format!("serve{}.", Uuid::new_v4().simple());
+    let app = spawn_app_with(|config| {
+        config.kafka_brokers = Some(broker.address());
+        config.kafka_topic_prefix = prefix.clone();
+        config.kafka_partitions = 2;
+        config.kafka_replication = 1;
+    })
+    .await;
+    let task_id = open_task(&app, json!({"name": "Send the invoice"})).await;
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "serve-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&format!("{prefix}task")]).unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            // the topic may not be there yet: that is reported, not waited for
+            if let Ok(message) = consumer.recv().await {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("the task's event within 60 s");
+    assert_eq!(message.key(), Some(task_id.as_bytes()));
+    let value: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+    assert_eq!(value["event_type"], "TaskOpened");
+    assert_eq!(value["aggregate_id"], task_id);
+    assert_eq!(value["tenant_id"], "default");
+
+    let status = Projections::status(&app._db.pool).await.unwrap();
+    let publisher = status.iter().find(|s| s.name == KAFKA_PUBLISHER).unwrap();
+    assert!(
+        publisher.active && publisher.error.is_none(),
+        "{publisher:?}"
+    );
+}
+
+const WEBHOOK_SECRET: &str = "the serve test's webhook secret, 32+ bytes";
+
+type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+async fn receive(State(received): State<Received>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    received.lock().unwrap().push((headers, body));
+    StatusCode::NO_CONTENT
+}
+
+#[tokio::test]
+async fn serve_notifies_the_webhook_of_a_task_offered_to_a_group() {
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let receiver = Router::new()
+        .route("/hook", post(receive))
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+    let app = spawn_app_with(|config| {
+        config.webhook_url = Some(hook.into());
+        config.webhook_secret = Some(WEBHOOK_SECRET.to_owned().into());
+    })
+    .await;
+    let task_id = open_task(
+        &app,
+        json!({"name": "Check the delivery note", "candidate_groups": ["warehouse"]}),
+    )
+    .await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (headers, body) = loop {
+        if let Some(first) = received.lock().unwrap().first().cloned() {
+            break first;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no notification within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let timestamp: i64 = headers[TIMESTAMP_HEADER].to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        headers[SIGNATURE_HEADER].to_str().unwrap(),
+        signature(WEBHOOK_SECRET.as_bytes(), timestamp, &body)
+    );
+    let delivery: Delivery = serde_json::from_slice(&body).unwrap();
+    let notification = &delivery.notifications[0];
+    assert_eq!(notification.kind, "task.offered");
+    assert_eq!(notification.subject.id, task_id);
+    assert_eq!(notification.recipients.groups, ["warehouse"]);
+    assert_eq!(notification.tenant_id.as_deref(), Some("default"));
 }

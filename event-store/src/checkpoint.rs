@@ -70,6 +70,25 @@ impl Checkpoints {
         .await
     }
 
+    /// Starts `name` at `position` unless it has a checkpoint already (a reader that should
+    /// begin where the log is now rather than at its start).
+    pub async fn start_at<'c>(
+        executor: impl PgExecutor<'c>,
+        name: &str,
+        position: LogPosition,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into checkpoints (name, tx_id, global_position) \
+             values ($1, $2::text::xid8, $3) on conflict (name) do nothing",
+        )
+        .bind(name)
+        .bind(position.tx_id.to_string())
+        .bind(position.global_position)
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
     /// Moves `name` to `position`.
     pub async fn save<'c>(
         executor: impl PgExecutor<'c>,

@@ -176,6 +176,20 @@ enum Source<'a> {
     Feed(&'a Feed),
 }
 
+impl Source<'_> {
+    /// A batch committed up to `end`: the feed learns that `name` has passed it.
+    fn committed(&self, name: &str, end: LogPosition, events: usize, caught_up: bool) -> Batch {
+        if let Source::Feed(feed) = self {
+            feed.passed(name, end);
+        }
+        Batch {
+            position: end,
+            events,
+            caught_up,
+        }
+    }
+}
+
 /// What a batch read, and the events it holds for the projector.
 enum Taken {
     /// Read for this projector alone, with the limit it was read with.
@@ -262,14 +276,7 @@ async fn run(
     }
     Checkpoints::save(&mut *tx, name, end).await?;
     tx.commit().await?;
-    if let Source::Feed(feed) = &source {
-        feed.passed(name, end);
-    }
-    Ok(Some(Batch {
-        position: end,
-        events: events.len(),
-        caught_up,
-    }))
+    Ok(Some(source.committed(name, end, events.len(), caught_up)))
 }
 
 /// A batch of a projector that delivers outside the database ([`Projector::external`]): read
@@ -306,12 +313,5 @@ async fn run_outside_transaction(
         Checkpoints::save(&mut *tx, name, end).await?;
     }
     tx.commit().await?;
-    if let Source::Feed(feed) = &source {
-        feed.passed(name, end);
-    }
-    Ok(Some(Batch {
-        position: end,
-        events: events.len(),
-        caught_up,
-    }))
+    Ok(Some(source.committed(name, end, events.len(), caught_up)))
 }

@@ -37,9 +37,6 @@ use sqlx::PgConnection;
 use crate::names::KAFKA_PUBLISHER;
 use crate::projector::{EventFilter, ProjectionError, Projector};
 
-/// The aggregate types whose events are published.
-pub const PUBLISHED_AGGREGATE_TYPES: [&str; 4] = INTEGRATION_AGGREGATE_TYPES;
-
 /// Where and how to publish.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -153,7 +150,7 @@ impl KafkaPublisher {
         let producer = new_producer(&settings).map_err(failed)?;
         let admin: AdminClient<DefaultClientContext> =
             settings.client_config().create().map_err(failed)?;
-        let topics = PUBLISHED_AGGREGATE_TYPES
+        let topics = INTEGRATION_AGGREGATE_TYPES
             .iter()
             .map(|t| (*t, settings.topic(t)))
             .collect();
@@ -170,7 +167,7 @@ impl KafkaPublisher {
 
     /// The topics it publishes to.
     pub fn topics(&self) -> Vec<String> {
-        PUBLISHED_AGGREGATE_TYPES
+        INTEGRATION_AGGREGATE_TYPES
             .iter()
             .map(|t| self.inner.topics[t].clone())
             .collect()
@@ -390,7 +387,7 @@ impl Projector for KafkaPublisher {
     }
 
     fn filter(&self) -> EventFilter {
-        EventFilter::aggregates(&PUBLISHED_AGGREGATE_TYPES)
+        EventFilter::aggregates(&INTEGRATION_AGGREGATE_TYPES)
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use event_schemas::{
-    AnyEvent, ApprovalEvent, RecordedEvent, TaskEvent, WorkflowRef, approval, task,
+    AnyEvent, ApprovalEvent, LogPosition, RecordedEvent, TaskEvent, WorkflowRef, approval, task,
 };
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
@@ -133,7 +133,7 @@ pub struct Notification {
     pub kind: String,
     pub tenant_id: Option<String>,
     /// The event's log position (`tx.pos`), a consistency token for the query API.
-    pub position: String,
+    pub position: LogPosition,
     pub occurred_at: Option<String>,
     pub subject: Subject,
     pub recipients: Recipients,
@@ -201,16 +201,9 @@ impl WebhookNotifier {
     /// from now on is announced.
     pub async fn start_at_head(pool: &sqlx::PgPool) -> Result<(), event_store::LogError> {
         let head = event_store::GlobalLog::head(pool).await?;
-        sqlx::query(
-            "insert into checkpoints (name, tx_id, global_position) \
-             values ($1, $2::text::xid8, $3) on conflict (name) do nothing",
-        )
-        .bind(NOTIFICATIONS)
-        .bind(head.tx_id.to_string())
-        .bind(head.global_position)
-        .execute(pool)
-        .await
-        .map_err(event_store::LogError::Read)?;
+        event_store::Checkpoints::start_at(pool, NOTIFICATIONS, head)
+            .await
+            .map_err(event_store::LogError::Read)?;
         Ok(())
     }
 
@@ -345,7 +338,7 @@ async fn task_before(
     let mut task = domain::task::Task::default();
     for row in rows {
         let earlier = RecordedEvent {
-            position: event_schemas::LogPosition {
+            position: LogPosition {
                 tx_id: row.try_get::<i64, _>("tx_id")? as u64,
                 global_position: row.try_get("global_position")?,
             },
@@ -518,7 +511,7 @@ pub fn notification(
         id: event.event_id,
         kind: kind.to_owned(),
         tenant_id: metadata("tenant_id"),
-        position: event.position.to_string(),
+        position: event.position,
         occurred_at: metadata("occurred_at"),
         subject,
         recipients,
@@ -572,7 +565,7 @@ impl Projector for WebhookNotifier {
 
 #[cfg(test)]
 mod tests {
-    use event_schemas::{ApprovalDecision, LogPosition};
+    use event_schemas::ApprovalDecision;
     use serde_json::json;
 
     use super::*;

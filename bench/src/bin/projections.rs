@@ -161,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(brokers) = &args.kafka {
         let published: i64 =
             sqlx::query_scalar("select count(*) from events where aggregate_type = any($1)")
-                .bind(&projections::kafka::PUBLISHED_AGGREGATE_TYPES[..])
+                .bind(&event_schemas::INTEGRATION_AGGREGATE_TYPES[..])
                 .fetch_one(&pool)
                 .await?;
         println!(
