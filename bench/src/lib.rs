@@ -1,6 +1,7 @@
 //! Shared pieces of Workledger's benchmarks: a minimal aggregate for raw event-store figures,
-//! small statistics helpers and peak memory of a process.
+//! a bare HTTP/1.1 client for load, small statistics helpers and peak memory of a process.
 
+pub mod http1;
 pub mod pgbench;
 
 use std::collections::HashMap;

@@ -7,6 +7,7 @@
 
 #![allow(clippy::print_stdout)] // printing the figures is this binary's purpose
 
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +19,10 @@ use domain::examples::purchase_order_json;
 use domain::ids::step_child_id;
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 use uuid::Uuid;
+use workledger_bench::http1::{self, Answer, Connection};
 use workledger_bench::pgbench::{self, EVENTS_SCRIPT};
-use workledger_bench::quantile;
+use workledger_bench::{median, quantile};
 
 #[derive(Debug, Parser)]
 #[command(about = "HTTP load on a running Workledger")]
@@ -47,10 +48,14 @@ enum Scenario {
         /// Tasks the comments are spread over.
         #[arg(long, default_value_t = 512)]
         tasks: usize,
-        /// pgbench's single-insert TPS per connection count, measured in the same run
-        /// (`16=11496,64=13002`, from the `pgbench` subcommand).
-        #[arg(long, value_delimiter = ',', value_parser = parse_baseline)]
-        pgbench: Vec<(usize, f64)>,
+        /// Runs pgbench's single insert (the event row into `events`) on this database just
+        /// before each closed loop, at the same concurrency.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// Rounds of the whole sequence (pgbench, closed loop, open loop at each concurrency),
+        /// followed by the medians: on a shared machine one round is not a figure.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Drive the closed loop with `wrk` (from Debian; much lighter on a shared machine
         /// than this process) instead of this process's own client.
         #[arg(long)]
@@ -60,16 +65,6 @@ enum Scenario {
         #[arg(long)]
         rate: Option<f64>,
     },
-    /// pgbench's single-insert TPS (the event row into `events`) at each connection count,
-    /// printed as `16=TPS,64=TPS`: run it before the server holds its connections.
-    Pgbench {
-        #[arg(long, value_delimiter = ',', default_value = "16,64")]
-        connections: Vec<usize>,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long)]
-        database_url: String,
-    },
     /// Purchase orders (DESIGN §3) end to end: start, review, manager approval, both checks,
     /// archive: nine commands each, every one answered with its cascade done.
     PurchaseOrder {
@@ -77,15 +72,21 @@ enum Scenario {
         connections: usize,
         #[arg(long, default_value_t = 15)]
         seconds: u64,
+        /// Runs, followed by the median.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
 }
 
-/// A logged-in client.
+/// A logged-in client. Set-up goes through `client`; the load itself through [`Session`]s.
 #[derive(Debug, Clone)]
 struct Api {
     client: Client,
     base: String,
     token: String,
+    /// The server's address and the `host` of its requests, from `base`.
+    address: SocketAddr,
+    host: String,
 }
 
 impl Api {
@@ -104,9 +105,21 @@ impl Api {
             .context("login")?
             .json()
             .await?;
+        let host = base
+            .strip_prefix("http://")
+            .context("--base must be an http:// address")?
+            .trim_end_matches('/')
+            .to_owned();
+        let address = host
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {host}"))?
+            .next()
+            .with_context(|| format!("{host} has no address"))?;
         Ok(Self {
             client: client.clone(),
             base: base.to_owned(),
+            address,
+            host,
             token: body["access_token"]
                 .as_str()
                 .context("no access token")?
@@ -153,6 +166,82 @@ impl Api {
     }
 }
 
+/// One connection of a load worker (bare HTTP/1.1: `workledger_bench::http1`), sending as
+/// whichever caller it is given.
+#[derive(Debug)]
+struct Session {
+    conn: Connection,
+    address: SocketAddr,
+    host: String,
+}
+
+impl Session {
+    async fn open(api: &Api) -> anyhow::Result<Self> {
+        Ok(Self {
+            conn: Connection::open(api.address).await?,
+            address: api.address,
+            host: api.host.clone(),
+        })
+    }
+
+    /// Sends prepared bytes; a connection that failed is replaced before the error is
+    /// returned.
+    async fn send(&mut self, request: &[u8]) -> anyhow::Result<Answer> {
+        match self.conn.send(request).await {
+            Ok(answer) => Ok(answer),
+            Err(error) => {
+                self.conn = Connection::open(self.address).await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// POSTs `body` as `caller`: the answer's JSON, or an error for any other status.
+    async fn post(&mut self, caller: &Api, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let request = http1::request(
+            "POST",
+            &self.host,
+            path,
+            &caller.token,
+            &body.to_string().into_bytes(),
+        );
+        self.send(&request)
+            .await?
+            .json()
+            .with_context(|| format!("POST {path}"))
+    }
+}
+
+/// The prepared request of a comment on each of `ids`, as the admin.
+fn comment_requests(admin: &Api, ids: &[String]) -> Arc<Vec<Vec<u8>>> {
+    Arc::new(
+        ids.iter()
+            .map(|id| {
+                http1::request(
+                    "POST",
+                    &admin.host,
+                    &format!("/api/v1/tasks/{id}/comments"),
+                    &admin.token,
+                    br#"{"text": "looks good"}"#,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Each of `connections` sessions, opened before a loop's clock starts.
+async fn sessions(admin: &Api, connections: usize) -> anyhow::Result<Vec<Session>> {
+    let mut sessions = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        sessions.push(Session::open(admin).await?);
+    }
+    Ok(sessions)
+}
+
+fn succeeded(answer: &anyhow::Result<Answer>) -> bool {
+    matches!(answer, Ok(answer) if (200..300).contains(&answer.status))
+}
+
 #[derive(Debug, Default)]
 struct Samples {
     latencies: Vec<Duration>,
@@ -173,6 +262,19 @@ struct Loop {
     worst: Vec<Duration>,
 }
 
+impl Samples {
+    fn merge(&mut self, other: Samples) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        if self.worst.len() < other.worst.len() {
+            self.worst.resize(other.worst.len(), Duration::ZERO);
+        }
+        for (worst, theirs) in self.worst.iter_mut().zip(other.worst) {
+            *worst = (*worst).max(theirs);
+        }
+    }
+}
+
 impl Loop {
     fn of(mut samples: Samples, elapsed: Duration) -> Self {
         Self {
@@ -185,93 +287,144 @@ impl Loop {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = Client::builder()
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .build()?;
-    if let Scenario::Pgbench {
-        connections,
-        seconds,
-        database_url,
-    } = &args.scenario
-    {
-        let mut figures = Vec::new();
-        for &c in connections {
-            figures.push(format!(
-                "{c}={:.0}",
-                pgbench::tps(database_url, c, *seconds, EVENTS_SCRIPT)?
-            ));
-        }
-        println!("{}", figures.join(","));
-        return Ok(());
-    }
     let admin = Api::login(&client, &args.base, &args.email, &args.password).await?;
     match args.scenario {
-        Scenario::Pgbench { .. } => Ok(()),
         Scenario::Comment {
             connections,
             seconds,
             tasks,
-            pgbench,
+            database_url,
+            rounds,
             wrk,
             rate,
         } => match rate {
             Some(rate) => open_only(&admin, &connections, seconds, tasks, rate).await,
-            None => comments(&admin, &connections, seconds, tasks, &pgbench, wrk).await,
+            None => {
+                let plan = Plan {
+                    connections,
+                    seconds,
+                    rounds,
+                    database_url,
+                    wrk,
+                };
+                comments(&admin, &plan, tasks).await
+            }
         },
         Scenario::PurchaseOrder {
             connections,
             seconds,
-        } => purchase_orders(&admin, connections, seconds).await,
+            rounds,
+        } => purchase_orders(&admin, connections, seconds, rounds).await,
     }
 }
 
-async fn comments(
-    admin: &Api,
-    connections: &[usize],
+/// What the one-event command benchmark runs.
+#[derive(Debug)]
+struct Plan {
+    connections: Vec<usize>,
     seconds: u64,
-    tasks: usize,
-    baseline: &[(usize, f64)],
+    rounds: usize,
+    database_url: Option<String>,
     wrk: bool,
-) -> anyhow::Result<()> {
+}
+
+/// One concurrency of one round.
+#[derive(Debug)]
+struct Round {
+    connections: usize,
+    pgbench: f64,
+    closed: Loop,
+    open: Loop,
+}
+
+impl Round {
+    fn share(&self) -> f64 {
+        100.0 * self.closed.rate / self.pgbench
+    }
+}
+
+async fn comments(admin: &Api, plan: &Plan, tasks: usize) -> anyhow::Result<()> {
     let ids = bench_tasks(admin, tasks).await?;
-    let script = if wrk {
+    let script = if plan.wrk {
         Some(wrk_script(admin, &ids)?)
     } else {
         None
     };
-    let ids = Arc::new(ids);
-    let generator = if wrk { "wrk" } else { "http_load" };
-    println!("## One-event command: `POST /api/v1/tasks/{{id}}/comments`, {seconds} s each\n");
+    let requests = comment_requests(admin, &ids);
+    let generator = if plan.wrk { "wrk" } else { "http_load" };
+    let seconds = plan.seconds;
+    println!("\n## One-event command: `POST /api/v1/tasks/{{id}}/comments`, {seconds} s each\n");
     println!(
-        "| connections | pgbench single-insert TPS | closed loop ({generator}) req/s | vs pgbench | p50 | p99 | errors | open loop at half: req/s | p50 | p99 |"
+        "| round | connections | pgbench single-insert TPS | closed loop ({generator}) req/s | vs pgbench | p50 | p99 | errors | open loop at half: req/s | p50 | p99 |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &c in connections {
-        let pg = baseline
-            .iter()
-            .find(|(n, _)| *n == c)
-            .map_or(f64::NAN, |(_, tps)| *tps);
-        let duration = Duration::from_secs(seconds);
-        let closed = match &script {
-            Some(script) => run_wrk(script, &admin.base, c, seconds)?,
-            None => closed_loop(admin, &ids, c, duration).await,
-        };
-        let open = open_loop(admin, &ids, c, closed.rate / 2.0, duration).await;
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let duration = Duration::from_secs(seconds);
+    let mut rounds = Vec::new();
+    for round in 1..=plan.rounds {
+        for &c in &plan.connections {
+            // pgbench just before the closed loop: the same machine, table and minute
+            let pgbench = match &plan.database_url {
+                Some(url) => pgbench::tps(url, c, seconds, EVENTS_SCRIPT)?,
+                None => f64::NAN,
+            };
+            let closed = match &script {
+                Some(script) => run_wrk(script, &admin.base, c, seconds)?,
+                None => closed_loop(admin, &requests, c, duration).await?,
+            };
+            let open = open_loop(admin, &requests, c, closed.rate / 2.0, duration).await?;
+            let result = Round {
+                connections: c,
+                pgbench,
+                closed,
+                open,
+            };
+            println!(
+                "| {round} | {c} | {:.0} | {:.0} | {:.0}% | {:.1} ms | {:.1} ms | {} | {:.0} | {:.1} ms | {:.1} ms |",
+                result.pgbench,
+                result.closed.rate,
+                result.share(),
+                ms(result.closed.p50),
+                ms(result.closed.p99),
+                result.closed.errors + result.open.errors,
+                result.open.rate,
+                ms(result.open.p50),
+                ms(result.open.p99),
+            );
+            rounds.push(result);
+        }
+    }
+    if plan.rounds > 1 {
+        println!("\nMedians of the {} rounds:\n", plan.rounds);
         println!(
-            "| {c} | {pg:.0} | {:.0} | {:.0}% | {:.1} ms | {:.1} ms | {} | {:.0} | {:.1} ms | {:.1} ms |",
-            closed.rate,
-            100.0 * closed.rate / pg,
-            ms(closed.p50),
-            ms(closed.p99),
-            closed.errors + open.errors,
-            open.rate,
-            ms(open.p50),
-            ms(open.p99),
+            "| connections | pgbench TPS | closed loop req/s | vs pgbench (median of the rounds' shares) | closed p99 | open loop at half: p99 |"
         );
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for &c in &plan.connections {
+            let of = |f: &dyn Fn(&Round) -> f64| {
+                median(
+                    rounds
+                        .iter()
+                        .filter(|r| r.connections == c)
+                        .map(f)
+                        .collect(),
+                )
+            };
+            println!(
+                "| {c} | {:.0} | {:.0} | **{:.0}%** | {:.1} ms | **{:.1} ms** |",
+                of(&|r| r.pgbench),
+                of(&|r| r.closed.rate),
+                of(&Round::share),
+                of(&|r| ms(r.closed.p99)),
+                of(&|r| ms(r.open.p99)),
+            );
+        }
     }
     if let Some(script) = script {
         let _ = std::fs::remove_file(script);
@@ -303,12 +456,12 @@ async fn open_only(
     tasks: usize,
     rate: f64,
 ) -> anyhow::Result<()> {
-    let ids = Arc::new(bench_tasks(admin, tasks).await?);
+    let requests = comment_requests(admin, &bench_tasks(admin, tasks).await?);
     let mut stalls = Vec::new();
     println!("| connections | open loop: req/s | p50 | p99 | errors |");
     println!("|---:|---:|---:|---:|---:|");
     for &c in connections {
-        let open = open_loop(admin, &ids, c, rate, Duration::from_secs(seconds)).await;
+        let open = open_loop(admin, &requests, c, rate, Duration::from_secs(seconds)).await?;
         println!(
             "| {c} | {:.0} | {:.1} ms | {:.1} ms | {} |",
             open.rate,
@@ -396,45 +549,34 @@ fn run_wrk(script: &Path, base: &str, connections: usize, seconds: u64) -> anyho
     })
 }
 
-fn parse_baseline(text: &str) -> Result<(usize, f64), String> {
-    let (c, tps) = text.split_once('=').ok_or("expected CONNECTIONS=TPS")?;
-    Ok((
-        c.parse().map_err(|e| format!("{e}"))?,
-        tps.parse().map_err(|e| format!("{e}"))?,
-    ))
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn comment(admin: &Api, ids: &[String], n: u64) -> impl Future<Output = anyhow::Result<Value>> {
-    let id = &ids[(n as usize) % ids.len()];
-    let path = format!("/api/v1/tasks/{id}/comments");
-    let admin = admin.clone();
-    async move { admin.post(&path, json!({"text": "looks good"})).await }
-}
-
-/// `connections` workers sending back to back for `duration`: the maximum rate.
+/// `connections` sessions sending back to back for `duration`: the maximum rate (without
+/// wrk).
 async fn closed_loop(
     admin: &Api,
-    ids: &Arc<Vec<String>>,
+    requests: &Arc<Vec<Vec<u8>>>,
     connections: usize,
     duration: Duration,
-) -> Loop {
+) -> anyhow::Result<Loop> {
     let counter = Arc::new(AtomicU64::new(0));
+    let sessions = sessions(admin, connections).await?;
     let started = Instant::now();
-    let workers: Vec<_> = (0..connections)
-        .map(|_| {
-            let (admin, ids, counter) = (admin.clone(), ids.clone(), counter.clone());
+    let workers: Vec<_> = sessions
+        .into_iter()
+        .map(|mut session| {
+            let (requests, counter) = (requests.clone(), counter.clone());
             tokio::spawn(async move {
                 let mut samples = Samples::default();
                 while started.elapsed() < duration {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
                     let t = Instant::now();
-                    match comment(&admin, &ids, n).await {
-                        Ok(_) => samples.latencies.push(t.elapsed()),
-                        Err(_) => samples.errors += 1,
+                    if succeeded(&session.send(&requests[n % requests.len()]).await) {
+                        samples.latencies.push(t.elapsed());
+                    } else {
+                        samples.errors += 1;
                     }
                 }
                 samples
@@ -443,76 +585,81 @@ async fn closed_loop(
         .collect();
     let mut all = Samples::default();
     for worker in workers {
-        if let Ok(samples) = worker.await {
-            all.latencies.extend(samples.latencies);
-            all.errors += samples.errors;
-        }
+        all.merge(worker.await?);
     }
-    Loop::of(all, started.elapsed())
+    Ok(Loop::of(all, started.elapsed()))
 }
 
-/// Unmeasured seconds at an open loop's rate before it is measured: the client's connections
-/// and the server's (its pool grows with the load) are opened then, as in the steady state a
-/// p99 describes (cold, the first second of a run had answers of about 300 ms).
+/// Unmeasured seconds at an open loop's rate before it is measured: the server's pool grows
+/// with the load then, as in the steady state a p99 describes (cold, the first second of a
+/// run had answers of about 300 ms).
 const WARM_UP: Duration = Duration::from_secs(2);
 
-/// [`scheduled`] at `rate` for [`WARM_UP`], then measured for `duration`.
+/// Requests on a fixed schedule of `rate` per second over exactly `connections` connections,
+/// each taking every `connections`-th slot of the schedule (wrk2's model): a request whose
+/// connection is still waiting for an earlier answer waits too, and its latency counts from
+/// its scheduled start whatever it waited for, so a stall is counted for every request it
+/// held back (no coordinated omission). The first [`WARM_UP`] of the schedule is not
+/// measured.
 async fn open_loop(
     admin: &Api,
-    ids: &Arc<Vec<String>>,
+    requests: &Arc<Vec<Vec<u8>>>,
     connections: usize,
     rate: f64,
     duration: Duration,
-) -> Loop {
-    scheduled(admin, ids, connections, rate, WARM_UP).await;
-    scheduled(admin, ids, connections, rate, duration).await
-}
-
-/// Requests started on a fixed schedule of `rate` per second (whatever the answers take),
-/// latency counted from the scheduled start: no coordinated omission.
-async fn scheduled(
-    admin: &Api,
-    ids: &Arc<Vec<String>>,
-    connections: usize,
-    rate: f64,
-    duration: Duration,
-) -> Loop {
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
-    let samples = Arc::new(Mutex::new(Samples::default()));
-    let limit = Arc::new(tokio::sync::Semaphore::new(connections * 4));
+) -> anyhow::Result<Loop> {
+    let rate = rate.max(1.0);
+    let sessions = sessions(admin, connections).await?;
     let started = Instant::now();
-    let mut n = 0u64;
-    let mut tasks = Vec::new();
-    while started.elapsed() < duration {
-        let due = started + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let (admin, ids, samples, limit) =
-            (admin.clone(), ids.clone(), samples.clone(), limit.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let result = comment(&admin, &ids, n).await;
-            let latency = due.elapsed();
-            let second = (due - started).as_secs() as usize;
-            let mut samples = samples.lock().await;
-            match result {
-                Ok(_) => samples.latencies.push(latency),
-                Err(_) => samples.errors += 1,
-            }
-            if samples.worst.len() <= second {
-                samples.worst.resize(second + 1, Duration::ZERO);
-            }
-            samples.worst[second] = samples.worst[second].max(latency);
-        }));
-        n += 1;
+    let measured_from = started + WARM_UP;
+    let end = measured_from + duration;
+    let workers: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut session)| {
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let mut samples = Samples::default();
+                for k in 0u64.. {
+                    let n = k * connections as u64 + i as u64;
+                    let due = started + Duration::from_secs_f64(n as f64 / rate);
+                    if due >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                    let answer = session.send(&requests[n as usize % requests.len()]).await;
+                    if due < measured_from {
+                        continue;
+                    }
+                    let latency = due.elapsed();
+                    if succeeded(&answer) {
+                        samples.latencies.push(latency);
+                    } else {
+                        samples.errors += 1;
+                    }
+                    let second = (due - measured_from).as_secs() as usize;
+                    if samples.worst.len() <= second {
+                        samples.worst.resize(second + 1, Duration::ZERO);
+                    }
+                    samples.worst[second] = samples.worst[second].max(latency);
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut all = Samples::default();
+    for worker in workers {
+        all.merge(worker.await?);
     }
-    for task in tasks {
-        let _ = task.await;
-    }
-    let samples = std::mem::take(&mut *samples.lock().await);
-    Loop::of(samples, started.elapsed())
+    Ok(Loop::of(all, duration))
 }
 
-async fn purchase_orders(admin: &Api, connections: usize, seconds: u64) -> anyhow::Result<()> {
+async fn purchase_orders(
+    admin: &Api,
+    connections: usize,
+    seconds: u64,
+    rounds: usize,
+) -> anyhow::Result<()> {
     let (_, clerk) = admin.member("clerk", &["clerks"]).await?;
     let (_, manager) = admin.member("manager", &["managers"]).await?;
     let (_, lawyer) = admin.member("lawyer", &["legal"]).await?;
@@ -523,79 +670,99 @@ async fn purchase_orders(admin: &Api, connections: usize, seconds: u64) -> anyho
         .await?;
     let people = Arc::new((admin.clone(), clerk, manager, lawyer, finance));
 
-    let duration = Duration::from_secs(seconds);
-    let started = Instant::now();
-    let workers: Vec<_> = (0..connections)
-        .map(|_| {
-            let people = people.clone();
-            tokio::spawn(async move {
-                let mut done = 0u64;
-                let mut latencies = Vec::new();
-                while started.elapsed() < duration {
-                    let t = Instant::now();
-                    one_order(&people).await?;
-                    latencies.push(t.elapsed());
-                    done += 1;
-                }
-                anyhow::Ok((done, latencies))
-            })
-        })
-        .collect();
-    let mut done = 0;
-    let mut latencies = Vec::new();
-    for worker in workers {
-        let (n, l) = worker.await??;
-        done += n;
-        latencies.extend(l);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
     println!("\n## Purchase orders end to end, {connections} concurrent, {seconds} s\n");
-    println!("| instances/s | commands/s | instance p50 | instance p99 |\n|---:|---:|---:|---:|");
     println!(
-        "| {:.0} | {:.0} | {:.1} ms | {:.1} ms |",
-        done as f64 / elapsed,
-        9.0 * done as f64 / elapsed,
-        ms(quantile(&mut latencies, 0.5)),
-        ms(quantile(&mut latencies, 0.99)),
+        "| round | instances/s | commands/s | instance p50 | instance p99 |\n|---:|---:|---:|---:|---:|"
     );
+    let mut rates = Vec::new();
+    for round in 1..=rounds {
+        let duration = Duration::from_secs(seconds);
+        let sessions = sessions(admin, connections).await?;
+        let started = Instant::now();
+        let workers: Vec<_> = sessions
+            .into_iter()
+            .map(|mut session| {
+                let people = people.clone();
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while started.elapsed() < duration {
+                        let t = Instant::now();
+                        one_order(&mut session, &people).await?;
+                        latencies.push(t.elapsed());
+                    }
+                    anyhow::Ok(latencies)
+                })
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        for worker in workers {
+            latencies.extend(worker.await??);
+        }
+        let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "| {round} | {rate:.0} | {:.0} | {:.1} ms | {:.1} ms |",
+            9.0 * rate,
+            ms(quantile(&mut latencies, 0.5)),
+            ms(quantile(&mut latencies, 0.99)),
+        );
+        rates.push(rate);
+    }
+    if rounds > 1 {
+        println!(
+            "\nMedian of the {rounds} rounds: **{:.0}** instances/s",
+            median(rates)
+        );
+    }
     Ok(())
 }
 
 /// One order of 5,000 (the manager path): nine commands.
-async fn one_order(people: &(Api, Api, Api, Api, Api)) -> anyhow::Result<()> {
+async fn one_order(
+    session: &mut Session,
+    people: &(Api, Api, Api, Api, Api),
+) -> anyhow::Result<()> {
     let (operator, clerk, manager, lawyer, finance) = people;
-    let started = operator
+    let started = session
         .post(
+            operator,
             "/api/v1/workflow-instances",
-            json!({"definition_key": "purchase-order", "variables": {"amount": 5000}}),
+            &json!({"definition_key": "purchase-order", "variables": {"amount": 5000}}),
         )
         .await?;
     let id = Uuid::parse_str(started["id"].as_str().context("instance id")?)?;
     let child = |step: &str| step_child_id(id, step, 1);
-    let work = |api: &Api, step: &str, claim: bool| {
-        let (api, task) = (api.clone(), child(step));
-        async move {
-            if claim {
-                api.post(&format!("/api/v1/tasks/{task}/claim"), json!({}))
-                    .await?;
-            }
-            api.post(
-                &format!("/api/v1/tasks/{task}/complete"),
-                json!({"output": {}}),
-            )
-            .await
-        }
-    };
-    work(clerk, "review", true).await?;
-    manager
+    work(session, clerk, child("review"), true).await?;
+    session
         .post(
+            manager,
             &format!("/api/v1/approvals/{}/decisions", child("manager")),
-            json!({"decision": "approve"}),
+            &json!({"decision": "approve"}),
         )
         .await?;
-    work(lawyer, "legal", true).await?;
-    work(finance, "finance", false).await?;
-    let archived = work(clerk, "archive", true).await?;
+    work(session, lawyer, child("legal"), true).await?;
+    work(session, finance, child("finance"), false).await?;
+    let archived = work(session, clerk, child("archive"), true).await?;
     ensure!(!archived.is_null(), "archive answered nothing");
     Ok(())
+}
+
+/// `caller` claims (when `claim`) and completes `task`: the completion's answer.
+async fn work(
+    session: &mut Session,
+    caller: &Api,
+    task: Uuid,
+    claim: bool,
+) -> anyhow::Result<Value> {
+    if claim {
+        session
+            .post(caller, &format!("/api/v1/tasks/{task}/claim"), &json!({}))
+            .await?;
+    }
+    session
+        .post(
+            caller,
+            &format!("/api/v1/tasks/{task}/complete"),
+            &json!({"output": {}}),
+        )
+        .await
 }
