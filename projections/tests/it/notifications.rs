@@ -135,12 +135,7 @@ async fn whoever_has_work_to_do_is_notified_with_a_signed_call() {
         1,
         "one call for the batch"
     );
-    assert_eq!(
-        event_store::Checkpoints::load(&db.pool, NOTIFICATIONS)
-            .await
-            .unwrap(),
-        last_appended(&db.pool).await
-    );
+    assert_eq!(checkpoint(&db.pool).await, last_appended(&db.pool).await);
 }
 
 #[tokio::test]
@@ -175,12 +170,7 @@ async fn a_receiver_that_refuses_gets_the_batch_again_and_nothing_is_skipped() {
         },
     )
     .await;
-    assert_eq!(
-        event_store::Checkpoints::load(&db.pool, NOTIFICATIONS)
-            .await
-            .unwrap(),
-        LogPosition::START
-    );
+    assert_eq!(checkpoint(&db.pool).await, LogPosition::START);
     assert!(receiver.notifications().is_empty());
 
     receiver.answer(StatusCode::OK);
@@ -208,12 +198,7 @@ async fn a_notifier_turned_on_later_announces_only_work_from_then_on() {
     assert_eq!(notifications[0].subject.id, po.child("review").to_string());
     // a second start keeps the checkpoint where it is
     WebhookNotifier::start_at_head(&db.pool).await.unwrap();
-    assert_eq!(
-        event_store::Checkpoints::load(&db.pool, NOTIFICATIONS)
-            .await
-            .unwrap(),
-        last_appended(&db.pool).await
-    );
+    assert_eq!(checkpoint(&db.pool).await, last_appended(&db.pool).await);
 }
 
 #[tokio::test]
@@ -231,12 +216,7 @@ async fn a_redirect_is_not_followed_but_counts_as_a_failure() {
         receiver.notifications().is_empty(),
         "the signed body went nowhere else"
     );
-    assert_eq!(
-        event_store::Checkpoints::load(&db.pool, NOTIFICATIONS)
-            .await
-            .unwrap(),
-        LogPosition::START
-    );
+    assert_eq!(checkpoint(&db.pool).await, LogPosition::START);
 }
 
 fn anyhow_chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
@@ -281,4 +261,11 @@ async fn a_released_task_is_offered_again_to_the_candidates_it_had() {
     assert_eq!(kinds, ["task.offered", "task.offered"], "{notifications:?}");
     assert_eq!(notifications[1].subject.id, review.to_string());
     assert_eq!(notifications[1].recipients.groups, ["clerks"]);
+}
+
+/// Where the notifier's checkpoint is.
+async fn checkpoint(pool: &sqlx::PgPool) -> LogPosition {
+    event_store::Checkpoints::load(pool, NOTIFICATIONS)
+        .await
+        .unwrap()
 }
