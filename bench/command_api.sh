@@ -37,8 +37,6 @@ done
 
 load=("$bin"/http_load --base "http://127.0.0.1:$port" --password "$WORKLEDGER_ADMIN_PASSWORD")
 wrk=(); command -v wrk >/dev/null && wrk=(--wrk)
-# purchase orders first: their users are created and log in on a short log (after millions of
-# comments the identity read model can take longer to reach a new user than its command
-# waits, and the user's first login fails: docs/benchmarks.md)
+# purchase orders, then the comment load
 "${load[@]}" purchase-order --rounds "$rounds"
 "${load[@]}" comment --rounds "$rounds" "${wrk[@]}" "$@"

@@ -28,6 +28,8 @@ pub struct GlobalLog;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFilter {
     aggregate_types: Option<Vec<String>>,
+    /// The types' events are rare and have a partial index of their own ([`LogFilter::sparse`]).
+    sparse: bool,
 }
 
 impl LogFilter {
@@ -40,6 +42,29 @@ impl LogFilter {
     pub fn aggregate_types(types: &[&str]) -> Self {
         Self {
             aggregate_types: Some(types.iter().map(|t| (*t).to_owned()).collect()),
+            sparse: true,
+        }
+    }
+
+    /// Only events of these aggregate types, which are rare in the log and have a partial
+    /// index on `(tx_id, global_position)` whose predicate `aggregate_type in (...)` the types
+    /// imply (migration 0009's, for the identity types). A read goes straight to the next of
+    /// them and passes over everything else up to the head of the log at once, however much
+    /// has been appended since; a plain filter passes over `limit` events a read.
+    ///
+    /// # Panics
+    /// When a type is not a lower-case identifier (`[a-z_]+`): the types are written into the
+    /// query as literals, so that the planner can match them to the index's predicate.
+    pub fn sparse(types: &[&'static str]) -> Self {
+        for t in types {
+            assert!(
+                !t.is_empty() && t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "a sparse filter's aggregate type must be [a-z_]+, not {t:?}"
+            );
+        }
+        Self {
+            sparse: true,
+            ..Self::aggregate_types(types)
         }
     }
 
@@ -91,6 +116,9 @@ impl GlobalLog {
             let last = events.last().map(|e| e.position);
             return Ok((events, last));
         };
+        if filter.sparse {
+            return Self::read_sparse(executor, after, limit, types).await;
+        }
         let sql = "select global_position, tx_id::text::bigint as tx_id, event_id, aggregate_type, \
                    aggregate_id, sequence, event_type, event_version, recorded_at, \
                    aggregate_type = any($4) as taken, \
@@ -115,6 +143,67 @@ impl GlobalLog {
                 taken.push(decode(row)?);
             }
         }
+        Ok((taken, last))
+    }
+
+    /// [`Self::read_matching`] for a [`LogFilter::sparse`] filter: the next `limit` events of
+    /// `types` through their partial index and, in the same statement (the same snapshot, so
+    /// that nothing becomes readable in between), the head of the log. When fewer than
+    /// `limit` were taken, every event of `types` up to the head was, and the reader's
+    /// checkpoint goes to the head.
+    async fn read_sparse<'c>(
+        executor: impl PgExecutor<'c>,
+        after: LogPosition,
+        limit: i64,
+        types: &[String],
+    ) -> Result<(Vec<RecordedEvent>, Option<LogPosition>), LogError> {
+        // checked [a-z_]+ by `LogFilter::sparse`
+        let literals = types
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "with head as ( \
+                 select tx_id::text::bigint as head_tx_id, global_position as head_position \
+                 from events where tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 order by events.tx_id desc, events.global_position desc limit 1), \
+             taken as ( \
+                 select {COLUMNS} from events \
+                 where aggregate_type in ({literals}) \
+                   and (tx_id, global_position) > ($1::text::xid8, $2) \
+                   and tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 order by events.tx_id, events.global_position \
+                 limit $3) \
+             select head.*, taken.* from head left join taken on true \
+             order by taken.tx_id, taken.global_position"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.tx_id.to_string())
+            .bind(after.global_position)
+            .bind(limit)
+            .fetch_all(executor)
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok((Vec::new(), None)); // an empty log
+        };
+        let head = LogPosition {
+            tx_id: first.try_get::<i64, _>("head_tx_id")? as u64,
+            global_position: first.try_get("head_position")?,
+        };
+        let mut taken = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<Uuid>, _>("event_id")?.is_some() {
+                taken.push(decode(row)?);
+            }
+        }
+        let last = if taken.len() as i64 >= limit {
+            taken.last().map(|e| e.position)
+        } else if head > after {
+            Some(head)
+        } else {
+            None // caught up
+        };
         Ok((taken, last))
     }
 

@@ -45,8 +45,9 @@ pub enum ProjectionError {
 
 /// Applies the next batch; the new checkpoint, or `None` when nothing was readable.
 pub async fn step(pool: &PgPool) -> Result<Option<LogPosition>, BatchError<ProjectionError>> {
-    // only identity events are read in full; the rest are passed over
-    let filter = LogFilter::aggregate_types(&[TENANT_AGGREGATE_TYPE, USER_AGGREGATE_TYPE]);
+    // identity events are found through their own index (migration 0009), and the checkpoint
+    // passes over the rest of the log up to its head in the same read
+    let filter = LogFilter::sparse(&[TENANT_AGGREGATE_TYPE, USER_AGGREGATE_TYPE]);
     let result = process_batch_matching(
         pool,
         PROJECTOR,
