@@ -42,7 +42,7 @@ impl LogFilter {
     pub fn aggregate_types(types: &[&str]) -> Self {
         Self {
             aggregate_types: Some(types.iter().map(|t| (*t).to_owned()).collect()),
-            sparse: true,
+            sparse: false,
         }
     }
 

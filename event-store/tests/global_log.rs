@@ -404,7 +404,18 @@ async fn a_sparse_reader_goes_straight_to_its_events_and_past_the_rest_to_the_he
     assert!(taken.is_empty());
     assert_eq!(last, None);
 
-    // one batch of 500 passes over all 10,000 (a plain filter passes over 500 a batch)
+    // a plain filter of the same type passes over 500 a read, and has taken none of them yet
+    let plain = event_store::LogFilter::aggregate_types(&["user"]);
+    let (taken, last) = GlobalLog::read_matching(&db.pool, LogPosition::START, 500, &plain)
+        .await
+        .unwrap();
+    let all = GlobalLog::read(&db.pool, LogPosition::START, 500)
+        .await
+        .unwrap();
+    assert!(taken.is_empty());
+    assert_eq!(last, Some(all[499].position));
+
+    // one batch of 500 passes over all 10,000
     let mut applied = Vec::new();
     let moved = event_store::process_batch_matching(
         &db.pool,
