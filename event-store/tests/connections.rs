@@ -1,6 +1,6 @@
 //! The command path's kept connections: reused without the pool's release round trip,
 //! closed when their statement was cancelled or their connection failed, pinged after sitting
-//! idle, the pool used beyond the limit.
+//! idle, and waited for beyond the limit.
 
 use std::time::Duration;
 
@@ -30,17 +30,56 @@ async fn a_kept_connection_serves_the_next_statement() {
     let db = TestDatabase::new().await;
     let connections = Connections::with_limit(db.pool.clone(), 1);
     let mut first = connections.acquire().await.unwrap();
-    assert!(first.is_kept());
     let pid = backend(&mut first).await;
     first.keep();
     let mut second = connections.acquire().await.unwrap();
-    assert!(second.is_kept());
     assert_eq!(backend(&mut second).await, pid, "the same connection again");
-    // beyond the limit, the pool serves
-    let mut third = connections.acquire().await.unwrap();
-    assert!(!third.is_kept());
-    assert_ne!(backend(&mut third).await, pid);
     second.keep();
+}
+
+#[tokio::test]
+async fn beyond_the_limit_a_caller_waits_for_a_kept_connection() {
+    let db = TestDatabase::new().await;
+    let connections = Connections::with_limit(db.pool.clone(), 1);
+    let mut held = connections.acquire().await.unwrap();
+    let pid = backend(&mut held).await;
+    let waiting = tokio::spawn({
+        let connections = connections.clone();
+        async move {
+            let mut lease = connections.acquire().await.unwrap();
+            backend(&mut lease).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "no second connection while one is out"
+    );
+    held.keep();
+    assert_eq!(
+        waiting.await.unwrap(),
+        pid,
+        "the kept connection, not a pooled one"
+    );
+}
+
+#[tokio::test]
+async fn a_caller_waits_no_longer_than_the_pools_acquire_timeout() {
+    let db = TestDatabase::new().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_with(db.pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let connections = Connections::with_limit(pool, 1);
+    let _held = connections.acquire().await.unwrap();
+    let started = std::time::Instant::now();
+    let waited = connections.acquire().await;
+    assert!(
+        matches!(waited, Err(sqlx::Error::PoolTimedOut)),
+        "{waited:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
 #[tokio::test]
@@ -69,8 +108,11 @@ async fn a_cancelled_statement_closes_its_connection_and_frees_its_place() {
     .await;
     assert!(cancelled.is_err(), "the statement was cut off");
     drop(lease);
-    let mut next = connections.acquire().await.unwrap();
-    assert!(next.is_kept(), "the closed connection's place was freed");
+    // with a limit of one, this waits forever unless the closed connection's place was freed
+    let mut next = tokio::time::timeout(Duration::from_secs(5), connections.acquire())
+        .await
+        .expect("the closed connection's place was freed")
+        .unwrap();
     assert_ne!(backend(&mut next).await, pid, "a fresh connection");
     let one: i32 = sqlx::query_scalar("select 1")
         .fetch_one(&mut *next)
@@ -92,7 +134,6 @@ async fn a_connection_that_failed_is_not_kept() {
     assert!(failed.is_err(), "the connection was ended");
     broken.keep_after(&failed);
     let mut next = connections.acquire().await.unwrap();
-    assert!(next.is_kept());
     assert_ne!(
         backend(&mut next).await,
         pid,
@@ -110,7 +151,6 @@ async fn a_connection_cut_while_idle_is_replaced_before_it_is_handed_out() {
     end_session(&db.pool, pid).await;
     // the dead connection is pinged, closed, and its place taken by a new one
     let mut next = connections.acquire().await.unwrap();
-    assert!(next.is_kept());
     assert_ne!(backend(&mut next).await, pid);
     next.keep();
     // a live one answers its ping and is handed out again
