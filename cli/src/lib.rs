@@ -70,6 +70,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 commands::replay::run(&pool, args).await
             }
             Command::Audit(cli::AuditCommand::Export(args)) => {
+                commands::audit::check_window(&args);
                 let pool = app::open_database(&config).await?;
                 commands::audit::export(&pool, args).await
             }

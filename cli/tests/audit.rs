@@ -476,6 +476,23 @@ async fn a_window_that_does_not_end_after_it_starts_is_a_usage_error_and_writes_
         );
         assert!(!file.exists(), "no file");
         assert!(!Path::new(&format!("{}.manifest.json", path(&file))).exists());
+        // told before the database is reached: the same answer with no database there
+        let unreachable = workledger_with_env(
+            &db,
+            &[
+                "audit",
+                "export",
+                "--from",
+                from,
+                "--to",
+                to,
+                "-o",
+                path(&file),
+            ],
+            &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere")],
+        );
+        assert_eq!(unreachable.status.code(), Some(2), "{unreachable:?}");
+        assert!(!file.exists(), "no file");
     }
     // a tenant with no chain is an empty export, and says so
     let file = scratch().join("nobody.jsonl");

@@ -20,13 +20,13 @@ use crate::cli::{AuditFormat, ExportArgs};
 /// Entries read per database round trip.
 const CHUNK: i64 = 1000;
 
-/// `workledger audit export`.
-pub async fn export(pool: &PgPool, args: ExportArgs) -> anyhow::Result<()> {
+/// Refuses a window that holds nothing before anything else happens: bad usage (exit 2, as
+/// clap's own errors), before the database is reached or any file is created. An empty
+/// export would look like a quiet trail.
+pub fn check_window(args: &ExportArgs) {
     if let (Some(from), Some(to)) = (args.from, args.to)
         && from >= to
     {
-        // bad usage (exit 2, as clap's own errors), before any file is created: the window
-        // [from, to) holds nothing, and an empty export would look like a quiet trail
         clap::Error::raw(
             clap::error::ErrorKind::ValueValidation,
             format!(
@@ -37,6 +37,11 @@ pub async fn export(pool: &PgPool, args: ExportArgs) -> anyhow::Result<()> {
         )
         .exit();
     }
+}
+
+/// `workledger audit export`.
+pub async fn export(pool: &PgPool, args: ExportArgs) -> anyhow::Result<()> {
+    check_window(&args);
     let key = signing_key(args.signing_key.as_deref())?;
     let tenants: Vec<String> = match &args.tenant {
         Some(tenant) => vec![tenant.clone()],

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
-pub use export::export;
+pub use export::{check_window, export};
 pub use verify::verify;
 
 /// The environment variable holding a base64 Ed25519 seed to sign manifests with.
