@@ -453,9 +453,8 @@ async fn a_window_that_does_not_end_after_it_starts_is_a_usage_error_and_writes_
         ("2026-05-02T00:00:00Z", "2026-05-01T00:00:00Z"),
     ] {
         let file = scratch().join("window.jsonl");
-        let output = workledger_with_env(
-            &db,
-            &[
+        let export = |env: &[(&str, &str)]| {
+            let args = [
                 "audit",
                 "export",
                 "--from",
@@ -464,9 +463,10 @@ async fn a_window_that_does_not_end_after_it_starts_is_a_usage_error_and_writes_
                 to,
                 "-o",
                 path(&file),
-            ],
-            &[],
-        );
+            ];
+            workledger_with_env(&db, &args, env)
+        };
+        let output = export(&[]);
         assert_eq!(output.status.code(), Some(2), "--from {from} --to {to}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -477,20 +477,7 @@ async fn a_window_that_does_not_end_after_it_starts_is_a_usage_error_and_writes_
         assert!(!file.exists(), "no file");
         assert!(!Path::new(&format!("{}.manifest.json", path(&file))).exists());
         // told before the database is reached: the same answer with no database there
-        let unreachable = workledger_with_env(
-            &db,
-            &[
-                "audit",
-                "export",
-                "--from",
-                from,
-                "--to",
-                to,
-                "-o",
-                path(&file),
-            ],
-            &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere")],
-        );
+        let unreachable = export(&[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere")]);
         assert_eq!(unreachable.status.code(), Some(2), "{unreachable:?}");
         assert!(!file.exists(), "no file");
     }
