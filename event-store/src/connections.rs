@@ -96,8 +96,8 @@ impl Connections {
     /// out of the pool while fewer than the limit are out; when all are in use, waits for one
     /// to be given back, at most the pool's acquire timeout (then `PoolTimedOut`).
     pub async fn acquire(&self) -> Result<Lease, sqlx::Error> {
-        let timeout = self.pool.options().get_acquire_timeout();
-        let place = tokio::time::timeout(timeout, self.kept.places.clone().acquire_owned())
+        let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
+        let place = tokio::time::timeout_at(deadline, self.kept.places.clone().acquire_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .expect("the semaphore is never closed");
@@ -114,7 +114,11 @@ impl Connections {
             tracing::debug!("a kept connection did not answer a ping after sitting idle; closed");
             place = Some(lease.close());
         }
-        let conn = self.pool.acquire().await?.detach();
+        // the wait for a place and for a new connection share the one acquire timeout
+        let conn = tokio::time::timeout_at(deadline, self.pool.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??
+            .detach();
         Ok(self.lease(conn, place.expect("a place is held")))
     }
 
