@@ -2,9 +2,12 @@
 //!
 //! The command API issues tokens (`/api/v1/auth/login`); every API verifies them here. Only
 //! HS256 is accepted: a token naming `none`, an asymmetric algorithm or anything else is
-//! refused before its signature is looked at (no algorithm confusion).
+//! refused before its signature is looked at (no algorithm confusion). A token whose session
+//! has ended (logout, deactivation, a reused refresh token) is refused too, before it expires
+//! (see [`crate::revocations`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
@@ -13,9 +16,11 @@ use chrono::{DateTime, Utc};
 use event_schemas::Role;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::problem::ApiError;
+use crate::revocations::RevokedSessions;
 
 /// Tokens are issued by and for Workledger only.
 pub const ISSUER: &str = "workledger";
@@ -55,12 +60,16 @@ pub enum TokenError {
     Missing,
     #[error("the token is not valid")]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("the token's session has ended")]
+    SessionEnded,
 }
 
-/// The signing secret, as the keys that issue and verify access tokens.
+/// The signing secret, as the keys that issue and verify access tokens, and the sessions
+/// ended since (shared by every clone: the command and query APIs of a process verify alike).
 #[derive(Clone)]
 pub struct TokenKeys {
     inner: Arc<Keys>,
+    ended: Arc<RevokedSessions>,
 }
 
 struct Keys {
@@ -93,7 +102,27 @@ impl TokenKeys {
                 decoding: DecodingKey::from_secret(secret),
                 validation,
             }),
+            ended: Arc::default(),
         })
+    }
+
+    /// Loads the sessions ended within `token_lifetime` and keeps them current from `pool`
+    /// (on a task of its own, while these keys are in use): from then on, a token of a
+    /// session that ends is refused at once.
+    pub async fn watch_ended_sessions(
+        &self,
+        pool: PgPool,
+        token_lifetime: Duration,
+    ) -> sqlx::Result<()> {
+        // the verifier's leeway, and a margin for clocks
+        let window = token_lifetime + Duration::from_secs(60);
+        self.ended.watch(pool, window).await
+    }
+
+    /// Refuses the tokens of session `sid` from now on, in this process (which ended it: the
+    /// others learn of it from the database).
+    pub fn session_ended(&self, sid: Uuid) {
+        self.ended.insert(sid);
     }
 
     /// Signs `claims` (HS256).
@@ -105,12 +134,16 @@ impl TokenKeys {
         )?)
     }
 
-    /// Verifies signature, algorithm, issuer, audience and expiry.
+    /// Verifies signature, algorithm, issuer, audience and expiry, and that the token's
+    /// session has not ended.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        Ok(
+        let claims =
             jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)?
-                .claims,
-        )
+                .claims;
+        if self.ended.contains(&claims.sid) {
+            return Err(TokenError::SessionEnded);
+        }
+        Ok(claims)
     }
 }
 
@@ -138,12 +171,16 @@ where
             }
             Err(error) => {
                 tracing::debug!(error = %error, "refused a bearer token");
-                Err(
-                    ApiError::unauthorized("the access token is invalid or expired").with_header(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                    ),
-                )
+                let detail = match error {
+                    TokenError::SessionEnded => {
+                        "the access token's session has ended (signed out or deactivated): sign in again"
+                    }
+                    _ => "the access token is invalid or expired",
+                };
+                Err(ApiError::unauthorized(detail).with_header(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                ))
             }
         }
     }

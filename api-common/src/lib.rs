@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by Workledger's command and query APIs.
 //!
 //! - [`auth`]: bearer access tokens and the [`auth::CurrentUser`] extractor.
+//! - [`revocations`]: the sessions that ended while their access tokens still run.
 //! - [`problem`]: the one error type, answered as `application/problem+json` (RFC 9457).
 //! - [`json`]: a JSON extractor whose rejections are problems naming the field.
 //! - [`layers`]: request ids, tracing, metrics, timeouts, body limits, CORS, security headers.
@@ -11,6 +12,7 @@ pub mod json;
 pub mod layers;
 pub mod ops;
 pub mod problem;
+pub mod revocations;
 
 pub use auth::{Claims, CurrentUser, TokenKeys};
 pub use json::Json;

@@ -83,6 +83,8 @@ pub enum BuildError {
     Keys(#[from] auth::KeyError),
     #[error(transparent)]
     Passwords(#[from] auth::PasswordError),
+    #[error("could not load the sessions ended lately")]
+    EndedSessions(#[source] sqlx::Error),
 }
 
 /// The command API, assembled: its state (with the workflow runtime, whose group directory
@@ -101,6 +103,10 @@ impl CommandApi {
         settings: CommandSettings,
     ) -> Result<Self, BuildError> {
         let keys = load_keys(&pool, settings.jwt_secret.as_ref()).await?;
+        keys.tokens
+            .watch_ended_sessions(pool.clone(), settings.access_token_ttl)
+            .await
+            .map_err(BuildError::EndedSessions)?;
         let connections = Connections::new(pool.clone());
         let runtime = Arc::new(Runtime::on(
             connections.clone(),

@@ -72,6 +72,9 @@ struct Args {
     /// (`host:port`; e.g. a `tansu broker` on loopback).
     #[arg(long)]
     kafka: Option<String>,
+    /// Catch up only these projectors (comma-separated names; all six unless given).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[tokio::main]
@@ -113,11 +116,17 @@ async fn main() -> anyhow::Result<()> {
     if let Some(batch) = args.batch {
         settings.batch_size = batch;
     }
+    let mut projections = Projections::all();
+    if !args.only.is_empty() {
+        let names: Vec<&str> = args.only.iter().map(String::as_str).collect();
+        projections = projections.only(&names)?;
+        println!("(only {})\n", names.join(", "));
+    }
     for round in 1..=args.rounds {
         reset(&pool).await?;
         let seconds = catch_up(
             &pool,
-            Projections::all().with_settings(settings.clone()),
+            projections.clone().with_settings(settings.clone()),
             head,
         )
         .await?;

@@ -158,6 +158,7 @@ impl Sessions {
         {
             revoke_in(&mut tx, session_id, "refresh token reused").await?;
             tx.commit().await?;
+            self.keys.session_ended(session_id);
             metrics::counter!("workledger_refresh_token_reuse_total").increment(1);
             tracing::warn!(session_id = %session_id, "a used refresh token was presented again; session revoked");
             return Err(RefreshError::Reused);
@@ -169,6 +170,7 @@ impl Sessions {
         let Some(principal) = current_principal(&mut tx, user_id).await? else {
             revoke_in(&mut tx, session_id, "user deactivated").await?;
             tx.commit().await?;
+            self.keys.session_ended(session_id);
             return Err(RefreshError::UserInactive);
         };
         sqlx::query("update auth_refresh_tokens set used_at = now() where token_hash = $1")
@@ -209,13 +211,16 @@ impl Sessions {
         .bind(user_id)
         .execute(&self.pool)
         .await?;
+        self.keys.session_ended(session_id);
         Ok(())
     }
 
     /// Ends session `session_id`.
     pub async fn revoke(&self, session_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        revoke_in(&mut conn, session_id, reason).await
+        revoke_in(&mut conn, session_id, reason).await?;
+        self.keys.session_ended(session_id);
+        Ok(())
     }
 
     async fn store_refresh(

@@ -1,5 +1,6 @@
 //! `/api/v1/auth`: signing in, refreshing tokens, signing out.
 
+use api_common::auth::TokenError;
 use api_common::{ApiError, Json};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -235,7 +236,8 @@ pub struct Logout {
 /// Sign out
 ///
 /// Ends the session of the bearer access token and/or of the refresh token. The session's
-/// refresh tokens stop working; access tokens expire on their own (15 minutes).
+/// refresh tokens and access tokens stop working at once, on every instance. Signing out of a
+/// session that has already ended answers 204 as well.
 #[utoipa::path(post, path = "/api/v1/auth/logout", operation_id = "logout", tag = "auth",
     request_body(content = Option<Logout>),
     responses(
@@ -260,9 +262,11 @@ async fn logout(
             )])
         })?)
     };
-    let claims = bearer(&headers).and_then(|token| state.token_keys().verify(token).ok());
+    let verified = bearer(&headers).map(|token| state.token_keys().verify(token));
+    let already_ended = matches!(verified, Some(Err(TokenError::SessionEnded)));
+    let claims = verified.and_then(Result::ok);
     let refresh = logout.and_then(|l| l.refresh_token);
-    if claims.is_none() && refresh.is_none() {
+    if claims.is_none() && refresh.is_none() && !already_ended {
         return Err(ApiError::unauthorized(
             "send the access token (`Authorization: Bearer ...`) or the refresh token to sign out",
         )

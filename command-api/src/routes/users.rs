@@ -217,8 +217,8 @@ pub struct Deactivate {
 
 /// Deactivate a user
 ///
-/// Stops a user from signing in and ends their sessions (admins; not oneself). Access tokens
-/// already issued stay valid until they expire (15 minutes by default).
+/// Stops a user from signing in and ends their sessions (admins; not oneself): every instance
+/// refuses the access tokens already issued to them within milliseconds.
 #[utoipa::path(post, path = "/api/v1/users/{id}/deactivate", operation_id = "deactivate_user", tag = "users",
     request_body(content = Option<Deactivate>),
     params(("id" = Uuid, Path, description = "The user"), CommandHeaders),

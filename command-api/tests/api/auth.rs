@@ -310,3 +310,101 @@ async fn a_generated_signing_secret_is_stored_once_and_shared_by_every_instance(
         .unwrap();
     assert_eq!(secrets, 1);
 }
+
+/// Answers whether `token` is still accepted by a command that needs only a signed-in caller
+/// (an empty ad-hoc task: 422 or 403 once authenticated, 401 when not).
+async fn accepted(app: &TestApp, token: &str) -> bool {
+    let response = app.post("/api/v1/tasks", token, json!({})).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        let refused = problem(response, StatusCode::UNAUTHORIZED).await;
+        assert!(
+            refused["detail"]
+                .as_str()
+                .unwrap()
+                .contains("session has ended"),
+            "{refused}"
+        );
+        return false;
+    }
+    assert!(
+        [StatusCode::UNPROCESSABLE_ENTITY, StatusCode::FORBIDDEN].contains(&response.status()),
+        "{}",
+        response.status()
+    );
+    true
+}
+
+/// Polls `ended` for up to 5 s.
+async fn eventually(mut ended: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if ended().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_access_token_stops_working_when_its_session_ends_on_every_instance() {
+    let app = spawn().await;
+    let second = command_api::CommandApi::build(
+        app.db.pool.clone(),
+        event_store::AppendNotifier::disabled(),
+        command_api::CommandSettings {
+            jwt_secret: Some(secrecy::SecretString::from(crate::helpers::SECRET)),
+            password_hashing: crate::helpers::CHEAP,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // signed out on the first instance: refused there at once, and on the second soon after
+    let session = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;
+    assert!(accepted(&app, &session.token).await);
+    second.token_keys().verify(&session.token).unwrap();
+    let logout = |token: String| {
+        let request = app
+            .client
+            .post(app.url("/api/v1/auth/logout"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(logout(session.token.clone()).await, StatusCode::NO_CONTENT);
+    assert!(!accepted(&app, &session.token).await);
+    assert!(
+        eventually(async || second.token_keys().verify(&session.token).is_err()).await,
+        "the second instance learns that the session ended"
+    );
+    // signing out of an ended session again is no error; other sessions go on
+    assert_eq!(logout(session.token.clone()).await, StatusCode::NO_CONTENT);
+    assert!(accepted(&app, &app.admin.token).await);
+
+    // a deactivated user's sessions end with it
+    let ann = app.user(&["member"], &[]).await;
+    assert!(accepted(&app, &ann.token).await);
+    let path = format!("/api/v1/users/{}/deactivate", ann.id);
+    let deactivated = app
+        .post(&path, &app.admin.token, json!({"reason": "left"}))
+        .await;
+    assert_eq!(deactivated.status(), StatusCode::OK);
+    assert!(eventually(async || !accepted(&app, &ann.token).await).await);
+    assert!(eventually(async || second.token_keys().verify(&ann.token).is_err()).await);
+
+    // a process started later loads the sessions that ended within a token lifetime
+    let third = command_api::CommandApi::build(
+        app.db.pool.clone(),
+        event_store::AppendNotifier::disabled(),
+        command_api::CommandSettings {
+            jwt_secret: Some(secrecy::SecretString::from(crate::helpers::SECRET)),
+            password_hashing: crate::helpers::CHEAP,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(third.token_keys().verify(&session.token).is_err());
+    assert!(third.token_keys().verify(&ann.token).is_err());
+    third.token_keys().verify(&app.admin.token).unwrap();
+}

@@ -285,6 +285,55 @@ async fn a_request_without_a_valid_token_is_a_401_problem() {
 }
 
 #[tokio::test]
+async fn a_token_whose_session_ended_elsewhere_is_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.operator_token();
+    let claims = app.keys.verify(&token).unwrap();
+    sqlx::query("insert into auth_sessions (session_id, user_id, tenant_id) values ($1, $2, $3)")
+        .bind(claims.sid)
+        .bind(claims.sub)
+        .bind(TENANT)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get("/api/v1/tasks", &token).await.status(),
+        StatusCode::OK
+    );
+    // ended by another process (a command API instance signing the user out)
+    sqlx::query("update auth_sessions set revoked_at = now(), revoked_reason = 'logout' where session_id = $1")
+        .bind(claims.sid)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = app.get("/api/v1/tasks", &token).await.status();
+        if status != StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let problem = app
+        .problem("/api/v1/tasks", &token, StatusCode::UNAUTHORIZED)
+        .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("session has ended")
+    );
+    // the user's other sessions are not affected
+    assert_eq!(
+        app.get("/api/v1/tasks", &app.operator_token())
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn every_query_route_is_documented_with_bearer_security_and_problems() {
     let keys = api_common::TokenKeys::from_secret(&[1u8; 32]).unwrap();
     let pool = sqlx::postgres::PgPoolOptions::new()

@@ -88,6 +88,10 @@ impl TestApp {
     pub async fn with_settings(settings: QuerySettings) -> Self {
         let db = TestDatabase::new().await;
         let keys = TokenKeys::from_secret(&[42u8; 32]).unwrap();
+        // as `serve` does: sessions that end refuse their tokens
+        keys.watch_ended_sessions(db.pool.clone(), std::time::Duration::from_secs(900))
+            .await
+            .unwrap();
         let state = QueryState::new(db.pool.clone(), keys.clone(), settings);
         let (router, _doc) = query_api::router(state).split_for_parts();
         let router = layers::apply(router, &HttpSettings::default());
