@@ -21,8 +21,9 @@ export WORKLEDGER_LISTEN="127.0.0.1:$port"
 export WORKLEDGER_ADMIN_EMAIL=admin@example.com
 export WORKLEDGER_ADMIN_PASSWORD='benchmark admin password'
 export WORKLEDGER_LOG=warn
-# pgbench runs beside the server: its 64 clients and the server's pool (16) and kept
-# connections (16) fit in Postgres's default max_connections of 100
+# pgbench runs beside the server: its 64 clients, the server's pool (16), its kept
+# connections (16) and its two LISTEN connections (appended events, ended sessions) fit in
+# Postgres's default max_connections of 100
 export WORKLEDGER_DB_MAX_CONNECTIONS=16
 rounds=${ROUNDS:-3}
 
