@@ -227,6 +227,7 @@ fn command_settings(config: &Config) -> CommandSettings {
         idempotency_ttl: config.idempotency_ttl,
         body_limit: config.body_limit,
         trusted_proxy_hops: config.trusted_proxy_hops,
+        command_connections: config.db_command_connections,
         login_throttle: ThrottleSettings {
             max_failures_per_account: config.login_max_failures_per_account,
             max_failures_per_address: config.login_max_failures_per_address,

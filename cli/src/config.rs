@@ -38,6 +38,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `WORKLEDGER_DB_MAX_CONNECTIONS`: the pool's size.
     pub db_max_connections: u32,
+    /// `WORKLEDGER_DB_COMMAND_CONNECTIONS`: the connections the command path keeps outside the
+    /// pool, and so how many statements it runs at once.
+    pub db_command_connections: usize,
     /// `WORKLEDGER_REQUEST_TIMEOUT`: e.g. `30s`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -132,6 +135,7 @@ struct Defaults {
     log: &'static str,
     log_format: LogFormat,
     db_max_connections: u32,
+    db_command_connections: usize,
     request_timeout: &'static str,
     body_limit: usize,
     cors_origins: &'static str,
@@ -164,6 +168,7 @@ const DEFAULTS: Defaults = Defaults {
     log: "info",
     log_format: LogFormat::Auto,
     db_max_connections: 32,
+    db_command_connections: event_store::connections::KEPT_CONNECTIONS,
     request_timeout: "30s",
     body_limit: 1024 * 1024,
     cors_origins: "",
@@ -238,6 +243,11 @@ impl Config {
         if self.db_max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "WORKLEDGER_DB_MAX_CONNECTIONS must be at least 1".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.db_command_connections) {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_DB_COMMAND_CONNECTIONS must be between 1 and 1000".into(),
             ));
         }
         if self.body_limit < 1024 {
@@ -487,6 +497,7 @@ mod tests {
             assert_eq!(config.database_url.expose_secret(), DEFAULT_DATABASE_URL);
             assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
             assert_eq!(config.request_timeout, Duration::from_secs(30));
+            assert_eq!(config.db_command_connections, 16);
             Ok(())
         });
     }
@@ -497,8 +508,10 @@ mod tests {
             jail.create_file("wl.toml", "listen = \"0.0.0.0:9000\"\nlog = \"debug\"")?;
             jail.set_env("WORKLEDGER_LOG", "warn");
             jail.set_env("WORKLEDGER_REQUEST_TIMEOUT", "5s");
+            jail.set_env("WORKLEDGER_DB_COMMAND_CONNECTIONS", "4");
             jail.set_env("DATABASE_URL", "postgres://u@db:5432/wl");
             let config = Config::load(Some(Path::new("wl.toml"))).unwrap();
+            assert_eq!(config.db_command_connections, 4);
             assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
             assert_eq!(config.log, "warn");
             assert_eq!(config.request_timeout, Duration::from_secs(5));
@@ -527,6 +540,17 @@ mod tests {
             assert!(error.contains("WORKLEDGER_REQUEST_TIMEOUT"), "{error}");
             Ok(())
         });
+        for connections in ["0", "1001", "many"] {
+            Jail::expect_with(|jail| {
+                jail.set_env("WORKLEDGER_DB_COMMAND_CONNECTIONS", connections);
+                let error = load_in(jail).unwrap_err().to_string();
+                assert!(
+                    error.contains("WORKLEDGER_DB_COMMAND_CONNECTIONS"),
+                    "{error}"
+                );
+                Ok(())
+            });
+        }
         Jail::expect_with(|jail| {
             jail.set_env("WORKLEDGER_CORS_ORIGINS", "example.com");
             let error = load_in(jail).unwrap_err().to_string();

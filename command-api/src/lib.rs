@@ -107,7 +107,7 @@ impl CommandApi {
             .watch_ended_sessions(pool.clone(), settings.access_token_ttl)
             .await
             .map_err(BuildError::EndedSessions)?;
-        let connections = Connections::new(pool.clone());
+        let connections = Connections::with_limit(pool.clone(), settings.command_connections);
         let runtime = Arc::new(Runtime::on(
             connections.clone(),
             notifier.clone(),

@@ -37,6 +37,9 @@ pub struct CommandSettings {
     /// How long a command on users or tenants waits for the identity read model to show its
     /// effect before answering anyway (the background projector catches up).
     pub identity_projection_wait: Duration,
+    /// `WORKLEDGER_DB_COMMAND_CONNECTIONS`: the connections the command path keeps outside the
+    /// pool (see `event_store::Connections`), and so how many statements it runs at once.
+    pub command_connections: usize,
 }
 
 impl Default for CommandSettings {
@@ -52,6 +55,7 @@ impl Default for CommandSettings {
             login_throttle: ThrottleSettings::default(),
             password_hashing: PasswordHashing::default(),
             identity_projection_wait: Duration::from_secs(5),
+            command_connections: event_store::connections::KEPT_CONNECTIONS,
         }
     }
 }

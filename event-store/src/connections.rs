@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// How many connections one [`Connections`] keeps out of the pool, and so how many
+/// How many connections one [`Connections`] keeps out of the pool by default
+/// (`WORKLEDGER_DB_COMMAND_CONNECTIONS`), and so how many
 /// statements its command path runs at once.
 pub const KEPT_CONNECTIONS: usize = 16;
 
