@@ -443,3 +443,42 @@ async fn a_sparse_reader_goes_straight_to_its_events_and_past_the_rest_to_the_he
 async fn a_sparse_filter_refuses_a_type_it_could_not_quote() {
     let _ = event_store::LogFilter::sparse(&["user') or ('1' = '1"]);
 }
+
+/// How often the sparse reader's partial index (migration 0009) has been scanned, once this
+/// connection's own counts are in the statistics.
+async fn identity_index_scans(conn: &mut PgConnection) -> i64 {
+    sqlx::query("select pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "select idx_scan from pg_stat_user_indexes where indexrelname = 'events_identity_log'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_sparse_reader_reads_through_its_partial_index_and_a_plain_one_walks_the_log() {
+    let db = TestDatabase::new().await;
+    append_raw(&db.pool, 10_000, 4_000).await;
+    wait_readable(&db.pool, 10_000).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let before = identity_index_scans(&mut conn).await;
+    let users = event_store::LogFilter::sparse(&["user"]);
+    let (taken, _) = GlobalLog::read_matching(&mut *conn, LogPosition::START, 500, &users)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 2);
+    let after_sparse = identity_index_scans(&mut conn).await;
+    assert!(
+        after_sparse > before,
+        "the sparse read's predicate must be the partial index's ({before} -> {after_sparse})"
+    );
+    let plain = event_store::LogFilter::aggregate_types(&["user"]);
+    GlobalLog::read_matching(&mut *conn, LogPosition::START, 500, &plain)
+        .await
+        .unwrap();
+    assert_eq!(identity_index_scans(&mut conn).await, after_sparse);
+}
