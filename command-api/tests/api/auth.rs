@@ -345,10 +345,9 @@ async fn eventually(mut ended: impl AsyncFnMut() -> bool) -> bool {
     false
 }
 
-#[tokio::test]
-async fn an_access_token_stops_working_when_its_session_ends_on_every_instance() {
-    let app = spawn().await;
-    let second = command_api::CommandApi::build(
+/// A second command API on the same database, signing with the same secret.
+async fn another_instance(app: &TestApp) -> command_api::CommandApi {
+    command_api::CommandApi::build(
         app.db.pool.clone(),
         event_store::AppendNotifier::disabled(),
         command_api::CommandSettings {
@@ -358,7 +357,13 @@ async fn an_access_token_stops_working_when_its_session_ends_on_every_instance()
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_access_token_stops_working_when_its_session_ends_on_every_instance() {
+    let app = spawn().await;
+    let second = another_instance(&app).await;
 
     // signed out on the first instance: refused there at once, and on the second soon after
     let session = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD, None).await;
@@ -393,17 +398,7 @@ async fn an_access_token_stops_working_when_its_session_ends_on_every_instance()
     assert!(eventually(async || second.token_keys().verify(&ann.token).is_err()).await);
 
     // a process started later loads the sessions that ended within a token lifetime
-    let third = command_api::CommandApi::build(
-        app.db.pool.clone(),
-        event_store::AppendNotifier::disabled(),
-        command_api::CommandSettings {
-            jwt_secret: Some(secrecy::SecretString::from(crate::helpers::SECRET)),
-            password_hashing: crate::helpers::CHEAP,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let third = another_instance(&app).await;
     assert!(third.token_keys().verify(&session.token).is_err());
     assert!(third.token_keys().verify(&ann.token).is_err());
     third.token_keys().verify(&app.admin.token).unwrap();
