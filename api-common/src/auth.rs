@@ -3,8 +3,9 @@
 //! The command API issues tokens (`/api/v1/auth/login`); every API verifies them here. Only
 //! HS256 is accepted: a token naming `none`, an asymmetric algorithm or anything else is
 //! refused before its signature is looked at (no algorithm confusion). A token whose session
-//! has ended (logout, deactivation, a reused refresh token) is refused too, before it expires
-//! (see [`crate::revocations`]).
+//! has ended (logout, deactivation, a reused refresh token), or that was issued before its
+//! user's roles or groups changed, is refused too, before it expires (see
+//! [`crate::revocations`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::problem::ApiError;
-use crate::revocations::RevokedSessions;
+use crate::revocations::Revocations;
 
 /// Tokens are issued by and for Workledger only.
 pub const ISSUER: &str = "workledger";
@@ -37,6 +38,11 @@ pub struct Claims {
     pub groups: Vec<String>,
     /// The login session (refresh-token family) the token belongs to.
     pub sid: Uuid,
+    /// The version of the user at which their roles and groups last changed before the token
+    /// was issued: a token older than the latest change is refused. 0 (and absent, in tokens
+    /// of earlier versions) before any change.
+    #[serde(rename = "av", default)]
+    pub access_version: i64,
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
@@ -62,14 +68,17 @@ pub enum TokenError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("the token's session has ended")]
     SessionEnded,
+    #[error("the user's roles or groups changed after the token was issued")]
+    AccessChanged,
 }
 
-/// The signing secret, as the keys that issue and verify access tokens, and the sessions
-/// ended since (shared by every clone: the command and query APIs of a process verify alike).
+/// The signing secret, as the keys that issue and verify access tokens, and the tokens
+/// revoked since (shared by every clone: the command and query APIs of a process verify
+/// alike).
 #[derive(Clone)]
 pub struct TokenKeys {
     inner: Arc<Keys>,
-    ended: Arc<RevokedSessions>,
+    revoked: Arc<Revocations>,
 }
 
 struct Keys {
@@ -102,27 +111,35 @@ impl TokenKeys {
                 decoding: DecodingKey::from_secret(secret),
                 validation,
             }),
-            ended: Arc::default(),
+            revoked: Arc::default(),
         })
     }
 
-    /// Loads the sessions ended within `token_lifetime` and keeps them current from `pool`
-    /// (on a task of its own, while these keys are in use): from then on, a token of a
-    /// session that ends is refused at once.
-    pub async fn watch_ended_sessions(
+    /// Loads the sessions ended and the users' access changed within `token_lifetime`, and
+    /// keeps them current from `pool` (on a task of its own, while these keys are in use):
+    /// from then on, a token of a session that ends, or of a user whose roles or groups
+    /// change, is refused at once.
+    pub async fn watch_revocations(
         &self,
         pool: PgPool,
         token_lifetime: Duration,
     ) -> sqlx::Result<()> {
         // the verifier's leeway, and a margin for clocks
         let window = token_lifetime + Duration::from_secs(60);
-        self.ended.watch(pool, window).await
+        self.revoked.watch(pool, window).await
     }
 
     /// Refuses the tokens of session `sid` from now on, in this process (which ended it: the
     /// others learn of it from the database).
     pub fn session_ended(&self, sid: Uuid) {
-        self.ended.insert(sid);
+        self.revoked.end_session(sid);
+    }
+
+    /// Refuses the tokens of `user` issued before `version` (at which their roles or groups
+    /// changed) from now on, in this process (which changed them: the others learn of it from
+    /// the database).
+    pub fn access_changed(&self, user: Uuid, version: i64) {
+        self.revoked.change_access(user, version);
     }
 
     /// Signs `claims` (HS256).
@@ -134,14 +151,20 @@ impl TokenKeys {
         )?)
     }
 
-    /// Verifies signature, algorithm, issuer, audience and expiry, and that the token's
-    /// session has not ended.
+    /// Verifies signature, algorithm, issuer, audience and expiry, that the token's session
+    /// has not ended and that its user's roles and groups have not changed since.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let claims =
             jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)?
                 .claims;
-        if self.ended.contains(&claims.sid) {
+        if self.revoked.session_ended(&claims.sid) {
             return Err(TokenError::SessionEnded);
+        }
+        if self
+            .revoked
+            .access_outdated(&claims.sub, claims.access_version)
+        {
+            return Err(TokenError::AccessChanged);
         }
         Ok(claims)
     }
@@ -174,6 +197,10 @@ where
                 let detail = match error {
                     TokenError::SessionEnded => {
                         "the access token's session has ended (signed out or deactivated): sign in again"
+                    }
+                    TokenError::AccessChanged => {
+                        "the caller's roles or groups changed after the access token was issued: \
+                         refresh it (POST /api/v1/auth/refresh) for one with the current ones"
                     }
                     _ => "the access token is invalid or expired",
                 };
@@ -213,6 +240,7 @@ mod tests {
             roles: vec![Role::Member],
             groups: vec!["clerks".into()],
             sid: Uuid::now_v7(),
+            access_version: 0,
             iat: now,
             exp: now + exp_from_now,
             iss: ISSUER.into(),
@@ -256,6 +284,38 @@ mod tests {
         )
         .unwrap();
         assert!(keys().verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_token_issued_before_its_users_access_changed_is_refused() {
+        let keys = keys();
+        let ann = Claims {
+            access_version: 3,
+            ..claims(900)
+        };
+        let bob = claims(900);
+        let (ann_token, bob_token) = (keys.issue(&ann).unwrap(), keys.issue(&bob).unwrap());
+        keys.access_changed(ann.sub, 3);
+        keys.verify(&ann_token).unwrap();
+        keys.access_changed(ann.sub, 5);
+        assert!(matches!(
+            keys.verify(&ann_token),
+            Err(TokenError::AccessChanged)
+        ));
+        keys.verify(&bob_token).unwrap();
+        keys.session_ended(bob.sid);
+        assert!(matches!(
+            keys.verify(&bob_token),
+            Err(TokenError::SessionEnded)
+        ));
+    }
+
+    #[test]
+    fn a_token_without_an_access_version_reads_as_before_any_change() {
+        let mut body = serde_json::to_value(claims(900)).unwrap();
+        body.as_object_mut().unwrap().remove("av").unwrap();
+        let decoded: Claims = serde_json::from_value(body).unwrap();
+        assert_eq!(decoded.access_version, 0);
     }
 
     #[test]

@@ -83,8 +83,8 @@ pub enum BuildError {
     Keys(#[from] auth::KeyError),
     #[error(transparent)]
     Passwords(#[from] auth::PasswordError),
-    #[error("could not load the sessions ended lately")]
-    EndedSessions(#[source] sqlx::Error),
+    #[error("could not load the sessions ended and the access changed lately")]
+    Revocations(#[source] sqlx::Error),
 }
 
 /// The command API, assembled: its state (with the workflow runtime, whose group directory
@@ -104,9 +104,9 @@ impl CommandApi {
     ) -> Result<Self, BuildError> {
         let keys = load_keys(&pool, settings.jwt_secret.as_ref()).await?;
         keys.tokens
-            .watch_ended_sessions(pool.clone(), settings.access_token_ttl)
+            .watch_revocations(pool.clone(), settings.access_token_ttl)
             .await
-            .map_err(BuildError::EndedSessions)?;
+            .map_err(BuildError::Revocations)?;
         let connections = Connections::with_limit(pool.clone(), settings.command_connections);
         let runtime = Arc::new(Runtime::on(
             connections.clone(),

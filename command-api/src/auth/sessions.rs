@@ -29,6 +29,8 @@ pub struct Principal {
     pub tenant_id: String,
     pub roles: Vec<Role>,
     pub groups: Vec<String>,
+    /// The version of the user at which the roles and groups last changed.
+    pub access_version: i64,
 }
 
 /// An access token and the refresh token that renews it.
@@ -254,6 +256,7 @@ impl Sessions {
             roles: principal.roles.clone(),
             groups: principal.groups.clone(),
             sid: session_id,
+            access_version: principal.access_version,
             iat: now,
             exp: now + ttl as i64,
             iss: ISSUER.to_owned(),
@@ -292,7 +295,7 @@ pub async fn current_principal(
     user_id: Uuid,
 ) -> Result<Option<Principal>, sqlx::Error> {
     let row = sqlx::query(
-        "select tenant_id, roles, groups from identity_users \
+        "select tenant_id, roles, groups, access_version from identity_users \
          where user_id = $1 and status = 'active'",
     )
     .bind(user_id)
@@ -304,6 +307,7 @@ pub async fn current_principal(
             tenant_id: row.try_get("tenant_id")?,
             roles: parse_roles(row.try_get("roles")?),
             groups: row.try_get("groups")?,
+            access_version: row.try_get("access_version")?,
         })
     })
     .transpose()

@@ -7,7 +7,9 @@
 //! they never apply an event twice.
 //!
 //! Besides the read model it ends the sessions of a user who was deactivated or whose password
-//! changed (sessions started before the event only, so a replay does not end newer ones).
+//! changed (sessions started before the event only, so a replay does not end newer ones), and
+//! records when a user's roles or groups changed (`access_version`, migration 0011), so that
+//! the access tokens issued before are refused.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -218,7 +220,8 @@ async fn apply_user(
             roles, changed_at, ..
         } => {
             update(
-                "update identity_users set roles = $3, version = $2, updated_at = $4 \
+                "update identity_users set roles = $3, version = $2, updated_at = $4, \
+                 access_version = greatest(access_version, $2), access_changed_at = now() \
                  where user_id = $1",
             )
             .bind(names(&roles))
@@ -230,7 +233,8 @@ async fn apply_user(
             groups, changed_at, ..
         } => {
             update(
-                "update identity_users set groups = $3, version = $2, updated_at = $4 \
+                "update identity_users set groups = $3, version = $2, updated_at = $4, \
+                 access_version = greatest(access_version, $2), access_changed_at = now() \
                  where user_id = $1",
             )
             .bind(groups)

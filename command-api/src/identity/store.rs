@@ -25,7 +25,7 @@ pub async fn find_login<'c>(
     email_key: &str,
 ) -> Result<Option<LoginRecord>, sqlx::Error> {
     let row = sqlx::query(
-        "select u.user_id, u.roles, u.groups, u.status = 'active' as active, c.password_hash \
+        "select u.user_id, u.roles, u.groups, u.access_version, u.status = 'active' as active, c.password_hash \
          from identity_users u left join identity_credentials c using (user_id) \
          where u.tenant_id = $1 and u.email_key = $2 \
          order by u.created_at limit 1",
@@ -41,6 +41,7 @@ pub async fn find_login<'c>(
                 tenant_id: tenant_id.to_owned(),
                 roles: parse_roles(row.try_get("roles")?),
                 groups: row.try_get("groups")?,
+                access_version: row.try_get("access_version")?,
             },
             active: row.try_get("active")?,
             password_hash: row.try_get("password_hash")?,

@@ -91,7 +91,8 @@ pub struct ReplaceGroups {
 /// Replace a user's groups
 ///
 /// Admins. Approvals already open keep the approvers they opened with; new ones see the
-/// change.
+/// change. The user's access tokens issued before the change are refused from then on (401):
+/// refreshing gives one with the new groups.
 #[utoipa::path(put, path = "/api/v1/users/{id}/groups", operation_id = "replace_user_groups", tag = "users",
     request_body = ReplaceGroups,
     params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
@@ -110,11 +111,21 @@ async fn replace_groups(
             .identity()
             .change_groups(&auth.context(), id, body.groups, expected)
             .await?;
+        access_changed(&state, id, &outcome);
         Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
     }
     .await;
     observe("replace_groups", &result);
     result
+}
+
+/// Refuses the user's access tokens issued before a change of their roles or groups, in this
+/// process at once (the others learn of it from the database within moments).
+fn access_changed(state: &CommandState, user: uuid::Uuid, outcome: &orchestrator::Outcome) {
+    if outcome.appended > 0 {
+        let version = i64::try_from(outcome.version).unwrap_or(i64::MAX);
+        state.token_keys().access_changed(user, version);
+    }
 }
 
 /// The user's roles, replacing the current ones.
@@ -127,8 +138,8 @@ pub struct ReplaceRoles {
 
 /// Replace a user's roles
 ///
-/// Admins; an admin cannot revoke their own admin role. Access tokens already issued keep
-/// their roles until they expire; refreshing picks up the change.
+/// Admins; an admin cannot revoke their own admin role. The user's access tokens issued
+/// before the change are refused from then on (401): refreshing gives one with the new roles.
 #[utoipa::path(put, path = "/api/v1/users/{id}/roles", operation_id = "replace_user_roles", tag = "users",
     request_body = ReplaceRoles,
     params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
@@ -147,6 +158,7 @@ async fn replace_roles(
             .identity()
             .change_roles(&auth.context(), id, body.roles, expected)
             .await?;
+        access_changed(&state, id, &outcome);
         Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
     }
     .await;

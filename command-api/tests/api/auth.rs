@@ -311,27 +311,36 @@ async fn a_generated_signing_secret_is_stored_once_and_shared_by_every_instance(
     assert_eq!(secrets, 1);
 }
 
-/// Answers whether `token` is still accepted by a command that needs only a signed-in caller
-/// (an empty ad-hoc task: 422 or 403 once authenticated, 401 when not).
-async fn accepted(app: &TestApp, token: &str) -> bool {
+/// The detail of the 401 refusing `token` on a command that needs only a signed-in caller (an
+/// empty ad-hoc task: 422 or 403 once authenticated), or `None` when it is accepted.
+async fn refusal(app: &TestApp, token: &str) -> Option<String> {
     let response = app.post("/api/v1/tasks", token, json!({})).await;
     if response.status() == StatusCode::UNAUTHORIZED {
         let refused = problem(response, StatusCode::UNAUTHORIZED).await;
-        assert!(
-            refused["detail"]
-                .as_str()
-                .unwrap()
-                .contains("session has ended"),
-            "{refused}"
-        );
-        return false;
+        return Some(refused["detail"].as_str().unwrap().to_owned());
     }
     assert!(
         [StatusCode::UNPROCESSABLE_ENTITY, StatusCode::FORBIDDEN].contains(&response.status()),
         "{}",
         response.status()
     );
-    true
+    None
+}
+
+/// Whether `token` is still accepted; when not, it must be for its ended session.
+async fn accepted(app: &TestApp, token: &str) -> bool {
+    let Some(detail) = refusal(app, token).await else {
+        return true;
+    };
+    assert!(detail.contains("session has ended"), "{detail}");
+    false
+}
+
+/// Whether `token` is refused for predating a change of its user's roles or groups.
+async fn outdated(app: &TestApp, token: &str) -> bool {
+    refusal(app, token)
+        .await
+        .is_some_and(|detail| detail.contains("roles or groups changed"))
 }
 
 /// Polls `ended` for up to 5 s.
@@ -401,5 +410,87 @@ async fn an_access_token_stops_working_when_its_session_ends_on_every_instance()
     let third = another_instance(&app).await;
     assert!(third.token_keys().verify(&session.token).is_err());
     assert!(third.token_keys().verify(&ann.token).is_err());
+    third.token_keys().verify(&app.admin.token).unwrap();
+}
+
+#[tokio::test]
+async fn a_change_of_roles_or_groups_refuses_the_tokens_issued_before_on_every_instance() {
+    let app = spawn().await;
+    let second = another_instance(&app).await;
+    let ann = app.user(&["member"], &[]).await;
+    let first = ann.token.clone();
+    assert!(refusal(&app, &first).await.is_none());
+    let outdated_on = |api: &command_api::CommandApi, token: &str| {
+        matches!(
+            api.token_keys().verify(token),
+            Err(api_common::auth::TokenError::AccessChanged)
+        )
+    };
+    assert!(!outdated_on(&second, &first));
+
+    // roles changed: refused on this instance at once, on the second soon after
+    let roles = format!("/api/v1/users/{}/roles", ann.id);
+    let changed = app
+        .put(
+            &roles,
+            &app.admin.token,
+            json!({"roles": ["member", "designer"]}),
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert!(outdated(&app, &first).await);
+    assert!(eventually(async || outdated_on(&second, &first)).await);
+
+    // refreshing gives a token with the new roles, accepted everywhere
+    let renewed: Value = refresh(&app, &ann.refresh_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let designer = renewed["access_token"].as_str().unwrap().to_owned();
+    assert!(refusal(&app, &designer).await.is_none());
+    let claims = second.token_keys().verify(&designer).unwrap();
+    assert_eq!(
+        claims.roles,
+        vec![domain::Role::Designer, domain::Role::Member]
+    );
+
+    // the same roles again change nothing: no event, the token goes on
+    let unchanged = app
+        .put(
+            &roles,
+            &app.admin.token,
+            json!({"roles": ["designer", "member"]}),
+        )
+        .await;
+    assert_eq!(unchanged.status(), StatusCode::OK);
+    assert!(refusal(&app, &designer).await.is_none());
+
+    // groups changed: the same
+    let groups = format!("/api/v1/users/{}/groups", ann.id);
+    let changed = app
+        .put(&groups, &app.admin.token, json!({"groups": ["clerks"]}))
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert!(outdated(&app, &designer).await);
+    assert!(eventually(async || outdated_on(&second, &designer)).await);
+    let renewed: Value = refresh(&app, renewed["refresh_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let clerk = renewed["access_token"].as_str().unwrap().to_owned();
+    assert!(refusal(&app, &clerk).await.is_none());
+    assert_eq!(
+        second.token_keys().verify(&clerk).unwrap().groups,
+        vec!["clerks"]
+    );
+
+    // other users are not affected, and a process started later knows of the changes
+    assert!(refusal(&app, &app.admin.token).await.is_none());
+    let third = another_instance(&app).await;
+    assert!(outdated_on(&third, &first));
+    assert!(outdated_on(&third, &designer));
+    third.token_keys().verify(&clerk).unwrap();
     third.token_keys().verify(&app.admin.token).unwrap();
 }

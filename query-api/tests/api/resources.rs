@@ -306,18 +306,7 @@ async fn a_token_whose_session_ended_elsewhere_is_refused() {
         .execute(app.pool())
         .await
         .unwrap();
-    let mut status = StatusCode::OK;
-    for _ in 0..100 {
-        status = app.get("/api/v1/tasks", &token).await.status();
-        if status != StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let problem = app
-        .problem("/api/v1/tasks", &token, StatusCode::UNAUTHORIZED)
-        .await;
+    let problem = refused_soon(&app, &token).await;
     assert!(
         problem["detail"]
             .as_str()
@@ -331,6 +320,64 @@ async fn a_token_whose_session_ended_elsewhere_is_refused() {
             .status(),
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn a_token_issued_before_its_users_roles_changed_elsewhere_is_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.operator_token();
+    let mut claims = app.keys.verify(&token).unwrap();
+    sqlx::query(
+        "insert into identity_users (user_id, tenant_id, email, email_key, display_name, \
+         roles, version, created_at, updated_at) \
+         values ($1, $2, 'ann@example.com', 'ann@example.com', 'Ann', '{operator}', 1, now(), now())",
+    )
+    .bind(claims.sub)
+    .bind(TENANT)
+    .execute(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        app.get("/api/v1/tasks", &token).await.status(),
+        StatusCode::OK
+    );
+    // changed by another process (the identity projector of a command API instance)
+    sqlx::query(
+        "update identity_users set roles = '{member}', version = 2, access_version = 2, \
+         access_changed_at = now() where user_id = $1",
+    )
+    .bind(claims.sub)
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let problem = refused_soon(&app, &token).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("roles or groups changed"),
+        "{problem}"
+    );
+    // a token issued after the change is accepted
+    claims.access_version = 2;
+    claims.roles = vec![Role::Member];
+    let renewed = app.keys.issue(&claims).unwrap();
+    assert_eq!(
+        app.get("/api/v1/tasks", &renewed).await.status(),
+        StatusCode::OK
+    );
+}
+
+/// Polls with `token` for up to 5 s until it is refused; the 401 problem.
+async fn refused_soon(app: &TestApp, token: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        if app.get("/api/v1/tasks", token).await.status() != StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.problem("/api/v1/tasks", token, StatusCode::UNAUTHORIZED)
+        .await
 }
 
 #[tokio::test]

@@ -89,7 +89,7 @@ impl TestApp {
         let db = TestDatabase::new().await;
         let keys = TokenKeys::from_secret(&[42u8; 32]).unwrap();
         // as `serve` does: sessions that end refuse their tokens
-        keys.watch_ended_sessions(db.pool.clone(), std::time::Duration::from_secs(900))
+        keys.watch_revocations(db.pool.clone(), std::time::Duration::from_secs(900))
             .await
             .unwrap();
         let state = QueryState::new(db.pool.clone(), keys.clone(), settings);
@@ -131,6 +131,7 @@ impl TestApp {
                 roles: roles.to_vec(),
                 groups: groups.iter().map(|g| (*g).to_owned()).collect(),
                 sid: Uuid::now_v7(),
+                access_version: 0,
                 iat: now,
                 exp: now + 900,
                 iss: ISSUER.into(),
