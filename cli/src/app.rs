@@ -349,3 +349,53 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return its own large error type
+mod tests {
+    use figment::Jail;
+    use secrecy::ExposeSecret as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_api_gets_every_setting_of_its_own_from_the_configuration() {
+        Jail::expect_with(|jail| {
+            for (variable, value) in [
+                (
+                    "WORKLEDGER_JWT_SECRET",
+                    "a signing secret of at least thirty-two bytes",
+                ),
+                ("WORKLEDGER_ACCESS_TOKEN_TTL", "5m"),
+                ("WORKLEDGER_REFRESH_TOKEN_TTL", "2d"),
+                ("WORKLEDGER_IDEMPOTENCY_TTL", "3h"),
+                ("WORKLEDGER_BODY_LIMIT", "65536"),
+                ("WORKLEDGER_TRUSTED_PROXY_HOPS", "2"),
+                ("WORKLEDGER_DB_COMMAND_CONNECTIONS", "3"),
+                ("WORKLEDGER_LOGIN_MAX_FAILURES_PER_ACCOUNT", "7"),
+                ("WORKLEDGER_LOGIN_MAX_FAILURES_PER_ADDRESS", "70"),
+                ("WORKLEDGER_LOGIN_FAILURE_WINDOW", "20m"),
+                ("WORKLEDGER_LOGIN_LOCKOUT", "9m"),
+            ] {
+                jail.set_env(variable, value);
+            }
+            let settings = command_settings(&Config::load(None).unwrap());
+            assert_eq!(
+                settings.jwt_secret.as_ref().map(|s| s.expose_secret()),
+                Some("a signing secret of at least thirty-two bytes")
+            );
+            assert_eq!(settings.access_token_ttl, Duration::from_secs(5 * 60));
+            assert_eq!(settings.refresh_token_ttl, Duration::from_secs(2 * 86_400));
+            assert_eq!(settings.idempotency_ttl, Duration::from_secs(3 * 3600));
+            assert_eq!(settings.body_limit, 65_536);
+            assert_eq!(settings.trusted_proxy_hops, 2);
+            assert_eq!(settings.command_connections, 3);
+            let throttle = &settings.login_throttle;
+            assert_eq!(throttle.max_failures_per_account, 7);
+            assert_eq!(throttle.max_failures_per_address, 70);
+            assert_eq!(throttle.window, Duration::from_secs(20 * 60));
+            assert_eq!(throttle.lockout, Duration::from_secs(9 * 60));
+            Ok(())
+        });
+    }
+}
