@@ -280,7 +280,12 @@ Examples:
   workledger admin create-user --tenant acme --email bob@acme.test --name Bob \\
       --roles member --groups clerks --password-env PW
   workledger admin set-roles --tenant acme --user 0195... --roles member,designer
-  workledger admin set-groups --tenant acme --user 0195... --groups clerks,managers";
+  workledger admin set-groups --tenant acme --user 0195... --groups clerks,managers
+  workledger admin users --tenant acme --email bob@acme.test   # find a user's id
+  workledger admin users --tenant acme --group clerks --format jsonl
+  workledger admin set-password --tenant acme --user 0195... --password-env PW   # a reset
+  workledger admin deactivate --tenant acme --user 0195... --reason \"left the company\"
+  workledger admin tenants";
 
 /// `workledger admin ...`.
 #[derive(Debug, Subcommand)]
@@ -347,5 +352,58 @@ pub enum AdminCommand {
         /// Groups, comma-separated (empty for none).
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
+    },
+    /// Set a user's password (a reset: their sessions end).
+    #[command(name = "set-password", after_help = ADMIN_HELP)]
+    SetPassword {
+        #[arg(long)]
+        tenant: String,
+        /// The user's id.
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// The environment variable holding the new password.
+        #[arg(long, value_name = "VAR")]
+        password_env: String,
+    },
+    /// Stop a user from signing in and end their sessions.
+    #[command(after_help = ADMIN_HELP)]
+    Deactivate {
+        #[arg(long)]
+        tenant: String,
+        /// The user's id.
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// Why (kept in the log and the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let a deactivated user sign in again.
+    #[command(after_help = ADMIN_HELP)]
+    Reactivate {
+        #[arg(long)]
+        tenant: String,
+        /// The user's id.
+        #[arg(long)]
+        user: uuid::Uuid,
+    },
+    /// List a tenant's users by email address.
+    #[command(after_help = ADMIN_HELP)]
+    Users {
+        #[arg(long)]
+        tenant: String,
+        /// Only the user with this email address (ignoring case).
+        #[arg(long)]
+        email: Option<String>,
+        /// Only the users in this group.
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// List the tenants, with their number of users.
+    #[command(after_help = ADMIN_HELP)]
+    Tenants {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
     },
 }

@@ -191,3 +191,149 @@ async fn refusals_are_one_clear_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("NO_SUCH_VARIABLE"), "{stderr}");
 }
+
+/// `workledger admin ARGS...` with `--tenant acme`-style pairs written inline.
+fn admin(db: &TestDatabase, args: &str) -> Output {
+    let args: Vec<&str> = std::iter::once("admin")
+        .chain(args.split_whitespace())
+        .collect();
+    workledger(db, &args)
+}
+
+async fn credentials(db: &TestDatabase, email: &str) -> (String, String, bool) {
+    sqlx::query_as(
+        "select c.password_hash, u.status, u.password_changed_at is not null \
+         from identity_users u join identity_credentials c using (user_id) where u.email = $1",
+    )
+    .bind(email)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_operator_finds_users_and_tenants_and_resets_deactivates_and_reactivates_a_user() {
+    let db = TestDatabase::new().await;
+    ok(&admin(
+        &db,
+        "create-tenant --id acme --name Acme --admin-email boss@acme.test --password-env TEST_PASSWORD",
+    ));
+    ok(&admin(
+        &db,
+        "create-user --tenant acme --email Bob@Acme.test --name Bob --roles member --groups clerks,night --password-env TEST_PASSWORD",
+    ));
+    ok(&admin(
+        &db,
+        "create-user --tenant acme --email amy@acme.test --name Amy --roles auditor --password-env TEST_PASSWORD",
+    ));
+
+    let table = ok(&admin(&db, "users --tenant acme"));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("ID "), "{table}");
+    for header in ["EMAIL", "NAME", "STATUS", "ROLES", "GROUPS"] {
+        assert!(lines[0].contains(header), "{table}");
+    }
+    // by email address, ignoring case
+    assert!(lines[1].contains("amy@acme.test") && lines[1].contains("auditor"));
+    assert!(lines[2].contains("Bob@Acme.test") && lines[2].contains("clerks,night"));
+    assert!(lines[3].contains("boss@acme.test") && lines[3].contains("admin"));
+    assert_eq!(lines.last(), Some(&"3 users"));
+
+    let bob: serde_json::Value = serde_json::from_str(
+        ok(&admin(
+            &db,
+            "users --tenant acme --email bob@acme.test --format jsonl",
+        ))
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(bob["display_name"], "Bob");
+    assert_eq!(bob["status"], "active");
+    let id = bob["id"].as_str().unwrap().to_owned();
+    let clerks = ok(&admin(
+        &db,
+        "users --tenant acme --group clerks --format jsonl",
+    ));
+    assert_eq!(clerks.lines().count(), 1, "{clerks}");
+
+    let tenants = ok(&admin(&db, "tenants --format jsonl"));
+    let acme = tenants
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|t| t["id"] == "acme")
+        .expect("acme is listed");
+    assert_eq!(acme["name"], "Acme");
+    assert_eq!(acme["users"], 3);
+    assert!(
+        ok(&admin(&db, "tenants"))
+            .lines()
+            .any(|l| l.starts_with("acme "))
+    );
+    // the default tenant (the bootstrap admin's) is one from its first user on
+    ok(&admin(
+        &db,
+        "create-user --tenant default --email root@example.test --name Root --roles admin --password-env TEST_PASSWORD",
+    ));
+    let tenants = ok(&admin(&db, "tenants"));
+    assert!(
+        tenants
+            .lines()
+            .any(|l| l.starts_with("default ") && l.ends_with(" 1")),
+        "{tenants}"
+    );
+    let defaults = ok(&admin(&db, "users --tenant default"));
+    assert!(defaults.ends_with("\n1 user\n"), "{defaults}");
+
+    // a reset
+    let (hash, _, changed) = credentials(&db, "Bob@Acme.test").await;
+    assert!(!changed);
+    let reset = Command::new(env!("CARGO_BIN_EXE_workledger"))
+        .args([
+            "admin",
+            "set-password",
+            "--tenant",
+            "acme",
+            "--user",
+            &id,
+            "--password-env",
+            "NEW_PW",
+        ])
+        .env("DATABASE_URL", db.url())
+        .env("WORKLEDGER_LOG", "warn")
+        .env("NEW_PW", "another long password")
+        .output()
+        .unwrap();
+    assert!(ok(&reset).contains("ended their sessions"));
+    let (new_hash, _, changed) = credentials(&db, "Bob@Acme.test").await;
+    assert_ne!(new_hash, hash);
+    assert!(changed);
+
+    ok(&admin(
+        &db,
+        &format!("deactivate --tenant acme --user {id} --reason left"),
+    ));
+    assert_eq!(credentials(&db, "Bob@Acme.test").await.1, "deactivated");
+    let deactivated = ok(&admin(&db, "users --tenant acme --email bob@acme.test"));
+    assert!(deactivated.contains("deactivated"), "{deactivated}");
+    ok(&admin(
+        &db,
+        &format!("reactivate --tenant acme --user {id}"),
+    ));
+    assert_eq!(credentials(&db, "Bob@Acme.test").await.1, "active");
+
+    // refusals: one line each, exit 1
+    for args in [
+        "users --tenant nowhere".to_owned(),
+        format!("deactivate --tenant globex --user {id}"),
+        format!("reactivate --tenant acme --user {}", uuid::Uuid::now_v7()),
+    ] {
+        let output = admin(&db, &args);
+        assert_eq!(output.status.code(), Some(1), "{args}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args}: {stderr}");
+    }
+    assert!(
+        String::from_utf8_lossy(&admin(&db, "users --tenant nowhere").stderr)
+            .contains("no tenant \"nowhere\"")
+    );
+}

@@ -320,9 +320,14 @@ async fn serve_runs_the_orchestrator_that_finishes_cascades_from_the_log() {
 
 /// The bootstrap admin's login answer.
 async fn admin_login(app: &TestApp) -> Value {
+    login(app, "admin@example.com", "a long enough password").await
+}
+
+/// A login's answer.
+async fn login(app: &TestApp, email: &str, password: &str) -> Value {
     app.client
         .post(format!("{}/api/v1/auth/login", app.address))
-        .json(&json!({"email": "admin@example.com", "password": "a long enough password"}))
+        .json(&json!({"email": email, "password": password}))
         .send()
         .await
         .unwrap()
@@ -393,6 +398,78 @@ async fn the_bootstrap_admin_logs_in_publishes_and_starts_an_instance_over_http(
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+}
+
+/// Users are created and changed by the command API and read back from the query API, each
+/// read waiting for the identity projection behind it.
+#[tokio::test]
+async fn an_admin_reads_back_the_user_they_created_and_its_changes_on_serve() {
+    let app = spawn_app().await;
+    let url = |path: &str| format!("{}{path}", app.address);
+    let admin = admin_login(&app).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = app
+        .client
+        .post(url("/api/v1/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"email": "Ann@Example.com", "display_name": "Ann", "password": "a long password for ann",
+            "roles": ["member"], "groups": ["clerks"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let token = created.headers()["x-consistency-token"].clone();
+    let ann: Value = created.json().await.unwrap();
+    let ann_path = url(&format!("/api/v1/users/{}", ann["id"].as_str().unwrap()));
+    let read = |path: String, bearer: String, token: reqwest::header::HeaderValue| {
+        let client = app.client.clone();
+        async move {
+            let response = client
+                .get(path)
+                .bearer_auth(bearer)
+                .header("x-consistency-token", token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let user = read(ann_path.clone(), admin.clone(), token).await;
+    assert_eq!(user["email"], "Ann@Example.com");
+    assert_eq!(user["roles"], json!(["member"]));
+    assert_eq!(user["version"], ann["version"]);
+
+    let changed = app
+        .client
+        .put(format!("{ann_path}/roles"))
+        .bearer_auth(&admin)
+        .json(&json!({"roles": ["member", "operator"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let token = changed.headers()["x-consistency-token"].clone();
+    let listed = read(
+        url("/api/v1/users?role=operator"),
+        admin.clone(),
+        token.clone(),
+    )
+    .await;
+    assert_eq!(listed["items"][0]["id"], ann["id"]);
+
+    let ann_login = login(&app, "ann@example.com", "a long password for ann").await;
+    let me = read(
+        url("/api/v1/users/me"),
+        ann_login["access_token"].as_str().unwrap().to_owned(),
+        token,
+    )
+    .await;
+    assert_eq!(me["id"], ann["id"]);
+    // in the roles' own order (admin, designer, operator, member, auditor)
+    assert_eq!(me["roles"], json!(["operator", "member"]));
 }
 
 /// `docs/openapi.json` is the document the app serves; `UPDATE_OPENAPI=1` rewrites it.

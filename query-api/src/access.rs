@@ -87,3 +87,12 @@ pub(crate) fn require_auditor(claims: &Claims) -> Result<(), ApiError> {
         ))
     }
 }
+
+/// The tenant's users: admins.
+pub(crate) fn require_admin(claims: &Claims) -> Result<(), ApiError> {
+    if claims.has_role(Role::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("the tenant's users are for its admins"))
+    }
+}

@@ -1,7 +1,8 @@
 //! Workledger's query API (DESIGN §4): read models only, scoped to the caller's tenant.
 //!
 //! [`router`] answers every `GET` of `/api/v1` that reads projections: definitions, instances,
-//! the task inbox, approvals, reports and the audit trail (with its streamed export). Lists are
+//! the task inbox, approvals, reports, the audit trail (with its streamed export) and the
+//! tenant's users. Lists are
 //! keyset-paged (`limit`, opaque `cursor`, `{items, next_cursor}`); single resources carry an
 //! `ETag` of their version; `X-Consistency-Token` makes a request wait, bounded, until the
 //! projections behind it have passed the token.
@@ -15,6 +16,7 @@
 //! | approvals | operators and auditors: all; everyone else: approvals they hold or held a vote on |
 //! | reports | operators, designers, auditors |
 //! | audit trail, export | auditors |
+//! | users | admins; everyone: themselves (`/api/v1/users/me`) |
 
 // `ApiError` (api-common's one problem type) is large; it only travels on the cold path and
 // boxing it would cost every `?` a conversion.
@@ -42,5 +44,6 @@ pub fn router(state: QueryState) -> OpenApiRouter {
         .merge(routes::reports::router())
         .merge(routes::audit::router())
         .merge(routes::export::router())
+        .merge(routes::users::router())
         .with_state(state)
 }

@@ -7,15 +7,17 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use command_api::{Identity, IdentityError, PasswordHashing};
+use command_api::auth::throttle::Throttle;
+use command_api::{Identity, IdentityError, PasswordHashing, ThrottleSettings};
 use domain::{Caller, Role};
 use event_store::AppendNotifier;
 use orchestrator::{Outcome, RequestContext};
 use secrecy::SecretString;
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::cli::AdminCommand;
+use crate::cli::{AdminCommand, OutputFormat};
 
 /// The service name admin commands act under (in the log's `actor`).
 const SERVICE: &str = "cli-admin";
@@ -153,6 +155,205 @@ pub async fn run(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
                 outcome.version
             )?;
         }
+        AdminCommand::SetPassword {
+            tenant,
+            user,
+            password_env,
+        } => {
+            // a reset by a service: no current password, so the throttle is not consulted
+            let throttle = Throttle::new(pool.clone(), ThrottleSettings::default());
+            let new_password = password(&password_env)?;
+            let outcome = identity
+                .change_password(&context(&tenant), &throttle, user, new_password, None, None)
+                .await
+                .map_err(explain)?;
+            writeln!(
+                out,
+                "set the password of {user} and ended their sessions (version {})",
+                outcome.version
+            )?;
+        }
+        AdminCommand::Deactivate {
+            tenant,
+            user,
+            reason,
+        } => {
+            let outcome = identity
+                .deactivate(&context(&tenant), user, reason, None)
+                .await
+                .map_err(explain)?;
+            writeln!(
+                out,
+                "deactivated {user} and ended their sessions (version {})",
+                outcome.version
+            )?;
+        }
+        AdminCommand::Reactivate { tenant, user } => {
+            let outcome = identity
+                .reactivate(&context(&tenant), user, None)
+                .await
+                .map_err(explain)?;
+            writeln!(out, "reactivated {user} (version {})", outcome.version)?;
+        }
+        AdminCommand::Users {
+            tenant,
+            email,
+            group,
+            format,
+        } => list_users(pool, &mut out, &tenant, email, group, format).await?,
+        AdminCommand::Tenants { format } => list_tenants(pool, &mut out, format).await?,
+    }
+    Ok(())
+}
+
+/// The users of `tenant` (optionally one email address, or one group's), by email address.
+async fn list_users(
+    pool: &PgPool,
+    out: &mut impl Write,
+    tenant: &str,
+    email: Option<String>,
+    group: Option<String>,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let tenant_exists: bool =
+        // the default tenant has no TenantCreated: it exists from its first user on
+        sqlx::query_scalar(
+            "select exists (select from identity_tenants where tenant_id = $1) \
+                 or exists (select from identity_users where tenant_id = $1)",
+        )
+            .bind(tenant)
+            .fetch_one(pool)
+            .await
+            .context("cannot read the tenants")?;
+    if !tenant_exists {
+        anyhow::bail!("there is no tenant {tenant:?} (workledger admin tenants lists them)");
+    }
+    let users: Vec<Value> = sqlx::query_scalar(
+        "select jsonb_build_object('id', user_id, 'tenant_id', tenant_id, 'email', email, \
+                'display_name', display_name, 'roles', roles, 'groups', groups, \
+                'status', status, 'version', version, 'created_at', created_at, \
+                'updated_at', updated_at, 'password_changed_at', password_changed_at) \
+         from identity_users \
+         where tenant_id = $1 and ($2::text is null or email_key = $2) \
+           and ($3::text is null or groups @> array[$3]) \
+         order by email_key, user_id",
+    )
+    .bind(tenant)
+    .bind(email.as_deref().map(domain::identity::email_key))
+    .bind(group)
+    .fetch_all(pool)
+    .await
+    .context("cannot read the users")?;
+    match format {
+        OutputFormat::Jsonl => {
+            for user in &users {
+                writeln!(out, "{user}")?;
+            }
+        }
+        OutputFormat::Table => {
+            let text = |user: &Value, key: &str| user[key].as_str().unwrap_or_default().to_owned();
+            let list = |user: &Value, key: &str| {
+                let names: Vec<&str> = user[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if names.is_empty() {
+                    "-".to_owned()
+                } else {
+                    names.join(",")
+                }
+            };
+            let rows: Vec<[String; 6]> = users
+                .iter()
+                .map(|u| {
+                    [
+                        text(u, "id"),
+                        text(u, "email"),
+                        text(u, "display_name"),
+                        text(u, "status"),
+                        list(u, "roles"),
+                        list(u, "groups"),
+                    ]
+                })
+                .collect();
+            let header = ["ID", "EMAIL", "NAME", "STATUS", "ROLES", "GROUPS"].map(str::to_owned);
+            write_table(out, &header, &rows)?;
+            let noun = if users.len() == 1 { "user" } else { "users" };
+            writeln!(out, "\n{} {noun}", users.len())?;
+        }
+    }
+    Ok(())
+}
+
+/// Every tenant, with how many users it has.
+async fn list_tenants(
+    pool: &PgPool,
+    out: &mut impl Write,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    // the default tenant has no TenantCreated: it exists from its first user on
+    let tenants: Vec<(String, String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+        "with tenants as ( \
+             select tenant_id, name, created_at from identity_tenants \
+             union all \
+             select $1, $1, min(created_at) from identity_users where tenant_id = $1 \
+             having count(*) > 0 \
+                and not exists (select from identity_tenants where tenant_id = $1)) \
+         select t.tenant_id, t.name, t.created_at, \
+                (select count(*) from identity_users u where u.tenant_id = t.tenant_id) \
+         from tenants t order by t.tenant_id",
+    )
+    .bind(domain::identity::DEFAULT_TENANT)
+    .fetch_all(pool)
+    .await
+    .context("cannot read the tenants")?;
+    match format {
+        OutputFormat::Jsonl => {
+            for (id, name, created_at, users) in &tenants {
+                let line = serde_json::json!({"id": id, "name": name, "created_at": created_at, "users": users});
+                writeln!(out, "{line}")?;
+            }
+        }
+        OutputFormat::Table => {
+            let rows: Vec<[String; 4]> = tenants
+                .iter()
+                .map(|(id, name, created_at, users)| {
+                    [
+                        id.clone(),
+                        name.clone(),
+                        created_at.to_rfc3339(),
+                        users.to_string(),
+                    ]
+                })
+                .collect();
+            let header = ["ID", "NAME", "CREATED", "USERS"].map(str::to_owned);
+            write_table(out, &header, &rows)?;
+        }
+    }
+    Ok(())
+}
+
+/// Left-aligned columns, each as wide as its widest cell.
+fn write_table<const N: usize>(
+    out: &mut impl Write,
+    header: &[String; N],
+    rows: &[[String; N]],
+) -> std::io::Result<()> {
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(out, "{}", cells.join("  ").trim_end())?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub(crate) mod export;
 pub(crate) mod instances;
 pub(crate) mod reports;
 pub(crate) mod tasks;
+pub(crate) mod users;
 
 use api_common::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

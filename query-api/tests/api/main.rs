@@ -9,3 +9,4 @@ mod reports;
 mod resources;
 #[allow(dead_code)]
 mod support;
+mod users;

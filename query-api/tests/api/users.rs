@@ -1,0 +1,239 @@
+//! `GET /api/v1/users[/{id}|/me]`: the tenant's users for its admins, and every caller's own.
+
+use domain::Role;
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::support::*;
+
+const ADMIN: u128 = 0xAD0;
+
+/// One row of the identity read model, as the identity projector writes it.
+async fn add_user(
+    app: &TestApp,
+    tenant: &str,
+    n: u128,
+    email: &str,
+    roles: &[&str],
+    groups: &[&str],
+    status: &str,
+) {
+    sqlx::query(
+        "insert into identity_users (user_id, tenant_id, email, email_key, display_name, roles, \
+         groups, status, version, created_at, updated_at) \
+         values ($1, $2, $3, lower($3), 'User ' || $3, $4, $5, $6, 3, now(), now())",
+    )
+    .bind(user(n))
+    .bind(tenant)
+    .bind(email)
+    .bind(roles)
+    .bind(groups)
+    .bind(status)
+    .execute(app.pool())
+    .await
+    .unwrap();
+}
+
+async fn seed(app: &TestApp) {
+    add_user(
+        app,
+        TENANT,
+        ADMIN,
+        "admin@acme.test",
+        &["admin"],
+        &[],
+        "active",
+    )
+    .await;
+    add_user(
+        app,
+        TENANT,
+        0x1,
+        "Dora@acme.test",
+        &["member"],
+        &["clerks"],
+        "active",
+    )
+    .await;
+    add_user(
+        app,
+        TENANT,
+        0x2,
+        "bea@acme.test",
+        &["member", "operator"],
+        &["clerks", "managers"],
+        "active",
+    )
+    .await;
+    add_user(
+        app,
+        TENANT,
+        0x3,
+        "carl@acme.test",
+        &["member"],
+        &["managers"],
+        "deactivated",
+    )
+    .await;
+    add_user(
+        app,
+        TENANT,
+        0x4,
+        "ann@acme.test",
+        &["auditor"],
+        &[],
+        "active",
+    )
+    .await;
+    add_user(
+        app,
+        "globex",
+        0x5,
+        "abe@globex.test",
+        &["member"],
+        &["clerks"],
+        "active",
+    )
+    .await;
+}
+
+fn admin_token(app: &TestApp) -> String {
+    app.token(TENANT, user(ADMIN), &[Role::Admin], &[])
+}
+
+fn emails(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_admin_pages_through_the_tenants_users_by_email_and_filters_them() {
+    let app = TestApp::spawn().await;
+    seed(&app).await;
+    let token = admin_token(&app);
+
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/users?limit=2".to_owned();
+    loop {
+        let page = app.ok(&path, &token).await;
+        assert!(page["items"].as_array().unwrap().len() <= 2);
+        seen.extend(emails(&page).into_iter().map(str::to_owned));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/users?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    // every user of the tenant once, ignoring case; none of another tenant's
+    assert_eq!(
+        seen,
+        [
+            "admin@acme.test",
+            "ann@acme.test",
+            "bea@acme.test",
+            "carl@acme.test",
+            "Dora@acme.test"
+        ]
+    );
+
+    let bea = &app
+        .ok("/api/v1/users?email=%20BEA@acme.test%20", &token)
+        .await["items"][0];
+    assert_eq!(bea["id"], user(0x2).to_string());
+    assert_eq!(bea["tenant_id"], TENANT);
+    assert_eq!(bea["display_name"], "User bea@acme.test");
+    assert_eq!(bea["roles"], serde_json::json!(["member", "operator"]));
+    assert_eq!(bea["groups"], serde_json::json!(["clerks", "managers"]));
+    assert_eq!(bea["status"], "active");
+    assert_eq!(bea["version"], 3);
+    assert!(bea["password_changed_at"].is_null());
+    assert!(bea.get("password_hash").is_none() && bea.get("email_key").is_none());
+
+    for (query, expected) in [
+        ("group=managers", vec!["bea@acme.test", "carl@acme.test"]),
+        (
+            "role=member&status=active",
+            vec!["bea@acme.test", "Dora@acme.test"],
+        ),
+        ("status=deactivated", vec!["carl@acme.test"]),
+        ("group=managers&role=operator", vec!["bea@acme.test"]),
+        ("email=abe@globex.test", vec![]),
+        ("group=nobody", vec![]),
+    ] {
+        let page = app.ok(&format!("/api/v1/users?{query}"), &token).await;
+        assert_eq!(emails(&page), expected, "?{query}");
+    }
+}
+
+#[tokio::test]
+async fn everyone_reads_themselves_and_only_an_admin_reads_others() {
+    let app = TestApp::spawn().await;
+    seed(&app).await;
+    let dora = app.token(TENANT, user(0x1), &[Role::Member], &["clerks"]);
+
+    let me = app.get("/api/v1/users/me", &dora).await;
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(me.headers()["etag"], "\"3\"");
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(me["email"], "Dora@acme.test");
+    assert_eq!(me["groups"], serde_json::json!(["clerks"]));
+    // by id too, and not again when the version is the one the client has
+    let by_id = format!("/api/v1/users/{}", user(0x1));
+    assert_eq!(app.ok(&by_id, &dora).await, me);
+    let unchanged = app
+        .client
+        .get(app.url(&by_id))
+        .bearer_auth(&dora)
+        .header("if-none-match", "\"3\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+
+    // a member: no list, and another user is one that does not exist
+    let problem = app
+        .problem("/api/v1/users", &dora, StatusCode::FORBIDDEN)
+        .await;
+    assert_eq!(problem["code"], "forbidden");
+    let bea = format!("/api/v1/users/{}", user(0x2));
+    app.problem(&bea, &dora, StatusCode::NOT_FOUND).await;
+
+    // an admin reads any user of the tenant, and none of another tenant
+    let admin = admin_token(&app);
+    assert_eq!(app.ok(&bea, &admin).await["email"], "bea@acme.test");
+    let abe = format!("/api/v1/users/{}", user(0x5));
+    app.problem(&abe, &admin, StatusCode::NOT_FOUND).await;
+    let missing = format!("/api/v1/users/{}", Uuid::now_v7());
+    app.problem(&missing, &admin, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn bad_parameters_are_named() {
+    let app = TestApp::spawn().await;
+    seed(&app).await;
+    let admin = admin_token(&app);
+    for (path, field) in [
+        ("/api/v1/users/not-a-uuid", "id"),
+        ("/api/v1/users?role=boss", "role"),
+        ("/api/v1/users?status=gone", "status"),
+        ("/api/v1/users?limit=0", "limit"),
+        ("/api/v1/users?cursor=nonsense", "cursor"),
+        ("/api/v1/users?name=ann", "name"),
+    ] {
+        let problem = app
+            .problem(path, &admin, StatusCode::UNPROCESSABLE_ENTITY)
+            .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+    }
+    let response = app
+        .client
+        .get(app.url("/api/v1/users/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
