@@ -139,6 +139,10 @@ pub(crate) struct ListParams {
     cursor: Option<String>,
 }
 
+/// How many of the newest instances of a list are checked one by one for a caller who sees
+/// only some, before their page is looked for the other way (`list_instances`).
+const SCANNED_ROW_BY_ROW: i64 = 2_000;
+
 /// The read models behind an instance read by `claims`: who does not see every instance sees
 /// one through its tasks and approvals too, so a consistency token waits for those as well.
 fn read_models(claims: &Claims) -> &'static [&'static str] {
@@ -174,38 +178,85 @@ async fn list_instances(
     let limit = params::limit(params.limit)?;
     let after: Option<(Instant, Uuid)> = page::decode(params.cursor.as_deref())?;
     state.consistent(token, read_models(&claims)).await?;
-    let mut sql = QueryBuilder::<Postgres>::new(
-        "select to_jsonb(t) from workflow_instances t where tenant_id = ",
-    );
-    sql.push_bind(&claims.tid);
-    access::push_instance_visible(&mut sql, &claims);
-    if let Some(status) = params.status {
-        // a literal, so the planner can pick the index for it
-        sql.push(format!(" and status = '{}'", status.as_str()));
-    }
-    if let Some(key) = &params.definition_key {
-        sql.push(" and definition_key = ").push_bind(key);
-    }
-    if let Some(key) = &params.business_key {
-        sql.push(" and business_key = ").push_bind(key);
-    }
-    if let Some(Instant(at)) = params.started_after {
-        sql.push(" and started_at >= ").push_bind(at);
-    }
-    if let Some(Instant(at)) = params.started_before {
-        sql.push(" and started_at < ").push_bind(at);
-    }
-    if let Some((Instant(at), id)) = after {
-        sql.push(" and (started_at, id) < (")
-            .push_bind(at)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
-    sql.push(" order by started_at desc, id desc limit ")
-        .push_bind(limit + 1);
-    let rows: Vec<SqlJson<Instance>> = sql.build_query_scalar().fetch_all(&state.pool).await?;
-    let rows = rows.into_iter().map(|SqlJson(row)| row).collect();
+    // the instances of the list, newest first: the tenant's, filtered, after the cursor
+    let list = |sql: &mut QueryBuilder<'_, Postgres>| {
+        sql.push(" where tenant_id = ")
+            .push_bind(claims.tid.clone());
+        if let Some(status) = params.status {
+            // a literal, so the planner can pick the index for it
+            sql.push(format!(" and status = '{}'", status.as_str()));
+        }
+        if let Some(key) = &params.definition_key {
+            sql.push(" and definition_key = ").push_bind(key.clone());
+        }
+        if let Some(key) = &params.business_key {
+            sql.push(" and business_key = ").push_bind(key.clone());
+        }
+        if let Some(Instant(at)) = params.started_after {
+            sql.push(" and started_at >= ").push_bind(at);
+        }
+        if let Some(Instant(at)) = params.started_before {
+            sql.push(" and started_at < ").push_bind(at);
+        }
+        if let Some((Instant(at), id)) = after {
+            sql.push(" and (started_at, id) < (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+    };
+    let newest_first = |sql: &mut QueryBuilder<'_, Postgres>, rows: i64| {
+        sql.push(" order by started_at desc, id desc limit ")
+            .push_bind(rows);
+    };
+    let fetch = async |mut sql: QueryBuilder<'_, Postgres>| -> Result<Vec<Instance>, ApiError> {
+        let rows: Vec<SqlJson<Instance>> = sql.build_query_scalar().fetch_all(&state.pool).await?;
+        Ok(rows.into_iter().map(|SqlJson(row)| row).collect())
+    };
+    let rows = if access::sees_all_work(&claims) {
+        let mut sql = QueryBuilder::<Postgres>::new("select to_jsonb(t) from workflow_instances t");
+        list(&mut sql);
+        newest_first(&mut sql, limit + 1);
+        fetch(sql).await?
+    } else {
+        // Who sees only some instances: first the newest of the list, row by row, which
+        // finds a page at once for whoever takes part in much of the tenant's work ...
+        let mut sql = QueryBuilder::<Postgres>::new(
+            "select to_jsonb(t) from (select * from workflow_instances",
+        );
+        list(&mut sql);
+        newest_first(&mut sql, SCANNED_ROW_BY_ROW);
+        sql.push(") t");
+        access::push_instance_visible_rows(&mut sql, &claims);
+        sql.push(" order by t.started_at desc, t.id desc limit ")
+            .push_bind(limit + 1);
+        let rows = fetch(sql).await?;
+        let mut past: QueryBuilder<'_, Postgres> = QueryBuilder::new("select count(*) > ");
+        past.push_bind(SCANNED_ROW_BY_ROW)
+            .push(" from (select from workflow_instances");
+        list(&mut past);
+        newest_first(&mut past, SCANNED_ROW_BY_ROW + 1);
+        past.push(") more");
+        if rows.len() as i64 > limit
+            || !past
+                .build_query_scalar::<bool>()
+                .fetch_one(&state.pool)
+                .await?
+        {
+            rows
+        } else {
+            // ... then, when a page was not found there and the list goes on, the instances
+            // the caller takes part in, collected through the indexes: for whoever takes
+            // part in little of it
+            let mut sql =
+                QueryBuilder::<Postgres>::new("select to_jsonb(t) from workflow_instances t");
+            list(&mut sql);
+            access::push_instances_taken_part_in(&mut sql, &claims);
+            newest_first(&mut sql, limit + 1);
+            fetch(sql).await?
+        }
+    };
     Ok(Json(page::page(rows, limit, |i: &Instance| {
         (i.started_at, i.id)
     })))

@@ -6,6 +6,7 @@ use domain::definition::Definition;
 use event_schemas::ApprovalDecision;
 use reqwest::StatusCode;
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::support::*;
 
@@ -441,4 +442,127 @@ async fn a_path_that_is_not_utf8_is_a_400_problem_and_a_nul_key_matches_nothing(
         )
         .await;
     assert_eq!(problem["errors"][0]["code"], "invalid_value", "{problem}");
+}
+
+/// The id of the `n`th instance of [`many_instances`].
+fn nth(n: u128) -> String {
+    Uuid::from_u128(0x1_0000_0000 + n).to_string()
+}
+
+/// `count` instances of the tenant, one a second from t0 (the `n`th started n seconds in),
+/// started by someone else, straight into the read model.
+async fn many_instances(app: &TestApp, count: i64) {
+    sqlx::query(
+        "insert into workflow_instances (id, tenant_id, definition_key, definition_version, \
+         status, variables, open_steps, started_at, started_by, version, updated_at) \
+         select ('00000000-0000-0000-0000-' || lpad(to_hex(4294967296 + i), 12, '0'))::uuid, \
+                $1, 'po', 1, 'running', '{}', '[]', $2 + i * interval '1 second', \
+                'user:00000000-0000-0000-0000-0000000000ee', 1, now() \
+         from generate_series(0, $3 - 1) i",
+    )
+    .bind(TENANT)
+    .bind(t0())
+    .bind(count)
+    .execute(app.pool())
+    .await
+    .unwrap();
+}
+
+/// A task of instance `n` in the read model.
+async fn task_of(app: &TestApp, n: u128, assignee: Option<Uuid>, users: &[Uuid], groups: &[&str]) {
+    sqlx::query(
+        "insert into tasks (id, tenant_id, workflow_instance_id, name, status, assignee, \
+         candidate_users, candidate_groups, form, overdue, opened_at, opened_by, version, \
+         updated_at) \
+         values ($1, $2, $3::uuid, 'Review', 'open', $4, $5, $6, '[]', false, now(), 'system', 1, now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(TENANT)
+    .bind(nth(n))
+    .bind(assignee)
+    .bind(users)
+    .bind(groups)
+    .execute(app.pool())
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_member_who_takes_part_in_few_of_many_instances_pages_through_exactly_those() {
+    let app = TestApp::spawn().await;
+    // more than the newest instances checked one by one (2,000): the older ones a member
+    // takes part in are found through the tasks, approvals and starters instead
+    many_instances(&app, 2_500).await;
+    let me = user(0x5A);
+    let exec = |sql: String| {
+        let pool = app.pool().clone();
+        async move { sqlx::query(&sql).execute(&pool).await.unwrap() }
+    };
+    exec(format!(
+        "update workflow_instances set started_by = 'user:{me}' where id = '{}'",
+        nth(3)
+    ))
+    .await;
+    task_of(&app, 10, None, &[], &["night"]).await;
+    task_of(&app, 30, Some(me), &[], &[]).await;
+    task_of(&app, 2_400, None, &[me], &[]).await;
+    // offered to another group, or assigned to someone else: not the member's
+    task_of(&app, 40, None, &[], &["day"]).await;
+    task_of(&app, 60, Some(user(0x77)), &[], &["day"]).await;
+    sqlx::query(
+        "insert into approvals (id, tenant_id, workflow_instance_id, name, status, policy, \
+         approvers, votes, decisions, awaiting, participants, approvals_count, \
+         rejections_count, overdue, opened_at, opened_by, version, updated_at) \
+         values ($1, $2, $3::uuid, 'Approve', 'approved', '\"any\"', $4, '[]', '[]', '{}', $4, \
+                 1, 0, false, now(), 'system', 1, now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(TENANT)
+    .bind(nth(20))
+    .bind(vec![me])
+    .execute(app.pool())
+    .await
+    .unwrap();
+    exec(format!(
+        "update workflow_instances set status = 'completed' where id = '{}'",
+        nth(20)
+    ))
+    .await;
+    // another tenant's instance the same person started is no business of this tenant's
+    exec(format!(
+        "insert into workflow_instances (id, tenant_id, definition_key, definition_version, \
+         status, variables, open_steps, started_at, started_by, version, updated_at) \
+         values ('{}', 'globex', 'po', 1, 'running', '{{}}', '[]', now(), 'user:{me}', 1, now())",
+        Uuid::now_v7()
+    ))
+    .await;
+
+    let token = app.member_token(0x5A, &["night"]);
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/workflow-instances?limit=2".to_owned();
+    loop {
+        let page = app.ok(&path, &token).await;
+        seen.extend(item_ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/workflow-instances?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [nth(2_400), nth(30), nth(20), nth(10), nth(3)]);
+    // with a filter, and for the first page at once
+    let completed = app
+        .ok("/api/v1/workflow-instances?status=completed", &token)
+        .await;
+    assert_eq!(item_ids(&completed), [nth(20)]);
+    let first = app.ok("/api/v1/workflow-instances", &token).await;
+    assert_eq!(item_ids(&first).len(), 5);
+    assert!(first["next_cursor"].is_null());
+    // whoever sees every instance pages through all of them
+    let operator = app
+        .ok(
+            "/api/v1/workflow-instances?limit=500",
+            &app.operator_token(),
+        )
+        .await;
+    assert_eq!(item_ids(&operator)[0], nth(2_499));
 }
