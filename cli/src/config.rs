@@ -3,12 +3,13 @@
 //! A bad value stops start-up with a message naming the variable it came from.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use projections::kafka::{KafkaSecurity, SASL_MECHANISMS, SaslLogin, SecurityProtocol};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
@@ -115,6 +116,19 @@ pub struct Config {
     /// before its batch is retried.
     #[serde(with = "humantime_serde")]
     pub kafka_delivery_timeout: Duration,
+    /// `WORKLEDGER_KAFKA_SECURITY_PROTOCOL`: `plaintext`, `ssl`, `sasl_plaintext` or
+    /// `sasl_ssl`.
+    pub kafka_security_protocol: String,
+    /// `WORKLEDGER_KAFKA_SASL_MECHANISM`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (SASL
+    /// protocols only, and required with them).
+    pub kafka_sasl_mechanism: Option<String>,
+    /// `WORKLEDGER_KAFKA_SASL_USERNAME`.
+    pub kafka_sasl_username: Option<String>,
+    /// `WORKLEDGER_KAFKA_SASL_PASSWORD`: a secret, never logged.
+    pub kafka_sasl_password: Option<SecretString>,
+    /// `WORKLEDGER_KAFKA_SSL_CA_LOCATION`: a PEM file of the certificate authorities to trust
+    /// (TLS protocols only; the system's when unset).
+    pub kafka_ssl_ca_location: Option<PathBuf>,
     /// `WORKLEDGER_WEBHOOK_URL`: when set, the workers notify it of work to do (tasks
     /// offered, assigned, overdue; approvals awaiting a decision).
     /// A secret: a webhook's path often holds a token.
@@ -159,6 +173,7 @@ struct Defaults {
     kafka_partitions: i32,
     kafka_replication: i32,
     kafka_delivery_timeout: &'static str,
+    kafka_security_protocol: &'static str,
     webhook_timeout: &'static str,
 }
 
@@ -192,6 +207,7 @@ const DEFAULTS: Defaults = Defaults {
     kafka_partitions: 6,
     kafka_replication: 3,
     kafka_delivery_timeout: "30s",
+    kafka_security_protocol: "plaintext",
     webhook_timeout: "10s",
 };
 
@@ -357,7 +373,68 @@ impl Config {
                 "WORKLEDGER_KAFKA_DELIVERY_TIMEOUT must be 1s to 1h".into(),
             ));
         }
-        Ok(())
+        self.kafka_security().map(|_| ())
+    }
+
+    /// The publisher's connection security, checked: SASL credentials with SASL protocols
+    /// only (and all of them), a CA file with TLS protocols only (and one that exists).
+    fn kafka_security(&self) -> Result<KafkaSecurity, ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let name = self.kafka_security_protocol.trim().to_ascii_lowercase();
+        let Some(&(_, protocol)) = SecurityProtocol::ALL.iter().find(|(n, _)| *n == name) else {
+            return invalid(format!(
+                "WORKLEDGER_KAFKA_SECURITY_PROTOCOL must be plaintext, ssl, sasl_plaintext or sasl_ssl (got {:?})",
+                self.kafka_security_protocol
+            ));
+        };
+        let sasl = match (
+            &self.kafka_sasl_mechanism,
+            &self.kafka_sasl_username,
+            &self.kafka_sasl_password,
+        ) {
+            (None, None, None) if !protocol.uses_sasl() => None,
+            (Some(mechanism), Some(username), Some(password)) if protocol.uses_sasl() => {
+                let mechanism = mechanism.trim().to_ascii_uppercase();
+                if !SASL_MECHANISMS.contains(&mechanism.as_str()) {
+                    return invalid(format!(
+                        "WORKLEDGER_KAFKA_SASL_MECHANISM must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (got {mechanism:?})"
+                    ));
+                }
+                Some(SaslLogin {
+                    mechanism,
+                    username: username.clone(),
+                    password: password.clone(),
+                })
+            }
+            _ if protocol.uses_sasl() => {
+                return invalid(format!(
+                    "WORKLEDGER_KAFKA_SECURITY_PROTOCOL={name} needs WORKLEDGER_KAFKA_SASL_MECHANISM, WORKLEDGER_KAFKA_SASL_USERNAME and WORKLEDGER_KAFKA_SASL_PASSWORD"
+                ));
+            }
+            _ => {
+                return invalid(format!(
+                    "WORKLEDGER_KAFKA_SASL_* are for WORKLEDGER_KAFKA_SECURITY_PROTOCOL=sasl_plaintext or sasl_ssl, not {name}"
+                ));
+            }
+        };
+        if let Some(ca) = &self.kafka_ssl_ca_location {
+            if !matches!(protocol, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl) {
+                return invalid(format!(
+                    "WORKLEDGER_KAFKA_SSL_CA_LOCATION is for WORKLEDGER_KAFKA_SECURITY_PROTOCOL=ssl or sasl_ssl, not {name}"
+                ));
+            }
+            if !ca.is_file() {
+                return invalid(format!(
+                    "WORKLEDGER_KAFKA_SSL_CA_LOCATION: no file {}",
+                    ca.display()
+                ));
+            }
+        }
+        Ok(KafkaSecurity {
+            protocol,
+            sasl,
+            ca_location: self.kafka_ssl_ca_location.clone(),
+        })
     }
 
     fn validate_webhook(&self) -> Result<(), ConfigError> {
@@ -432,6 +509,8 @@ impl Config {
             partitions: self.kafka_partitions,
             replication_factor: self.kafka_replication,
             delivery_timeout: self.kafka_delivery_timeout,
+            // checked when the configuration was loaded
+            security: self.kafka_security().unwrap_or_default(),
         })
     }
 
@@ -586,6 +665,88 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn kafka_signs_in_over_tls_with_sasl_when_configured_and_refuses_half_a_configuration() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KAFKA_BROKERS", "kafka-1:9093");
+            let plain = load_in(jail).unwrap().kafka().unwrap().security;
+            assert_eq!(plain.protocol, SecurityProtocol::Plaintext);
+            assert!(plain.sasl.is_none() && plain.ca_location.is_none());
+
+            jail.create_file("ca.pem", "-----BEGIN CERTIFICATE-----")?;
+            jail.set_env("WORKLEDGER_KAFKA_SECURITY_PROTOCOL", "SASL_SSL");
+            jail.set_env("WORKLEDGER_KAFKA_SASL_MECHANISM", "scram-sha-512");
+            jail.set_env("WORKLEDGER_KAFKA_SASL_USERNAME", "workledger");
+            jail.set_env("WORKLEDGER_KAFKA_SASL_PASSWORD", "kafka secret");
+            jail.set_env("WORKLEDGER_KAFKA_SSL_CA_LOCATION", "ca.pem");
+            let config = load_in(jail).unwrap();
+            // the password is not in what the configuration prints
+            assert!(!format!("{config:?}").contains("kafka secret"));
+            let security = config.kafka().unwrap().security;
+            assert_eq!(security.protocol, SecurityProtocol::SaslSsl);
+            let sasl = security.sasl.unwrap();
+            assert_eq!(sasl.mechanism, "SCRAM-SHA-512");
+            assert_eq!(sasl.username, "workledger");
+            assert_eq!(sasl.password.expose_secret(), "kafka secret");
+            assert_eq!(security.ca_location, Some(PathBuf::from("ca.pem")));
+            Ok(())
+        });
+        let sasl = [
+            ("WORKLEDGER_KAFKA_SASL_MECHANISM", "PLAIN"),
+            ("WORKLEDGER_KAFKA_SASL_USERNAME", "u"),
+            ("WORKLEDGER_KAFKA_SASL_PASSWORD", "p"),
+        ];
+        let refused: [(&[(&str, &str)], &str); 6] = [
+            (
+                &[("WORKLEDGER_KAFKA_SECURITY_PROTOCOL", "tls")],
+                "WORKLEDGER_KAFKA_SECURITY_PROTOCOL must be",
+            ),
+            (
+                &[
+                    ("WORKLEDGER_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                    sasl[0],
+                    sasl[1],
+                ],
+                "needs WORKLEDGER_KAFKA_SASL_MECHANISM",
+            ),
+            (
+                &[sasl[0], sasl[1], sasl[2]],
+                "WORKLEDGER_KAFKA_SASL_* are for",
+            ),
+            (
+                &[
+                    ("WORKLEDGER_KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+                    ("WORKLEDGER_KAFKA_SASL_MECHANISM", "GSSAPI"),
+                    sasl[1],
+                    sasl[2],
+                ],
+                "WORKLEDGER_KAFKA_SASL_MECHANISM must be",
+            ),
+            (
+                &[("WORKLEDGER_KAFKA_SSL_CA_LOCATION", "/etc/hostname")],
+                "WORKLEDGER_KAFKA_SSL_CA_LOCATION is for",
+            ),
+            (
+                &[
+                    ("WORKLEDGER_KAFKA_SECURITY_PROTOCOL", "ssl"),
+                    ("WORKLEDGER_KAFKA_SSL_CA_LOCATION", "/no/such/ca.pem"),
+                ],
+                "WORKLEDGER_KAFKA_SSL_CA_LOCATION: no file",
+            ),
+        ];
+        for (variables, expected) in refused {
+            Jail::expect_with(|jail| {
+                for (variable, value) in variables {
+                    jail.set_env(variable, value);
+                }
+                let error = load_in(jail).unwrap_err().to_string();
+                assert!(error.contains(expected), "{variables:?}: {error}");
+                assert!(!error.contains("\"p\""), "{error}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

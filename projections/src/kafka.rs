@@ -50,6 +50,65 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// How long the producer tries to deliver a message before the batch counts as failed.
     pub delivery_timeout: Duration,
+    /// How the publisher connects and signs in (plaintext unless set).
+    pub security: KafkaSecurity,
+}
+
+/// How the publisher connects to the brokers: TLS, SASL, both or neither.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaSecurity {
+    /// `security.protocol`.
+    pub protocol: SecurityProtocol,
+    /// `SASL_*` only: the mechanism and the credentials it signs in with.
+    pub sasl: Option<SaslLogin>,
+    /// A PEM file of the certificate authorities to trust (the system's otherwise).
+    pub ca_location: Option<std::path::PathBuf>,
+}
+
+/// `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Every protocol, by its name in librdkafka's configuration.
+    pub const ALL: [(&'static str, SecurityProtocol); 4] = [
+        ("plaintext", SecurityProtocol::Plaintext),
+        ("ssl", SecurityProtocol::Ssl),
+        ("sasl_plaintext", SecurityProtocol::SaslPlaintext),
+        ("sasl_ssl", SecurityProtocol::SaslSsl),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("plaintext", |(name, _)| name)
+    }
+
+    /// Whether it signs in with SASL.
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// The SASL mechanisms the publisher can sign in with.
+pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// A SASL sign-in: mechanism (one of [`SASL_MECHANISMS`]), user name and password.
+#[derive(Debug, Clone)]
+pub struct SaslLogin {
+    pub mechanism: String,
+    pub username: String,
+    pub password: secrecy::SecretString,
 }
 
 impl KafkaSettings {
@@ -62,6 +121,7 @@ impl KafkaSettings {
             partitions: 6,
             replication_factor: 3,
             delivery_timeout: Duration::from_secs(30),
+            security: KafkaSecurity::default(),
         }
     }
 
@@ -71,10 +131,21 @@ impl KafkaSettings {
     }
 
     fn client_config(&self) -> ClientConfig {
+        use secrecy::ExposeSecret as _;
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
-            .set("client.id", "workledger");
+            .set("client.id", "workledger")
+            .set("security.protocol", self.security.protocol.as_str());
+        if let Some(sasl) = &self.security.sasl {
+            config
+                .set("sasl.mechanism", &sasl.mechanism)
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", sasl.password.expose_secret());
+        }
+        if let Some(ca) = &self.security.ca_location {
+            config.set("ssl.ca.location", ca.to_string_lossy());
+        }
         config
     }
 }
@@ -404,5 +475,55 @@ impl Projector for KafkaPublisher {
         events: &'a [&'a RecordedEvent],
     ) -> BoxFuture<'a, Result<(), ProjectionError>> {
         Box::pin(self.publish(events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secured(protocol: SecurityProtocol, mechanism: &str) -> KafkaSettings {
+        KafkaSettings {
+            security: KafkaSecurity {
+                protocol,
+                sasl: protocol.uses_sasl().then(|| SaslLogin {
+                    mechanism: mechanism.to_owned(),
+                    username: "workledger".to_owned(),
+                    password: "kafka secret".to_owned().into(),
+                }),
+                ca_location: None,
+            },
+            ..KafkaSettings::new("127.0.0.1:9")
+        }
+    }
+
+    #[test]
+    fn the_client_configuration_carries_the_security_settings() {
+        let config = secured(SecurityProtocol::SaslSsl, "SCRAM-SHA-256").client_config();
+        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-256"));
+        assert_eq!(config.get("sasl.username"), Some("workledger"));
+        assert_eq!(config.get("sasl.password"), Some("kafka secret"));
+        let plain = KafkaSettings::new("127.0.0.1:9").client_config();
+        assert_eq!(plain.get("security.protocol"), Some("plaintext"));
+        assert_eq!(plain.get("sasl.password"), None);
+        // the settings print without the password
+        assert!(
+            !format!("{:?}", secured(SecurityProtocol::SaslSsl, "PLAIN")).contains("kafka secret")
+        );
+    }
+
+    /// librdkafka checks the protocol and mechanism when a client is made (it connects only
+    /// later): this fails on a build without TLS or SCRAM.
+    #[tokio::test]
+    async fn the_publisher_can_be_made_for_every_protocol_and_mechanism() {
+        for (_, protocol) in SecurityProtocol::ALL {
+            for mechanism in SASL_MECHANISMS {
+                let settings = secured(protocol, mechanism);
+                if let Err(error) = KafkaPublisher::new(settings) {
+                    panic!("{} with {mechanism}: {error:#}", protocol.as_str());
+                }
+            }
+        }
     }
 }

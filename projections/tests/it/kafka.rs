@@ -28,11 +28,11 @@ use crate::support::{
 /// failed delivery found out within 3 s.
 fn settings(brokers: &str) -> KafkaSettings {
     KafkaSettings {
-        brokers: brokers.to_owned(),
         topic_prefix: format!("t{}.", Uuid::new_v4().simple()),
         partitions: 3,
         replication_factor: 1,
         delivery_timeout: Duration::from_secs(3),
+        ..KafkaSettings::new(brokers)
     }
 }
 
