@@ -215,16 +215,15 @@ async fn list_users(
     group: Option<String>,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
-    let tenant_exists: bool =
-        // the default tenant has no TenantCreated: it exists from its first user on
-        sqlx::query_scalar(
-            "select exists (select from identity_tenants where tenant_id = $1) \
+    // the default tenant has no TenantCreated: it exists from its first user on
+    let tenant_exists: bool = sqlx::query_scalar(
+        "select exists (select from identity_tenants where tenant_id = $1) \
                  or exists (select from identity_users where tenant_id = $1)",
-        )
-            .bind(tenant)
-            .fetch_one(pool)
-            .await
-            .context("cannot read the tenants")?;
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await
+    .context("cannot read the tenants")?;
     if !tenant_exists {
         anyhow::bail!("there is no tenant {tenant:?} (workledger admin tenants lists them)");
     }
