@@ -306,13 +306,7 @@ async fn a_token_whose_session_ended_elsewhere_is_refused() {
         .execute(app.pool())
         .await
         .unwrap();
-    let problem = refused_soon(&app, &token).await;
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("session has ended")
-    );
+    refused_soon(&app, &token, "session has ended").await;
     // the user's other sessions are not affected
     assert_eq!(
         app.get("/api/v1/tasks", &app.operator_token())
@@ -350,14 +344,7 @@ async fn a_token_issued_before_its_users_roles_changed_elsewhere_is_refused() {
     .execute(app.pool())
     .await
     .unwrap();
-    let problem = refused_soon(&app, &token).await;
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("roles or groups changed"),
-        "{problem}"
-    );
+    refused_soon(&app, &token, "roles or groups changed").await;
     // a token issued after the change is accepted
     claims.access_version = 2;
     claims.roles = vec![Role::Member];
@@ -368,16 +355,19 @@ async fn a_token_issued_before_its_users_roles_changed_elsewhere_is_refused() {
     );
 }
 
-/// Polls with `token` for up to 5 s until it is refused; the 401 problem.
-async fn refused_soon(app: &TestApp, token: &str) -> serde_json::Value {
+/// Polls with `token` for up to 5 s until it is refused, with a 401 problem whose detail says `why`.
+async fn refused_soon(app: &TestApp, token: &str, why: &str) {
     for _ in 0..100 {
         if app.get("/api/v1/tasks", token).await.status() != StatusCode::OK {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    app.problem("/api/v1/tasks", token, StatusCode::UNAUTHORIZED)
-        .await
+    let problem = app
+        .problem("/api/v1/tasks", token, StatusCode::UNAUTHORIZED)
+        .await;
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(why), "{problem}");
 }
 
 #[tokio::test]
