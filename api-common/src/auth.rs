@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use chrono::{DateTime, Utc};
 use event_schemas::Role;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -194,20 +194,26 @@ where
             }
             Err(error) => {
                 tracing::debug!(error = %error, "refused a bearer token");
-                let detail = match error {
-                    TokenError::SessionEnded => {
-                        "the access token's session has ended (signed out or deactivated): sign in again"
-                    }
-                    TokenError::AccessChanged => {
+                // a distinct code for each refusal a client handles differently: refresh the
+                // token, or sign in again
+                let (code, detail) = match error {
+                    TokenError::SessionEnded => (
+                        "session_ended",
+                        "the access token's session has ended (signed out or deactivated): sign in again",
+                    ),
+                    TokenError::AccessChanged => (
+                        "access_changed",
                         "the caller's roles or groups changed after the access token was issued: \
-                         refresh it (POST /api/v1/auth/refresh) for one with the current ones"
-                    }
-                    _ => "the access token is invalid or expired",
+                         refresh it (POST /api/v1/auth/refresh) for one with the current ones",
+                    ),
+                    _ => ("unauthorized", "the access token is invalid or expired"),
                 };
-                Err(ApiError::unauthorized(detail).with_header(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                ))
+                Err(
+                    ApiError::new(StatusCode::UNAUTHORIZED, code, detail).with_header(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                    ),
+                )
             }
         }
     }

@@ -69,7 +69,8 @@ pub(crate) enum Problems {
     /// A malformed header (`If-Match`, `Idempotency-Key`) or body.
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(ApiError),
-    /// No valid access token.
+    /// No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign
+    /// in again) or one older than its user's roles or groups (`access_changed`: refresh it).
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(ApiError),
     /// The caller's roles or relation to the resource do not allow this.

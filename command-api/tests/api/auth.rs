@@ -311,13 +311,13 @@ async fn a_generated_signing_secret_is_stored_once_and_shared_by_every_instance(
     assert_eq!(secrets, 1);
 }
 
-/// The detail of the 401 refusing `token` on a command that needs only a signed-in caller (an
+/// The code of the 401 refusing `token` on a command that needs only a signed-in caller (an
 /// empty ad-hoc task: 422 or 403 once authenticated), or `None` when it is accepted.
 async fn refusal(app: &TestApp, token: &str) -> Option<String> {
     let response = app.post("/api/v1/tasks", token, json!({})).await;
     if response.status() == StatusCode::UNAUTHORIZED {
         let refused = problem(response, StatusCode::UNAUTHORIZED).await;
-        return Some(refused["detail"].as_str().unwrap().to_owned());
+        return Some(refused["code"].as_str().unwrap().to_owned());
     }
     assert!(
         [StatusCode::UNPROCESSABLE_ENTITY, StatusCode::FORBIDDEN].contains(&response.status()),
@@ -329,10 +329,10 @@ async fn refusal(app: &TestApp, token: &str) -> Option<String> {
 
 /// Whether `token` is still accepted; when not, it must be for its ended session.
 async fn accepted(app: &TestApp, token: &str) -> bool {
-    let Some(detail) = refusal(app, token).await else {
+    let Some(code) = refusal(app, token).await else {
         return true;
     };
-    assert!(detail.contains("session has ended"), "{detail}");
+    assert_eq!(code, "session_ended");
     false
 }
 
@@ -340,7 +340,7 @@ async fn accepted(app: &TestApp, token: &str) -> bool {
 async fn outdated(app: &TestApp, token: &str) -> bool {
     refusal(app, token)
         .await
-        .is_some_and(|detail| detail.contains("roles or groups changed"))
+        .is_some_and(|code| code == "access_changed")
 }
 
 /// Polls `ended` for up to 5 s.

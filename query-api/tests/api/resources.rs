@@ -306,7 +306,7 @@ async fn a_token_whose_session_ended_elsewhere_is_refused() {
         .execute(app.pool())
         .await
         .unwrap();
-    refused_soon(&app, &token, "session has ended").await;
+    refused_soon(&app, &token, "session_ended", "sign in again").await;
     // the user's other sessions are not affected
     assert_eq!(
         app.get("/api/v1/tasks", &app.operator_token())
@@ -344,7 +344,7 @@ async fn a_token_issued_before_its_users_roles_changed_elsewhere_is_refused() {
     .execute(app.pool())
     .await
     .unwrap();
-    refused_soon(&app, &token, "roles or groups changed").await;
+    refused_soon(&app, &token, "access_changed", "refresh it").await;
     // a token issued after the change is accepted
     claims.access_version = 2;
     claims.roles = vec![Role::Member];
@@ -355,8 +355,9 @@ async fn a_token_issued_before_its_users_roles_changed_elsewhere_is_refused() {
     );
 }
 
-/// Polls with `token` for up to 5 s until it is refused, with a 401 problem whose detail says `why`.
-async fn refused_soon(app: &TestApp, token: &str, why: &str) {
+/// Polls with `token` for up to 5 s until it is refused: a 401 problem with `code`, whose detail
+/// gives `advice`.
+async fn refused_soon(app: &TestApp, token: &str, code: &str, advice: &str) {
     for _ in 0..100 {
         if app.get("/api/v1/tasks", token).await.status() != StatusCode::OK {
             break;
@@ -366,8 +367,9 @@ async fn refused_soon(app: &TestApp, token: &str, why: &str) {
     let problem = app
         .problem("/api/v1/tasks", token, StatusCode::UNAUTHORIZED)
         .await;
+    assert_eq!(problem["code"], code, "{problem}");
     let detail = problem["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains(why), "{problem}");
+    assert!(detail.contains(advice), "{problem}");
 }
 
 #[tokio::test]
