@@ -226,6 +226,7 @@ fn command_settings(config: &Config) -> CommandSettings {
         refresh_token_ttl: config.refresh_token_ttl,
         idempotency_ttl: config.idempotency_ttl,
         body_limit: config.body_limit,
+        document_limit: config.document_limit,
         trusted_proxy_hops: config.trusted_proxy_hops,
         command_connections: config.db_command_connections,
         login_throttle: ThrottleSettings {
@@ -370,6 +371,7 @@ mod tests {
                 ("WORKLEDGER_REFRESH_TOKEN_TTL", "2d"),
                 ("WORKLEDGER_IDEMPOTENCY_TTL", "3h"),
                 ("WORKLEDGER_BODY_LIMIT", "65536"),
+                ("WORKLEDGER_DOCUMENT_LIMIT", "1048576"),
                 ("WORKLEDGER_TRUSTED_PROXY_HOPS", "2"),
                 ("WORKLEDGER_DB_COMMAND_CONNECTIONS", "3"),
                 ("WORKLEDGER_LOGIN_MAX_FAILURES_PER_ACCOUNT", "7"),
@@ -388,6 +390,7 @@ mod tests {
             assert_eq!(settings.refresh_token_ttl, Duration::from_secs(2 * 86_400));
             assert_eq!(settings.idempotency_ttl, Duration::from_secs(3 * 3600));
             assert_eq!(settings.body_limit, 65_536);
+            assert_eq!(settings.document_limit, 1_048_576);
             assert_eq!(settings.trusted_proxy_hops, 2);
             assert_eq!(settings.command_connections, 3);
             let throttle = &settings.login_throttle;

@@ -47,6 +47,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `WORKLEDGER_BODY_LIMIT`: the largest request body, in bytes.
     pub body_limit: usize,
+    /// `WORKLEDGER_DOCUMENT_LIMIT`: the largest file a document upload takes, in bytes.
+    pub document_limit: usize,
     /// `WORKLEDGER_CORS_ORIGINS`: comma-separated origins allowed to call the API from a browser.
     pub cors_origins: String,
     /// `WORKLEDGER_SHUTDOWN_GRACE`: how long in-flight requests may take after SIGTERM.
@@ -152,6 +154,7 @@ struct Defaults {
     db_command_connections: usize,
     request_timeout: &'static str,
     body_limit: usize,
+    document_limit: usize,
     cors_origins: &'static str,
     shutdown_grace: &'static str,
     poll_interval: &'static str,
@@ -186,6 +189,7 @@ const DEFAULTS: Defaults = Defaults {
     db_command_connections: event_store::connections::KEPT_CONNECTIONS,
     request_timeout: "30s",
     body_limit: 1024 * 1024,
+    document_limit: 25 * 1024 * 1024,
     cors_origins: "",
     shutdown_grace: "20s",
     poll_interval: "500ms",
@@ -269,6 +273,11 @@ impl Config {
         if self.body_limit < 1024 {
             return Err(ConfigError::Invalid(
                 "WORKLEDGER_BODY_LIMIT must be at least 1024 bytes".into(),
+            ));
+        }
+        if self.document_limit < 1024 {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_DOCUMENT_LIMIT must be at least 1024 bytes".into(),
             ));
         }
         if let Some(secret) = &self.jwt_secret

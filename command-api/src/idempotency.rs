@@ -83,7 +83,12 @@ pub async fn middleware(
         return next.run(request).await;
     };
     let (parts, body) = request.into_parts();
-    let bytes = match to_bytes(body, state.settings().body_limit).await {
+    let limit = if crate::routes::documents::is_upload(&parts.method, parts.uri.path()) {
+        state.settings().document_limit
+    } else {
+        state.settings().body_limit
+    };
+    let bytes = match to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(_) => {
             return ApiError::new(

@@ -13,6 +13,9 @@
 //! POST /api/v1/tasks                                operators (ad-hoc tasks)
 //! POST /api/v1/tasks/{id}/claim | /release | /assign | /delegate | /complete | /comments
 //! POST /api/v1/approvals/{id}/decisions | /delegate
+//! POST /api/v1/tasks/{id}/documents                 the file as the body (?name=)
+//! POST /api/v1/workflow-instances/{id}/documents
+//! POST /api/v1/tasks/{id}/documents/{document_id}/remove | /workflow-instances/{id}/...
 //! ```
 //!
 //! Commands answer `{id, version, consistency_token}` with `ETag` and `X-Consistency-Token`,
@@ -66,6 +69,7 @@ pub fn router(state: CommandState) -> OpenApiRouter {
         .merge(routes::instances::router())
         .merge(routes::tasks::router())
         .merge(routes::approvals::router())
+        .merge(routes::documents::router(state.settings().document_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::middleware,

@@ -26,6 +26,9 @@ pub struct CommandSettings {
     pub idempotency_lease: Duration,
     /// `WORKLEDGER_BODY_LIMIT`: the largest request body buffered for idempotency checks.
     pub body_limit: usize,
+    /// `WORKLEDGER_DOCUMENT_LIMIT`: the largest file a document upload takes, in bytes
+    /// (default 25 MiB).
+    pub document_limit: usize,
     /// `WORKLEDGER_TRUSTED_PROXY_HOPS`: how many proxies in front of Workledger append to
     /// `X-Forwarded-For`. 0 (default): the header is ignored and the peer address is the
     /// client's; 1: the last entry is the client's (one nginx in front), and so on.
@@ -51,6 +54,7 @@ impl Default for CommandSettings {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             idempotency_lease: Duration::from_secs(120),
             body_limit: 1024 * 1024,
+            document_limit: 25 * 1024 * 1024,
             trusted_proxy_hops: 0,
             login_throttle: ThrottleSettings::default(),
             password_hashing: PasswordHashing::default(),

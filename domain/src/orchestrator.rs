@@ -278,7 +278,9 @@ fn react_to_instance(instance_id: Uuid, event: &WorkflowInstanceEvent) -> Vec<Re
         | E::BranchJoined { .. }
         | E::TaskStepCompleted { .. }
         | E::ApprovalStepCompleted { .. }
-        | E::TimerFired { .. } => Vec::new(),
+        | E::TimerFired { .. }
+        | E::InstanceDocumentAttached { .. }
+        | E::InstanceDocumentRemoved { .. } => Vec::new(),
     }
 }
 

@@ -18,6 +18,12 @@ fn workflow_ref() -> Value {
            "step_id": "review", "activation": 1})
 }
 
+fn document() -> Value {
+    json!({"document_id": U2, "name": "quote.pdf", "media_type": "application/pdf",
+           "size": 48213,
+           "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"})
+}
+
 /// `(aggregate_type, event_type, payload)` for every event type.
 pub(crate) fn samples() -> Vec<(&'static str, &'static str, Value)> {
     let user = format!("user:{U2}");
@@ -121,6 +127,18 @@ pub(crate) fn samples() -> Vec<(&'static str, &'static str, Value)> {
         ),
         (
             "workflow_instance",
+            "InstanceDocumentAttached",
+            json!({"InstanceDocumentAttached": {
+            "document": document(), "attached_by": user, "attached_at": AT}}),
+        ),
+        (
+            "workflow_instance",
+            "InstanceDocumentRemoved",
+            json!({"InstanceDocumentRemoved": {
+            "document_id": U2, "reason": null, "removed_by": user, "removed_at": AT}}),
+        ),
+        (
+            "workflow_instance",
             "InstanceCancelled",
             json!({"InstanceCancelled": {
             "reason": "duplicate order", "open_children": [child], "cancelled_by": user,
@@ -185,6 +203,19 @@ pub(crate) fn samples() -> Vec<(&'static str, &'static str, Value)> {
             "TaskCommented",
             json!({"TaskCommented": {
             "author": user, "text": "Looks fine", "commented_at": AT}}),
+        ),
+        (
+            "task",
+            "TaskDocumentAttached",
+            json!({"TaskDocumentAttached": {
+            "document": document(), "workflow_instance_id": U1, "attached_by": user,
+            "attached_at": AT}}),
+        ),
+        (
+            "task",
+            "TaskDocumentRemoved",
+            json!({"TaskDocumentRemoved": {
+            "document_id": U2, "reason": "wrong quote", "removed_by": user, "removed_at": AT}}),
         ),
         (
             "task",

@@ -35,8 +35,8 @@ pub use metadata::{Actor, EventMetadata, MetadataError};
 pub use task::TaskEvent;
 pub use types::{
     ApprovalCloseReason, ApprovalDecision, ApprovalOutcome, ApprovalPolicy, ApprovalStatus,
-    ApproverSpec, ChildKind, Escalation, FieldType, FormField, InstanceStatus, OpenChild, Role,
-    StepRef, TaskStatus, UnknownRole, WorkflowRef,
+    ApproverSpec, ChildKind, DocumentFile, Escalation, FieldType, FormField, InstanceStatus,
+    OpenChild, Role, StepRef, TaskStatus, UnknownRole, WorkflowRef,
 };
 pub use workflow_definition::WorkflowDefinitionEvent;
 pub use workflow_instance::WorkflowInstanceEvent;

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::Actor;
-use crate::types::{Escalation, FormField, WorkflowRef};
+use crate::types::{DocumentFile, Escalation, FormField, WorkflowRef};
 
 /// The aggregate type under which these events are stored.
 pub const AGGREGATE_TYPE: &str = "task";
@@ -78,6 +78,22 @@ pub enum TaskEvent {
         text: String,
         commented_at: DateTime<Utc>,
     },
+    /// A file was attached to the task (its content is stored by digest, outside the log).
+    TaskDocumentAttached {
+        document: DocumentFile,
+        /// The task's workflow instance, repeated from `TaskOpened` so the instance's
+        /// documents can be listed from this event alone; `None` for an ad-hoc task.
+        workflow_instance_id: Option<Uuid>,
+        attached_by: Actor,
+        attached_at: DateTime<Utc>,
+    },
+    /// An attached file was taken off the task; its events (and content) stay for the audit.
+    TaskDocumentRemoved {
+        document_id: Uuid,
+        reason: Option<String>,
+        removed_by: Actor,
+        removed_at: DateTime<Utc>,
+    },
     /// The task passed its due time while open (an SLA breach); `escalation`, when present,
     /// was applied: its users and groups became candidates too.
     TaskOverdue {
@@ -97,4 +113,6 @@ event_names!(TaskEvent {
     TaskCancelled => "1",
     TaskCommented => "1",
     TaskOverdue => "1",
+    TaskDocumentAttached => "1",
+    TaskDocumentRemoved => "1",
 });

@@ -280,6 +280,22 @@ pub struct OpenChild {
     pub activation: u32,
 }
 
+/// A file attached to a task or a workflow instance, as its events record it. The content is
+/// stored outside the log, once per tenant and digest (`sha256`); the events say which file
+/// is which document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct DocumentFile {
+    pub document_id: Uuid,
+    /// The file name the uploader gave, e.g. `quote-2026-114.pdf`.
+    pub name: String,
+    /// The content's media type, e.g. `application/pdf`.
+    pub media_type: String,
+    /// The content's length in bytes.
+    pub size: u64,
+    /// The content's SHA-256 digest, 64 lowercase hex digits.
+    pub sha256: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::Actor;
 use crate::types::{
-    ApprovalOutcome, ApprovalPolicy, ApproverSpec, Escalation, FormField, OpenChild, StepRef,
+    ApprovalOutcome, ApprovalPolicy, ApproverSpec, DocumentFile, Escalation, FormField, OpenChild,
+    StepRef,
 };
 
 /// The aggregate type under which these events are stored.
@@ -136,6 +137,20 @@ pub enum WorkflowInstanceEvent {
         timer_id: Uuid,
         fired_at: DateTime<Utc>,
     },
+    /// A file was attached to the instance (its content is stored by digest, outside the log).
+    InstanceDocumentAttached {
+        document: DocumentFile,
+        attached_by: Actor,
+        attached_at: DateTime<Utc>,
+    },
+    /// An attached file was taken off the instance; its events (and content) stay for the
+    /// audit.
+    InstanceDocumentRemoved {
+        document_id: Uuid,
+        reason: Option<String>,
+        removed_by: Actor,
+        removed_at: DateTime<Utc>,
+    },
     /// An end step was reached. Steps still waiting (other parallel branches) are listed in
     /// `cancelled_children`; their tasks and approvals get cancelled.
     InstanceCompleted {
@@ -176,4 +191,6 @@ event_names!(WorkflowInstanceEvent {
     InstanceCompleted => "1",
     InstanceCancelled => "1",
     InstanceFailed => "1",
+    InstanceDocumentAttached => "1",
+    InstanceDocumentRemoved => "1",
 });

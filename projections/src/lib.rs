@@ -6,7 +6,7 @@
 //!   projector (one active worker per projector across processes, by advisory lock, with
 //!   take-over), [`Projections::status`] reports checkpoints, lag and failures.
 //! - The read models: [`definitions`], [`instances`], [`tasks`], [`approvals`], [`reports`]
-//!   (workflow reports) and [`audit`] (the hash-chained audit trail, with the canonical-entry
+//!   (workflow reports), [`documents`] and [`audit`] (the hash-chained audit trail, with the canonical-entry
 //!   and chain-hash functions `workledger audit verify` uses).
 //! - [`kafka`]: the publisher of integration events to Kafka, a projector that writes no
 //!   table and moves its checkpoint once the broker has acknowledged.
@@ -23,6 +23,7 @@ pub mod approvals;
 pub mod audit;
 mod batch;
 pub mod definitions;
+pub mod documents;
 mod feed;
 pub mod instances;
 pub mod kafka;
@@ -66,6 +67,7 @@ pub mod names {
     pub const APPROVALS: &str = "approvals";
     pub const WORKFLOW_REPORTS: &str = "workflow_reports";
     pub const AUDIT: &str = "audit";
+    pub const DOCUMENTS: &str = "documents";
     /// The Kafka publisher's checkpoint (not a read model: it writes no table).
     pub const KAFKA_PUBLISHER: &str = "kafka_publisher";
     /// The webhook notifier's checkpoint (not a read model either).
@@ -109,7 +111,8 @@ impl Default for Projections {
 }
 
 impl Projections {
-    /// Every read model: definitions, instances, tasks, approvals, workflow reports and audit.
+    /// Every read model: definitions, instances, tasks, approvals, workflow reports, audit and
+    /// documents.
     pub fn all() -> Self {
         Self::from_projectors(vec![
             Arc::new(definitions::DefinitionsProjector),
@@ -118,6 +121,7 @@ impl Projections {
             Arc::new(approvals::ApprovalsProjector),
             Arc::new(reports::WorkflowReportsProjector),
             Arc::new(audit::AuditProjector),
+            Arc::new(documents::DocumentsProjector),
         ])
     }
 

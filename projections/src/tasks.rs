@@ -185,7 +185,11 @@ async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), P
 
 fn evolve(row: &mut Row, event: TaskEvent) {
     match event {
-        TaskEvent::TaskOpened { .. } | TaskEvent::TaskCommented { .. } => {}
+        // documents have a read model of their own
+        TaskEvent::TaskOpened { .. }
+        | TaskEvent::TaskCommented { .. }
+        | TaskEvent::TaskDocumentAttached { .. }
+        | TaskEvent::TaskDocumentRemoved { .. } => {}
         TaskEvent::TaskClaimed { user_id, .. }
         | TaskEvent::TaskAssigned { user_id, .. }
         | TaskEvent::TaskDelegated {

@@ -1,7 +1,7 @@
 //! Workledger's query API (DESIGN §4): read models only, scoped to the caller's tenant.
 //!
 //! [`router`] answers every `GET` of `/api/v1` that reads projections: definitions, instances,
-//! the task inbox, approvals, reports, the audit trail (with its streamed export) and the
+//! the task inbox, approvals, documents (with their content), reports, the audit trail (with its streamed export) and the
 //! tenant's users. Lists are
 //! keyset-paged (`limit`, opaque `cursor`, `{items, next_cursor}`); single resources carry an
 //! `ETag` of their version; `X-Consistency-Token` makes a request wait, bounded, until the
@@ -14,6 +14,7 @@
 //! | definitions, instances | every role |
 //! | tasks | operators and auditors: all; everyone else: tasks assigned or offered to them |
 //! | approvals | operators and auditors: all; everyone else: approvals they hold or held a vote on |
+//! | documents | whoever sees the task or instance they are attached to |
 //! | reports | operators, designers, auditors |
 //! | audit trail, export | auditors |
 //! | users | admins; everyone: themselves (`/api/v1/users/me`) |
@@ -41,6 +42,7 @@ pub fn router(state: QueryState) -> OpenApiRouter {
         .merge(routes::instances::router())
         .merge(routes::tasks::router())
         .merge(routes::approvals::router())
+        .merge(routes::documents::router())
         .merge(routes::reports::router())
         .merge(routes::audit::router())
         .merge(routes::export::router())

@@ -3,6 +3,7 @@
 pub mod approvals;
 pub mod auth;
 pub mod definitions;
+pub mod documents;
 pub mod instances;
 pub mod tasks;
 pub mod tenants;

@@ -3,6 +3,7 @@
 
 mod approvals;
 mod auth;
+mod documents;
 mod helpers;
 mod idempotency;
 mod openapi;

@@ -26,6 +26,13 @@ async fn every_command_route_is_documented_with_bearer_security_and_problem_answ
         ("/api/v1/tasks/{id}/delegate", "post"),
         ("/api/v1/tasks/{id}/complete", "post"),
         ("/api/v1/tasks/{id}/comments", "post"),
+        ("/api/v1/tasks/{id}/documents", "post"),
+        ("/api/v1/tasks/{id}/documents/{document_id}/remove", "post"),
+        ("/api/v1/workflow-instances/{id}/documents", "post"),
+        (
+            "/api/v1/workflow-instances/{id}/documents/{document_id}/remove",
+            "post",
+        ),
         ("/api/v1/approvals/{id}/decisions", "post"),
         ("/api/v1/approvals/{id}/delegate", "post"),
     ];

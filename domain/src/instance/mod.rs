@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 use crate::caller::{Caller, Command};
 use crate::definition::{PublishedDefinition, StepKind};
+use crate::document::{DocumentCommand, DocumentError, Documents};
 use crate::error::{ErrorKind, Issue, IssueCode, Rejection};
 use crate::text;
 use engine::Walk;
@@ -57,6 +58,8 @@ pub enum InstanceCommand {
     Cancel { reason: String },
     /// Mark the instance failed (the runtime could not go on, e.g. a group did not resolve).
     Fail { reason: String },
+    /// Attach or remove a document.
+    Document(DocumentCommand),
 }
 
 /// Everything an instance starts with.
@@ -158,6 +161,8 @@ pub enum InstanceError {
     },
     #[error("the command is invalid: {}", crate::error::first_issue(.issues))]
     Invalid { issues: Vec<Issue> },
+    #[error(transparent)]
+    Document(#[from] DocumentError),
 }
 
 fn status_name(status: InstanceStatus) -> &'static str {
@@ -181,6 +186,7 @@ impl Rejection for InstanceError {
             | Self::WrongStepKind { .. }
             | Self::NotDue { .. } => ErrorKind::Conflict,
             Self::Invalid { .. } => ErrorKind::Validation,
+            Self::Document(e) => e.kind(),
         }
     }
 
@@ -195,12 +201,14 @@ impl Rejection for InstanceError {
             Self::WrongStepKind { .. } => "wrong_step_kind",
             Self::NotDue { .. } => "timer_not_due",
             Self::Invalid { .. } => "invalid_command",
+            Self::Document(e) => e.code(),
         }
     }
 
     fn issues(&self) -> &[Issue] {
         match self {
             Self::Invalid { issues } => issues,
+            Self::Document(e) => e.issues(),
             _ => &[],
         }
     }
@@ -257,6 +265,12 @@ pub struct WorkflowInstance {
     joins: Vec<JoinState>,
     started_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
+    /// Added with documents: snapshots taken before have neither (an old instance's starter
+    /// then attaches as an operator would, or not at all).
+    #[serde(default)]
+    started_by: Option<Actor>,
+    #[serde(default)]
+    documents: Documents,
 }
 
 impl WorkflowInstance {
@@ -361,6 +375,7 @@ impl WorkflowInstance {
             } => self.advance(&caller, at, &definition, advance),
             InstanceCommand::Cancel { reason } => self.cancel(caller, at, reason),
             InstanceCommand::Fail { reason } => self.fail(caller, at, reason),
+            InstanceCommand::Document(command) => self.document(&caller, at, command),
         }
     }
 
@@ -526,6 +541,52 @@ impl WorkflowInstance {
         Ok(walk.run())
     }
 
+    /// Documents: its starter (a member or operator), operators and admins attach while it
+    /// runs; whoever attached one, operators and admins remove it.
+    fn document(
+        &self,
+        caller: &Caller,
+        at: DateTime<Utc>,
+        command: DocumentCommand,
+    ) -> Result<Vec<WorkflowInstanceEvent>, InstanceError> {
+        if self.status != InstanceStatus::Running {
+            return Err(InstanceError::Ended {
+                status: self.status,
+            });
+        }
+        match command {
+            DocumentCommand::Attach(document) => {
+                let starter =
+                    self.started_by.as_ref() == Some(&caller.actor) && caller.acts_as(Role::Member);
+                if !starter && !caller.acts_as(Role::Operator) {
+                    return Err(InstanceError::MissingRole {
+                        action: "attach documents to this workflow instance",
+                        roles: "its starter, operators and admins",
+                    });
+                }
+                self.documents.check_attach(&document)?;
+                Ok(vec![WorkflowInstanceEvent::InstanceDocumentAttached {
+                    document,
+                    attached_by: caller.actor.clone(),
+                    attached_at: at,
+                }])
+            }
+            DocumentCommand::Remove {
+                document_id,
+                reason,
+            } => {
+                self.documents
+                    .check_remove(caller, document_id, reason.as_deref())?;
+                Ok(vec![WorkflowInstanceEvent::InstanceDocumentRemoved {
+                    document_id,
+                    reason,
+                    removed_by: caller.actor.clone(),
+                    removed_at: at,
+                }])
+            }
+        }
+    }
+
     fn cancel(
         &self,
         caller: Caller,
@@ -647,8 +708,8 @@ impl Aggregate for WorkflowInstance {
                 definition_version,
                 business_key,
                 variables,
+                started_by,
                 started_at,
-                ..
             } => {
                 *self = WorkflowInstance {
                     id: Some(instance_id),
@@ -658,6 +719,7 @@ impl Aggregate for WorkflowInstance {
                     business_key,
                     variables,
                     started_at: Some(started_at),
+                    started_by: Some(started_by),
                     ..WorkflowInstance::default()
                 };
             }
@@ -792,6 +854,14 @@ impl Aggregate for WorkflowInstance {
             } => {
                 self.failure = Some(reason);
                 self.end(InstanceStatus::Failed, failed_at);
+            }
+            E::InstanceDocumentAttached {
+                document,
+                attached_by,
+                ..
+            } => self.documents.attached(&document, &attached_by),
+            E::InstanceDocumentRemoved { document_id, .. } => {
+                self.documents.removed(document_id);
             }
         }
     }

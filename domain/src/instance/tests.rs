@@ -445,6 +445,90 @@ fn cancelling_lists_the_open_children() {
 }
 
 #[test]
+fn its_starter_and_operators_attach_documents_while_it_runs() {
+    let starter = member(Uuid::from_u128(7));
+    let started_by_member = E::InstanceStarted {
+        instance_id: ID,
+        tenant_id: "acme".into(),
+        definition_key: "flow".into(),
+        definition_version: 3,
+        business_key: None,
+        variables: Map::new(),
+        started_by: starter.actor.clone(),
+        started_at: T0,
+    };
+    let file = event_schemas::DocumentFile {
+        document_id: Uuid::from_u128(0xD0C),
+        name: "quote.pdf".into(),
+        media_type: "application/pdf".into(),
+        size: 3,
+        sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+    };
+    let attach = |caller| {
+        Command::new(
+            caller,
+            T0,
+            InstanceCommand::Document(DocumentCommand::Attach(file.clone())),
+        )
+    };
+    let attached = |caller: &Caller| E::InstanceDocumentAttached {
+        document: file.clone(),
+        attached_by: caller.actor.clone(),
+        attached_at: T0,
+    };
+    Given::with(())
+        .given(vec![started_by_member.clone()])
+        .when(attach(starter.clone()))
+        .then_expect_events(vec![attached(&starter)]);
+    Given::with(())
+        .given(vec![started_by_member.clone()])
+        .when(attach(operator()))
+        .then_expect_events(vec![attached(&operator())]);
+    Given::with(())
+        .given(vec![started()])
+        .when(attach(member(Uuid::from_u128(8))))
+        .then_expect_error(InstanceError::MissingRole {
+            action: "attach documents to this workflow instance",
+            roles: "its starter, operators and admins",
+        });
+    let cancelled = E::InstanceCancelled {
+        reason: "duplicate".into(),
+        open_children: vec![],
+        cancelled_by: operator().actor,
+        cancelled_at: T0,
+    };
+    Given::with(())
+        .given(vec![started_by_member.clone(), cancelled])
+        .when(attach(starter.clone()))
+        .then_expect_error(InstanceError::Ended {
+            status: InstanceStatus::Cancelled,
+        });
+    let remove = |caller| {
+        Command::new(
+            caller,
+            T0,
+            InstanceCommand::Document(DocumentCommand::Remove {
+                document_id: file.document_id,
+                reason: None,
+            }),
+        )
+    };
+    Given::with(())
+        .given(vec![started_by_member.clone(), attached(&operator())])
+        .when(remove(starter.clone()))
+        .then_expect_error(InstanceError::Document(DocumentError::NotAttacher));
+    Given::with(())
+        .given(vec![started_by_member, attached(&starter)])
+        .when(remove(starter.clone()))
+        .then_expect_events(vec![E::InstanceDocumentRemoved {
+            document_id: file.document_id,
+            reason: None,
+            removed_by: starter.actor.clone(),
+            removed_at: T0,
+        }]);
+}
+
+#[test]
 fn the_orchestrator_fails_a_running_instance_and_repeating_it_is_a_no_op() {
     let fail = || {
         Command::new(

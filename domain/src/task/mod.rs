@@ -8,7 +8,8 @@
 //! - assign: operators and admins;
 //! - delegate: the assignee (or an admin) hands the task to another user;
 //! - complete: the assignee (or an admin), with output valid against the form;
-//! - comment: the assignee, candidates, operators, admins;
+//! - comment, attach documents: the assignee, candidates, operators, admins, while open;
+//! - remove a document: whoever attached it, operators, admins, while open;
 //! - cancel: operators and admins for ad-hoc tasks; workflow tasks end with their instance;
 //! - mark overdue: the timer service (and admins), once the due time has passed.
 //!
@@ -30,6 +31,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::caller::{Caller, Command};
+use crate::document::{DocumentCommand, DocumentError, Documents};
 use crate::error::{ErrorKind, Issue, IssueCode, Rejection};
 use crate::text;
 
@@ -52,6 +54,8 @@ pub enum TaskCommand {
     Complete { output: Map<String, Value> },
     /// Add a comment.
     Comment { text: String },
+    /// Attach or remove a document.
+    Document(DocumentCommand),
     /// Cancel the task.
     Cancel { reason: String },
     /// The due time passed: mark the task overdue and apply its escalation.
@@ -112,6 +116,8 @@ pub enum TaskError {
     NotDue { due_at: DateTime<Utc> },
     #[error("the command is invalid: {}", crate::error::first_issue(.issues))]
     Invalid { issues: Vec<Issue> },
+    #[error(transparent)]
+    Document(#[from] DocumentError),
 }
 
 fn status_name(status: TaskStatus) -> &'static str {
@@ -138,6 +144,7 @@ impl Rejection for TaskError {
             | Self::NoDueTime
             | Self::NotDue { .. } => ErrorKind::Conflict,
             Self::Invalid { .. } => ErrorKind::Validation,
+            Self::Document(e) => e.kind(),
         }
     }
 
@@ -156,12 +163,14 @@ impl Rejection for TaskError {
             Self::NoDueTime => "task_has_no_due_time",
             Self::NotDue { .. } => "task_not_due",
             Self::Invalid { .. } => "invalid_command",
+            Self::Document(e) => e.code(),
         }
     }
 
     fn issues(&self) -> &[Issue] {
         match self {
             Self::Invalid { issues } => issues,
+            Self::Document(e) => e.issues(),
             _ => &[],
         }
     }
@@ -197,6 +206,9 @@ pub struct Task {
     escalation: Option<Escalation>,
     overdue: bool,
     output: Option<Map<String, Value>>,
+    /// Added with documents: snapshots taken before have none.
+    #[serde(default)]
+    documents: Documents,
 }
 
 impl Task {
@@ -289,6 +301,7 @@ impl Task {
             TaskCommand::Delegate { user_id } => self.delegate(&caller, at, user_id),
             TaskCommand::Complete { output } => self.complete(&caller, at, output),
             TaskCommand::Comment { text } => self.comment(&caller, at, text),
+            TaskCommand::Document(command) => self.document(&caller, at, command),
             TaskCommand::Cancel { reason } => self.cancel(&caller, at, reason),
             TaskCommand::MarkOverdue => self.mark_overdue(&caller, at),
         }
@@ -519,13 +532,7 @@ impl Task {
         text: String,
     ) -> Result<Vec<TaskEvent>, TaskError> {
         self.ensure_open()?;
-        let involved = caller.acts_as(Role::Operator)
-            || (caller.acts_as(Role::Member)
-                && (caller.person().is_some_and(|u| self.assignee == Some(u))
-                    || self.is_candidate(caller)));
-        if !involved {
-            return Err(TaskError::NotInvolved);
-        }
+        self.ensure_involved(caller)?;
         let mut issues = Vec::new();
         text::check_comment(&text, &mut issues);
         invalid(issues)?;
@@ -534,6 +541,53 @@ impl Task {
             text,
             commented_at: at,
         }])
+    }
+
+    /// Operators, and members who are its assignee or a candidate.
+    fn ensure_involved(&self, caller: &Caller) -> Result<(), TaskError> {
+        let involved = caller.acts_as(Role::Operator)
+            || (caller.acts_as(Role::Member)
+                && (caller.person().is_some_and(|u| self.assignee == Some(u))
+                    || self.is_candidate(caller)));
+        if involved {
+            Ok(())
+        } else {
+            Err(TaskError::NotInvolved)
+        }
+    }
+
+    fn document(
+        &self,
+        caller: &Caller,
+        at: DateTime<Utc>,
+        command: DocumentCommand,
+    ) -> Result<Vec<TaskEvent>, TaskError> {
+        self.ensure_open()?;
+        match command {
+            DocumentCommand::Attach(document) => {
+                self.ensure_involved(caller)?;
+                self.documents.check_attach(&document)?;
+                Ok(vec![TaskEvent::TaskDocumentAttached {
+                    document,
+                    workflow_instance_id: self.workflow.as_ref().map(|w| w.instance_id),
+                    attached_by: caller.actor.clone(),
+                    attached_at: at,
+                }])
+            }
+            DocumentCommand::Remove {
+                document_id,
+                reason,
+            } => {
+                self.documents
+                    .check_remove(caller, document_id, reason.as_deref())?;
+                Ok(vec![TaskEvent::TaskDocumentRemoved {
+                    document_id,
+                    reason,
+                    removed_by: caller.actor.clone(),
+                    removed_at: at,
+                }])
+            }
+        }
     }
 
     fn cancel(
@@ -660,6 +714,7 @@ impl Aggregate for Task {
                     escalation,
                     overdue: false,
                     output: None,
+                    documents: Documents::default(),
                 };
             }
             TaskEvent::TaskClaimed { user_id, .. }
@@ -675,6 +730,14 @@ impl Aggregate for Task {
             }
             TaskEvent::TaskCancelled { .. } => self.status = TaskStatus::Cancelled,
             TaskEvent::TaskCommented { .. } => {}
+            TaskEvent::TaskDocumentAttached {
+                document,
+                attached_by,
+                ..
+            } => self.documents.attached(&document, &attached_by),
+            TaskEvent::TaskDocumentRemoved { document_id, .. } => {
+                self.documents.removed(document_id);
+            }
             TaskEvent::TaskOverdue { escalation, .. } => {
                 self.overdue = true;
                 if let Some(escalation) = escalation {

@@ -577,6 +577,94 @@ fn outsiders_and_blank_comments_are_refused() {
     assert_eq!(error.issues()[0].code, IssueCode::Empty);
 }
 
+// documents
+
+fn quote() -> event_schemas::DocumentFile {
+    event_schemas::DocumentFile {
+        document_id: Uuid::from_u128(0xD0C),
+        name: "quote.pdf".into(),
+        media_type: "application/pdf".into(),
+        size: 3,
+        sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+    }
+}
+
+fn attach() -> TaskCommand {
+    TaskCommand::Document(DocumentCommand::Attach(quote()))
+}
+
+fn attached_by(caller: &Caller) -> TaskEvent {
+    TaskEvent::TaskDocumentAttached {
+        document: quote(),
+        workflow_instance_id: Some(INSTANCE),
+        attached_by: caller.actor.clone(),
+        attached_at: T0,
+    }
+}
+
+#[test]
+fn those_who_may_comment_attach_documents_with_the_tasks_instance() {
+    Given::with(())
+        .given(vec![opened()])
+        .when(cmd(ann(), attach()))
+        .then_expect_events(vec![attached_by(&ann())]);
+    Given::with(())
+        .given(vec![opened()])
+        .when(cmd(bob(), attach()))
+        .then_expect_error(TaskError::NotInvolved);
+    Given::with(())
+        .given(vec![opened(), attached_by(&ann())])
+        .when(cmd(operator(), attach()))
+        .then_expect_error(TaskError::Document(DocumentError::AlreadyAttached {
+            document_id: quote().document_id,
+        }));
+}
+
+#[test]
+fn the_attacher_or_an_operator_removes_a_document_while_the_task_is_open() {
+    let remove = || {
+        TaskCommand::Document(DocumentCommand::Remove {
+            document_id: quote().document_id,
+            reason: Some("wrong quote".into()),
+        })
+    };
+    let removed = |caller: &Caller| TaskEvent::TaskDocumentRemoved {
+        document_id: quote().document_id,
+        reason: Some("wrong quote".into()),
+        removed_by: caller.actor.clone(),
+        removed_at: T0,
+    };
+    Given::with(())
+        .given(vec![opened(), attached_by(&ann())])
+        .when(cmd(ann(), remove()))
+        .then_expect_events(vec![removed(&ann())]);
+    Given::with(())
+        .given(vec![opened(), attached_by(&ann())])
+        .when(cmd(operator(), remove()))
+        .then_expect_events(vec![removed(&operator())]);
+    Given::with(())
+        .given(vec![opened(), attached_by(&operator())])
+        .when(cmd(ann(), remove()))
+        .then_expect_error(TaskError::Document(DocumentError::NotAttacher));
+    Given::with(())
+        .given(vec![opened(), attached_by(&ann()), removed(&ann())])
+        .when(cmd(ann(), remove()))
+        .then_expect_error(TaskError::Document(DocumentError::NotFound {
+            document_id: quote().document_id,
+        }));
+    let cancelled = TaskEvent::TaskCancelled {
+        reason: "instance cancelled".into(),
+        cancelled_by: orchestrator().actor,
+        cancelled_at: T0,
+    };
+    Given::with(())
+        .given(vec![opened(), attached_by(&ann()), cancelled])
+        .when(cmd(ann(), remove()))
+        .then_expect_error(TaskError::Closed {
+            status: TaskStatus::Cancelled,
+        });
+}
+
 // cancel
 
 #[test]

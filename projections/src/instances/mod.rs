@@ -190,7 +190,12 @@ async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), P
 fn evolve(row: &mut Row, event: WorkflowInstanceEvent) {
     use WorkflowInstanceEvent as E;
     match event {
-        E::InstanceStarted { .. } | E::DecisionTaken { .. } | E::ParallelStarted { .. } => {}
+        // documents have a read model of their own; the timeline shows them
+        E::InstanceStarted { .. }
+        | E::DecisionTaken { .. }
+        | E::ParallelStarted { .. }
+        | E::InstanceDocumentAttached { .. }
+        | E::InstanceDocumentRemoved { .. } => {}
         E::BranchJoined {
             join_step_id,
             parallel,

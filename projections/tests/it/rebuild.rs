@@ -191,8 +191,9 @@ async fn when_one_projector_of_a_set_fails_the_error_names_the_ones_swapped_in()
 async fn reviewed_orders(rt: &Arc<orchestrator::Runtime>, pool: &PgPool, n: u32) {
     for n in 0..n {
         let po = Po::start(rt, json!(1000 * n), &format!("PO-{n}")).await;
-        po.work("review", &member(CLERK, &["clerks"]), json!({}), 5)
-            .await;
+        let clerk = member(CLERK, &["clerks"]);
+        po.attach("review", &clerk, "quote.pdf", 4).await;
+        po.work("review", &clerk, json!({}), 5).await;
     }
     project(pool).await;
 }
@@ -320,7 +321,11 @@ async fn an_interrupted_rebuild_resumes_where_it_stopped_unless_told_to_start_ov
 
     interrupted_rebuild(pool, &set).await;
     assert_eq!(dump_all(pool).await, before, "nothing swapped");
-    assert_eq!(leftovers(pool).await, 12, "six copies and checkpoints stay");
+    assert_eq!(
+        leftovers(pool).await,
+        14,
+        "seven copies and checkpoints stay"
+    );
     // resumed: everything had been projected, only the swaps are left
     let mut starts = std::collections::HashMap::new();
     let applied = set
@@ -330,7 +335,7 @@ async fn an_interrupted_rebuild_resumes_where_it_stopped_unless_told_to_start_ov
         .await
         .unwrap();
     assert_eq!(applied, 0, "nothing projected twice");
-    assert_eq!(starts.len(), 6);
+    assert_eq!(starts.len(), set.names().len());
     assert!(
         starts.values().all(|p| *p > LogPosition::START),
         "{starts:?}"
@@ -350,7 +355,7 @@ async fn an_interrupted_rebuild_resumes_where_it_stopped_unless_told_to_start_ov
     })
     .await
     .unwrap();
-    assert_eq!(starts.len(), 6);
+    assert_eq!(starts.len(), set.names().len());
     for (name, start) in &starts {
         // tasks starts over; the others resume
         assert_eq!(name == "tasks", *start == LogPosition::START, "{starts:?}");
@@ -365,7 +370,7 @@ async fn an_interrupted_rebuild_resumes_where_it_stopped_unless_told_to_start_ov
     })
     .await
     .unwrap();
-    assert_eq!(starts.len(), 6);
+    assert_eq!(starts.len(), set.names().len());
     assert!(starts.values().all(|p| *p == LogPosition::START));
     assert_eq!(dump_all(pool).await, before);
     assert_eq!(leftovers(pool).await, 0);

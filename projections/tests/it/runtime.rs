@@ -57,8 +57,10 @@ async fn a_projector_stopped_in_the_middle_of_a_batch_resumes_with_nothing_lost_
     let pool = &db.pool;
     for n in 0..6 {
         let po = Po::start(&rt, json!(1000 * n), &format!("PO-{n}")).await;
-        po.work("review", &member(CLERK, &["clerks"]), json!({"n": n}), 5)
+        let clerk = member(CLERK, &["clerks"]);
+        po.attach("review", &clerk, &format!("quote-{n}.pdf"), 4)
             .await;
+        po.work("review", &clerk, json!({"n": n}), 5).await;
     }
     wait_readable(pool).await;
     // every projector dies half-way through its first batch of 16

@@ -10,8 +10,8 @@ use domain::definition::Definition;
 use domain::examples::purchase_order_json;
 use domain::ids::step_child_id;
 use domain::task::TaskCommand;
-use domain::{Caller, Role};
-use event_schemas::{ApprovalDecision, LogPosition};
+use domain::{Caller, DocumentCommand, Role};
+use event_schemas::{ApprovalDecision, DocumentFile, LogPosition};
 use event_store::AppendNotifier;
 use event_store::testing::TestDatabase;
 use orchestrator::{RequestContext, Runtime, StaticDirectory};
@@ -134,6 +134,26 @@ impl Po {
             )
             .await
             .unwrap();
+    }
+
+    /// Attaches a small text file as `name` to the task of `step` as `who` (the projectors need
+    /// only the event, not the stored content).
+    pub async fn attach(&self, step: &str, who: &Caller, name: &str, minutes: i64) -> Uuid {
+        let document = DocumentFile {
+            document_id: Uuid::now_v7(),
+            name: name.to_owned(),
+            media_type: "text/plain".to_owned(),
+            size: 5,
+            sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".to_owned(),
+        };
+        let id = document.document_id;
+        let at = t0() + TimeDelta::minutes(minutes);
+        let command = TaskCommand::Document(DocumentCommand::Attach(document));
+        self.rt
+            .task(&ctx(who.clone(), at), self.child(step), command, None)
+            .await
+            .unwrap();
+        id
     }
 
     pub async fn vote(&self, step: &str, n: u128, decision: ApprovalDecision, minutes: i64) {

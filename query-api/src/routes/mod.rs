@@ -3,6 +3,7 @@
 pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod definitions;
+pub(crate) mod documents;
 pub(crate) mod export;
 pub(crate) mod instances;
 pub(crate) mod reports;

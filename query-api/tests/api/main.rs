@@ -2,6 +2,7 @@
 
 mod audit;
 mod consistency;
+mod documents;
 mod lists;
 mod metrics;
 mod paging;

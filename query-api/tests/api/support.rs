@@ -14,8 +14,8 @@ use domain::definition::Definition;
 use domain::examples::purchase_order_json;
 use domain::ids::step_child_id;
 use domain::task::TaskCommand;
-use domain::{Caller, Role};
-use event_schemas::{ApprovalDecision, LogPosition};
+use domain::{Caller, DocumentCommand, InstanceCommand, Role};
+use event_schemas::{ApprovalDecision, DocumentFile, LogPosition};
 use event_store::AppendNotifier;
 use event_store::testing::TestDatabase;
 use orchestrator::{RequestContext, Runtime, StaticDirectory};
@@ -23,6 +23,7 @@ use projections::Projections;
 use query_api::{QuerySettings, QueryState};
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
+use sha2::Digest as _;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -292,6 +293,77 @@ impl Po {
             )
             .await
             .unwrap();
+        self.position = outcome.position.unwrap_or(self.position);
+    }
+
+    /// Attaches `content` as `name` (plain text) to the task of `step`, or to the instance for
+    /// `None`, as `who`: stores the content as the command API does, then sends the command.
+    /// The document's id.
+    pub async fn attach(
+        &mut self,
+        step: Option<&str>,
+        who: &Caller,
+        name: &str,
+        content: &[u8],
+        minutes: i64,
+    ) -> Uuid {
+        let sha256 = hex::encode(sha2::Sha256::digest(content));
+        sqlx::query(
+            "insert into document_contents (tenant_id, sha256, size, content) \
+             values ($1, $2, $3, $4) on conflict do nothing",
+        )
+        .bind(TENANT)
+        .bind(&sha256)
+        .bind(content.len() as i64)
+        .bind(content)
+        .execute(self.rt.pool())
+        .await
+        .unwrap();
+        let document = DocumentFile {
+            document_id: Uuid::now_v7(),
+            name: name.to_owned(),
+            media_type: "text/plain".to_owned(),
+            size: content.len() as u64,
+            sha256,
+        };
+        let id = document.document_id;
+        let command = DocumentCommand::Attach(document);
+        let at = ctx(who.clone(), t0() + TimeDelta::minutes(minutes));
+        let outcome = match step {
+            Some(step) => self
+                .rt
+                .task(&at, self.child(step), TaskCommand::Document(command), None)
+                .await
+                .unwrap(),
+            None => self
+                .rt
+                .instance(&at, self.id, InstanceCommand::Document(command), None)
+                .await
+                .unwrap(),
+        };
+        self.position = outcome.position.unwrap_or(self.position);
+        id
+    }
+
+    /// Removes document `id` of the task of `step` (or the instance) as `who`.
+    pub async fn remove(&mut self, step: Option<&str>, who: &Caller, id: Uuid) {
+        let command = DocumentCommand::Remove {
+            document_id: id,
+            reason: Some("superseded".into()),
+        };
+        let at = ctx(who.clone(), t0());
+        let outcome = match step {
+            Some(step) => self
+                .rt
+                .task(&at, self.child(step), TaskCommand::Document(command), None)
+                .await
+                .unwrap(),
+            None => self
+                .rt
+                .instance(&at, self.id, InstanceCommand::Document(command), None)
+                .await
+                .unwrap(),
+        };
         self.position = outcome.position.unwrap_or(self.position);
     }
 
