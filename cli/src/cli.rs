@@ -377,6 +377,19 @@ pub enum AdminCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Turn off a user's two-factor sign-in (for a lost authenticator and recovery codes):
+    /// they sign in with their password alone until they turn it on again.
+    #[command(name = "disable-two-factor", after_help = ADMIN_HELP)]
+    DisableTwoFactor {
+        #[arg(long)]
+        tenant: String,
+        /// The user's id.
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// Why (kept in the log and the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Let a deactivated user sign in again.
     #[command(after_help = ADMIN_HELP)]
     Reactivate {

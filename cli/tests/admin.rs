@@ -337,3 +337,93 @@ async fn an_operator_finds_users_and_tenants_and_resets_deactivates_and_reactiva
             .contains("no tenant \"nowhere\"")
     );
 }
+
+#[tokio::test]
+async fn an_operator_turns_off_the_two_factor_sign_in_of_a_user_who_lost_their_phone() {
+    use command_api::auth::throttle::Throttle;
+    use command_api::auth::two_factor::TotpKey;
+    use command_api::{Identity, PasswordHashing, ThrottleSettings};
+    use secrecy::{ExposeSecret, SecretString};
+
+    let db = TestDatabase::new().await;
+    ok(&admin(
+        &db,
+        "create-user --tenant default --email ann@example.test --name Ann --roles member --password-env TEST_PASSWORD",
+    ));
+    let ann: serde_json::Value = serde_json::from_str(
+        ok(&admin(
+            &db,
+            "users --tenant default --email ann@example.test --format jsonl",
+        ))
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(ann["two_factor"], false);
+    let id: uuid::Uuid = ann["id"].as_str().unwrap().parse().unwrap();
+
+    // Ann turns it on herself, as the API would
+    let identity = Identity::new(
+        db.pool.clone(),
+        event_store::AppendNotifier::disabled(),
+        PasswordHashing::OWASP,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let throttle = Throttle::new(db.pool.clone(), ThrottleSettings::default());
+    let ctx = orchestrator::RequestContext {
+        caller: domain::Caller::user("default", id, [domain::Role::Member], Vec::<String>::new()),
+        at: chrono::Utc::now(),
+        correlation_id: uuid::Uuid::now_v7(),
+        request_id: "test".into(),
+    };
+    let enrolment = identity
+        .begin_two_factor(
+            &ctx,
+            &throttle,
+            id,
+            Some(SecretString::from("correct horse battery staple")),
+        )
+        .await
+        .unwrap();
+    let key = TotpKey::from_base32(enrolment.secret.expose_secret()).unwrap();
+    let code = SecretString::from(key.code(chrono::Utc::now().timestamp()));
+    identity
+        .confirm_two_factor(&ctx, id, &code, None)
+        .await
+        .unwrap();
+    let table = ok(&admin(
+        &db,
+        "users --tenant default --email ann@example.test",
+    ));
+    assert!(table.lines().next().unwrap().contains("2FA"), "{table}");
+    assert!(table.lines().nth(1).unwrap().contains(" on "), "{table}");
+
+    let out = ok(&admin(
+        &db,
+        &format!("disable-two-factor --tenant default --user {id} --reason lost-phone"),
+    ));
+    assert!(out.contains("turned off two-factor sign-in"), "{out}");
+    let table = ok(&admin(
+        &db,
+        "users --tenant default --email ann@example.test",
+    ));
+    assert!(table.lines().nth(1).unwrap().contains(" off "), "{table}");
+    let (actor, reason): (String, String) = sqlx::query_as(
+        "select metadata->>'actor', payload->'UserTwoFactorDisabled'->>'reason' from events \
+         where event_type = 'UserTwoFactorDisabled'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (actor.as_str(), reason.as_str()),
+        ("service:cli-admin", "lost-phone")
+    );
+    // another tenant's user is not found
+    let output = admin(
+        &db,
+        &format!("disable-two-factor --tenant globex --user {id}"),
+    );
+    assert_eq!(output.status.code(), Some(1));
+}

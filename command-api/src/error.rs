@@ -86,6 +86,22 @@ impl From<IdentityError> for CommandError {
                 )];
                 problem
             }
+            IdentityError::TwoFactorNotStarted => {
+                ApiError::conflict("two_factor_not_started", error.to_string())
+            }
+            IdentityError::WrongOneTimeCode => {
+                let mut problem = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_one_time_code",
+                    error.to_string(),
+                );
+                problem.errors = vec![FieldError::new(
+                    "one_time_code",
+                    "invalid_one_time_code",
+                    "not the authenticator's current code",
+                )];
+                problem
+            }
             IdentityError::Throttled { retry_after } => {
                 too_many_attempts(retry_after, "wrong passwords for this account")
             }

@@ -58,7 +58,8 @@ enum Begin {
     InProgress,
 }
 
-/// The middleware (on every command route except sign-in).
+/// The middleware (on every command route except sign-in and the two-factor routes that
+/// answer secrets).
 pub async fn middleware(
     State(state): State<CommandState>,
     request: Request,
@@ -71,6 +72,11 @@ pub async fn middleware(
         *request.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     ) {
+        return next.run(request).await;
+    }
+    // their answers carry keys and recovery codes, which are not to be kept in the database;
+    // sending one of these again is safe (it issues a new key or set of codes, or is refused)
+    if crate::routes::two_factor::answers_secrets(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
     let key = match valid_key(&raw_key) {

@@ -65,6 +65,7 @@ pub fn router(state: CommandState) -> OpenApiRouter {
     let commands = OpenApiRouter::new()
         .merge(routes::tenants::router())
         .merge(routes::users::router())
+        .merge(routes::two_factor::router())
         .merge(routes::definitions::router())
         .merge(routes::instances::router())
         .merge(routes::tasks::router())

@@ -97,6 +97,17 @@ impl<T> Accepted<T> {
         }
     }
 
+    /// The same answer with its body made into another.
+    pub fn map<U>(self, body: impl FnOnce(T) -> U) -> Accepted<U> {
+        Accepted {
+            status: self.status,
+            version: self.version,
+            token: self.token,
+            location: self.location,
+            body: body(self.body),
+        }
+    }
+
     /// Adds a `Location` header (for 201).
     pub fn at(mut self, location: impl Into<String>) -> Self {
         self.location = Some(location.into());

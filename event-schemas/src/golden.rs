@@ -317,6 +317,22 @@ pub(crate) fn samples() -> Vec<(&'static str, &'static str, Value)> {
             "UserReactivated",
             json!({"UserReactivated": {"reactivated_by": service, "reactivated_at": AT}}),
         ),
+        (
+            "user",
+            "UserTwoFactorEnabled",
+            json!({"UserTwoFactorEnabled": {"enabled_by": user, "enabled_at": AT}}),
+        ),
+        (
+            "user",
+            "UserTwoFactorDisabled",
+            json!({"UserTwoFactorDisabled": {
+            "reason": "lost the phone", "disabled_by": user, "disabled_at": AT}}),
+        ),
+        (
+            "user",
+            "UserRecoveryCodesReplaced",
+            json!({"UserRecoveryCodesReplaced": {"replaced_by": user, "replaced_at": AT}}),
+        ),
     ]
 }
 

@@ -88,6 +88,25 @@ pub enum UserEvent {
         reactivated_by: Actor,
         reactivated_at: DateTime<Utc>,
     },
+    /// The user confirmed an authenticator app: from now on signing in takes a one-time code
+    /// (or one of their recovery codes) besides the password. The TOTP key and the recovery
+    /// codes are kept out of the log, like password hashes.
+    UserTwoFactorEnabled {
+        enabled_by: Actor,
+        enabled_at: DateTime<Utc>,
+    },
+    /// Signing in takes the password alone again: turned off by the user, or by an admin for
+    /// a user who lost their authenticator and recovery codes.
+    UserTwoFactorDisabled {
+        reason: Option<String>,
+        disabled_by: Actor,
+        disabled_at: DateTime<Utc>,
+    },
+    /// The user's recovery codes were replaced by new ones (the old ones no longer work).
+    UserRecoveryCodesReplaced {
+        replaced_by: Actor,
+        replaced_at: DateTime<Utc>,
+    },
 }
 
 event_names!(UserEvent {
@@ -97,4 +116,7 @@ event_names!(UserEvent {
     UserPasswordChanged => "1",
     UserDeactivated => "1",
     UserReactivated => "1",
+    UserTwoFactorEnabled => "1",
+    UserTwoFactorDisabled => "1",
+    UserRecoveryCodesReplaced => "1",
 });

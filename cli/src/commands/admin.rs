@@ -188,6 +188,23 @@ pub async fn run(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
                 outcome.version
             )?;
         }
+        AdminCommand::DisableTwoFactor {
+            tenant,
+            user,
+            reason,
+        } => {
+            // by a service: no current password, so the throttle is not consulted
+            let throttle = Throttle::new(pool.clone(), ThrottleSettings::default());
+            let outcome = identity
+                .disable_two_factor(&context(&tenant), &throttle, user, None, reason, None)
+                .await
+                .map_err(explain)?;
+            writeln!(
+                out,
+                "turned off two-factor sign-in of {user} (version {})",
+                outcome.version
+            )?;
+        }
         AdminCommand::Reactivate { tenant, user } => {
             let outcome = identity
                 .reactivate(&context(&tenant), user, None)
@@ -231,7 +248,8 @@ async fn list_users(
         "select jsonb_build_object('id', user_id, 'tenant_id', tenant_id, 'email', email, \
                 'display_name', display_name, 'roles', roles, 'groups', groups, \
                 'status', status, 'version', version, 'created_at', created_at, \
-                'updated_at', updated_at, 'password_changed_at', password_changed_at) \
+                'updated_at', updated_at, 'password_changed_at', password_changed_at, \
+                'two_factor', two_factor_enabled_at is not null) \
          from identity_users \
          where tenant_id = $1 and ($2::text is null or email_key = $2) \
            and ($3::text is null or groups @> array[$3]) \
@@ -264,7 +282,15 @@ async fn list_users(
                     names.join(",")
                 }
             };
-            let rows: Vec<[String; 6]> = users
+            let two_factor = |user: &Value| {
+                if user["two_factor"].as_bool() == Some(true) {
+                    "on"
+                } else {
+                    "off"
+                }
+                .to_owned()
+            };
+            let rows: Vec<[String; 7]> = users
                 .iter()
                 .map(|u| {
                     [
@@ -272,12 +298,14 @@ async fn list_users(
                         text(u, "email"),
                         text(u, "display_name"),
                         text(u, "status"),
+                        two_factor(u),
                         list(u, "roles"),
                         list(u, "groups"),
                     ]
                 })
                 .collect();
-            let header = ["ID", "EMAIL", "NAME", "STATUS", "ROLES", "GROUPS"].map(str::to_owned);
+            let header =
+                ["ID", "EMAIL", "NAME", "STATUS", "2FA", "ROLES", "GROUPS"].map(str::to_owned);
             write_table(out, &header, &rows)?;
             let noun = if users.len() == 1 { "user" } else { "users" };
             writeln!(out, "\n{} {noun}", users.len())?;

@@ -173,21 +173,35 @@ impl Throttle {
                         .execute(&self.pool)
                         .await?;
                 }
-                ThrottleKey::Address(_) => {
-                    // only the count of the window the attempt was counted in
-                    sqlx::query(
-                        "update auth_login_throttle set failures = greatest(failures - 1, 0), \
-                           locked_until = case when locked_until = $3 then null else locked_until end \
-                         where key = $1 and window_started_at = $2",
-                    )
-                    .bind(counted.key.hash())
-                    .bind(counted.window_started_at)
-                    .bind(counted.locks_until)
-                    .execute(&self.pool)
-                    .await?;
-                }
+                ThrottleKey::Address(_) => self.give_back(&counted).await?,
             }
         }
+        Ok(())
+    }
+
+    /// The attempt decided nothing: its password was right but the account also needs a
+    /// one-time code, which it did not send. Every key gets this attempt's count back (with the
+    /// lockout it started, if any) and keeps the failures before it, so sending the password
+    /// alone between wrong codes does not reset the count of wrong codes.
+    pub async fn withdrawn(&self, attempt: Attempt) -> Result<(), sqlx::Error> {
+        for counted in &attempt.counted {
+            self.give_back(counted).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes one count off the window `counted` was counted in.
+    async fn give_back(&self, counted: &Counted) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "update auth_login_throttle set failures = greatest(failures - 1, 0), \
+               locked_until = case when locked_until = $3 then null else locked_until end \
+             where key = $1 and window_started_at = $2",
+        )
+        .bind(counted.key.hash())
+        .bind(counted.window_started_at)
+        .bind(counted.locks_until)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ mod directory;
 pub mod projector;
 pub mod store;
 mod tenants;
+mod two_factor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use crate::settings::PasswordHashing;
 pub use bootstrap::bootstrap_admin;
 pub use directory::PgDirectory;
 pub use projector::run_projector;
+pub use two_factor::{Enrolment, SecondFactor, second_factor};
 
 /// Why an identity command did not take effect.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,12 @@ pub enum IdentityError {
     /// The current password given to change one's own password is wrong.
     #[error("the current password is not correct")]
     WrongPassword,
+    /// Confirming two-factor sign-in without having started an enrolment.
+    #[error("no two-factor enrolment is waiting for confirmation; start one first")]
+    TwoFactorNotStarted,
+    /// The one-time code given to confirm an authenticator is not its current one.
+    #[error("the one-time code is not correct (or has expired)")]
+    WrongOneTimeCode,
     /// Too many wrong passwords for the account (sign-ins and current passwords alike): the
     /// current password is not checked for `retry_after`.
     #[error("too many wrong passwords for this account")]

@@ -271,6 +271,30 @@ async fn apply_user(
             .execute(conn)
             .await?;
         }
+        UserEvent::UserTwoFactorEnabled { enabled_at, .. } => {
+            update(
+                "update identity_users set two_factor_enabled_at = $3, version = $2, \
+                 updated_at = $3 where user_id = $1",
+            )
+            .bind(enabled_at)
+            .execute(conn)
+            .await?;
+        }
+        UserEvent::UserTwoFactorDisabled { disabled_at, .. } => {
+            update(
+                "update identity_users set two_factor_enabled_at = null, version = $2, \
+                 updated_at = $3 where user_id = $1",
+            )
+            .bind(disabled_at)
+            .execute(conn)
+            .await?;
+        }
+        UserEvent::UserRecoveryCodesReplaced { replaced_at, .. } => {
+            update("update identity_users set version = $2, updated_at = $3 where user_id = $1")
+                .bind(replaced_at)
+                .execute(conn)
+                .await?;
+        }
     }
     Ok(())
 }

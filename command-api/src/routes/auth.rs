@@ -19,7 +19,7 @@ use crate::auth::throttle::Admission;
 use crate::auth::{RefreshError, ThrottleKey};
 use crate::error::{CommandError, Result, too_many_attempts};
 use crate::extract::{ClientAddr, bearer};
-use crate::identity::store;
+use crate::identity::{SecondFactor, second_factor, store};
 use crate::state::CommandState;
 
 /// This module's routes.
@@ -41,6 +41,10 @@ pub struct Login {
     /// The tenant to sign in to; `default` when left out.
     #[schema(example = "default")]
     pub tenant: Option<String>,
+    /// For an account with two-factor sign-in: the authenticator's current six-digit code, or
+    /// one of the account's unused recovery codes (`xxxxx-xxxxx`). Each code works once.
+    #[schema(value_type = Option<String>, format = Password, example = "492039")]
+    pub one_time_code: Option<SecretString>,
 }
 
 impl std::fmt::Debug for Login {
@@ -91,16 +95,37 @@ fn invalid_credentials() -> CommandError {
     .into()
 }
 
+fn two_factor_required() -> CommandError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "two_factor_required",
+        "this account signs in with a one-time code as well: send the authenticator's current \
+         code (or a recovery code) as `one_time_code`",
+    )
+    .into()
+}
+
+fn invalid_one_time_code() -> CommandError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_one_time_code",
+        "the one-time code is not correct, has expired or was already used",
+    )
+    .into()
+}
+
 /// Sign in
 ///
 /// Failed attempts are counted per account (with the wrong current passwords of password
 /// changes) and per client address; past the limit the answer is 429 with `Retry-After`
-/// (whether or not the account exists).
+/// (whether or not the account exists). An account with two-factor sign-in also needs
+/// `one_time_code`: without it the answer is 401 `two_factor_required` (not counted as a
+/// failure), with a wrong or used one 401 `invalid_one_time_code` (counted).
 #[utoipa::path(post, path = "/api/v1/auth/login", operation_id = "login", tag = "auth",
     request_body = Login,
     responses(
         (status = 200, description = "Signed in", body = Tokens),
-        (status = 401, description = "Wrong email, password or tenant (the same answer for each)", body = ApiError, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong email, password or tenant (`invalid_credentials`, the same answer for each); the account needs a one-time code (`two_factor_required`); a wrong, expired or used one (`invalid_one_time_code`)", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A malformed body", body = ApiError, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed attempts; see `Retry-After`", body = ApiError, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -143,6 +168,29 @@ async fn login(
             state.throttle().failed(attempt);
             return Err(invalid_credentials());
         };
+        let factor = second_factor(
+            state.pool(),
+            principal.user_id,
+            body.one_time_code.as_ref(),
+            chrono::Utc::now().timestamp(),
+        )
+        .await?;
+        match factor {
+            SecondFactor::NotEnrolled | SecondFactor::Totp => {}
+            SecondFactor::Recovery { remaining } => {
+                tracing::warn!(user_id = %principal.user_id, remaining, "signed in with a recovery code");
+            }
+            SecondFactor::Required => {
+                state.throttle().withdrawn(attempt).await?;
+                return Err(two_factor_required());
+            }
+            SecondFactor::Refused => {
+                state.throttle().failed(attempt);
+                return Err(invalid_one_time_code());
+            }
+        }
+        metrics::counter!("workledger_login_second_factors_total", "factor" => factor.name())
+            .increment(1);
         state.throttle().succeeded(attempt).await?;
         tracing::Span::current().record("user_id", tracing::field::display(principal.user_id));
         let issued = state
@@ -157,6 +205,7 @@ async fn login(
     let outcome = match &result {
         Ok(_) => "success",
         Err(e) if e.problem().status == StatusCode::TOO_MANY_REQUESTS => "throttled",
+        Err(e) if e.problem().code == "two_factor_required" => "second_factor_required",
         Err(e) if e.problem().status == StatusCode::UNAUTHORIZED => "failure",
         Err(_) => "error",
     };

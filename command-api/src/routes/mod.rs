@@ -7,6 +7,7 @@ pub mod documents;
 pub mod instances;
 pub mod tasks;
 pub mod tenants;
+pub mod two_factor;
 pub mod users;
 
 use api_common::{ApiError, FieldError};

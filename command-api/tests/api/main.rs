@@ -11,5 +11,6 @@ mod purchase_order;
 mod tasks;
 mod tenants;
 mod throttle;
+mod two_factor;
 mod users;
 mod workflows;

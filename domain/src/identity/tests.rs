@@ -209,6 +209,114 @@ fn users_change_their_own_password_and_admins_reset_others() {
         });
 }
 
+fn ann() -> Caller {
+    Caller::user("acme", ANN, [Role::Member], Vec::<String>::new())
+}
+
+fn two_factor_enabled() -> UserEvent {
+    UserEvent::UserTwoFactorEnabled {
+        enabled_by: event_schemas::Actor::User(ANN),
+        enabled_at: T0,
+    }
+}
+
+#[test]
+fn only_the_user_turns_on_two_factor_sign_in_and_only_once() {
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(ann(), UserCommand::EnableTwoFactor))
+        .then_expect_events(vec![two_factor_enabled()]);
+    // not even an admin: the authenticator is the user's
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(admin(), UserCommand::EnableTwoFactor))
+        .then_expect_error(UserError::NotSelf {
+            action: "turn on two-factor sign-in",
+        });
+    GivenUser::with(())
+        .given(vec![ann_created(), two_factor_enabled()])
+        .when(cmd(ann(), UserCommand::EnableTwoFactor))
+        .then_expect_error(UserError::TwoFactorEnabled);
+    // another tenant's user is not found
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(elsewhere(ann()), UserCommand::EnableTwoFactor))
+        .then_expect_error(UserError::NotFound);
+}
+
+#[test]
+fn two_factor_sign_in_is_turned_off_by_the_user_or_an_admin_and_recorded_once() {
+    let disabled =
+        |by: event_schemas::Actor, reason: Option<&str>| UserEvent::UserTwoFactorDisabled {
+            reason: reason.map(Into::into),
+            disabled_by: by,
+            disabled_at: T0,
+        };
+    GivenUser::with(())
+        .given(vec![ann_created(), two_factor_enabled()])
+        .when(cmd(ann(), UserCommand::DisableTwoFactor { reason: None }))
+        .then_expect_events(vec![disabled(event_schemas::Actor::User(ANN), None)]);
+    GivenUser::with(())
+        .given(vec![ann_created(), two_factor_enabled()])
+        .when(cmd(
+            admin(),
+            UserCommand::DisableTwoFactor {
+                reason: Some("lost the phone".into()),
+            },
+        ))
+        .then_expect_events(vec![disabled(admin().actor, Some("lost the phone"))]);
+    GivenUser::with(())
+        .given(vec![ann_created(), two_factor_enabled()])
+        .when(cmd(
+            member(Uuid::from_u128(9)),
+            UserCommand::DisableTwoFactor { reason: None },
+        ))
+        .then_expect_error(UserError::MissingRole {
+            action: "turn off another user's two-factor sign-in",
+            roles: "admins",
+        });
+    // off already: nothing to record
+    GivenUser::with(())
+        .given(vec![
+            ann_created(),
+            two_factor_enabled(),
+            disabled(event_schemas::Actor::User(ANN), None),
+        ])
+        .when(cmd(ann(), UserCommand::DisableTwoFactor { reason: None }))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn recovery_codes_are_replaced_by_the_user_while_two_factor_sign_in_is_on() {
+    GivenUser::with(())
+        .given(vec![ann_created(), two_factor_enabled()])
+        .when(cmd(ann(), UserCommand::ReplaceRecoveryCodes))
+        .then_expect_events(vec![UserEvent::UserRecoveryCodesReplaced {
+            replaced_by: event_schemas::Actor::User(ANN),
+            replaced_at: T0,
+        }]);
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(ann(), UserCommand::ReplaceRecoveryCodes))
+        .then_expect_error(UserError::TwoFactorNotEnabled);
+    GivenUser::with(())
+        .given(vec![ann_created(), two_factor_enabled()])
+        .when(cmd(admin(), UserCommand::ReplaceRecoveryCodes))
+        .then_expect_error(UserError::NotSelf {
+            action: "replace their recovery codes",
+        });
+}
+
+#[test]
+fn a_snapshot_taken_before_two_factor_sign_in_existed_still_loads() {
+    let old = serde_json::json!({
+        "id": ANN, "tenant_id": "acme", "roles": ["member"], "groups": [], "status": "active"
+    });
+    let user: User = serde_json::from_value(old).unwrap();
+    assert!(!user.two_factor());
+    assert_eq!(user.id(), Some(ANN));
+}
+
 #[test]
 fn deactivation_and_reactivation_are_recorded_once() {
     let deactivated = UserEvent::UserDeactivated {

@@ -3,10 +3,13 @@
 //! Who may do what, in the user's own tenant (another tenant's user is `NotFound`):
 //! - create, change roles, change groups, deactivate, reactivate: admins (and services);
 //! - change the password: the user themself, or an admin (a reset);
-//! - an admin may not revoke their own admin role nor deactivate themselves.
+//! - an admin may not revoke their own admin role nor deactivate themselves;
+//! - enable two-factor sign-in and replace its recovery codes: the user themself (the
+//!   authenticator is theirs); turn it off: the user themself, or an admin (a reset for a user
+//!   who lost their authenticator).
 //!
-//! Replacing roles or groups with the same set, deactivating a deactivated user and
-//! reactivating an active one change nothing (no event).
+//! Replacing roles or groups with the same set, deactivating a deactivated user, reactivating
+//! an active one and turning off two-factor sign-in where it is off change nothing (no event).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
@@ -37,6 +40,12 @@ pub enum UserCommand {
     Deactivate { reason: Option<String> },
     /// Let a deactivated user sign in again.
     Reactivate,
+    /// Record that the user confirmed an authenticator (its key is stored outside the log).
+    EnableTwoFactor,
+    /// Sign in with the password alone again.
+    DisableTwoFactor { reason: Option<String> },
+    /// Record that the user's recovery codes were replaced (they are stored outside the log).
+    ReplaceRecoveryCodes,
 }
 
 /// Everything a new user is created with (the password is handled outside the domain).
@@ -63,6 +72,12 @@ pub enum UserError {
     },
     #[error("you cannot {action} yourself; ask another admin")]
     SelfLockout { action: &'static str },
+    #[error("only the user themself may {action}")]
+    NotSelf { action: &'static str },
+    #[error("two-factor sign-in is already on for this user; turn it off first")]
+    TwoFactorEnabled,
+    #[error("two-factor sign-in is not on for this user")]
+    TwoFactorNotEnabled,
     #[error("the command is invalid: {}", crate::error::first_issue(.issues))]
     Invalid { issues: Vec<Issue> },
 }
@@ -71,8 +86,11 @@ impl Rejection for UserError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::NotFound => ErrorKind::NotFound,
-            Self::MissingRole { .. } => ErrorKind::Forbidden,
-            Self::AlreadyExists | Self::SelfLockout { .. } => ErrorKind::Conflict,
+            Self::MissingRole { .. } | Self::NotSelf { .. } => ErrorKind::Forbidden,
+            Self::AlreadyExists
+            | Self::SelfLockout { .. }
+            | Self::TwoFactorEnabled
+            | Self::TwoFactorNotEnabled => ErrorKind::Conflict,
             Self::Invalid { .. } => ErrorKind::Validation,
         }
     }
@@ -81,8 +99,10 @@ impl Rejection for UserError {
         match self {
             Self::NotFound => "user_not_found",
             Self::AlreadyExists => "user_exists",
-            Self::MissingRole { .. } => "forbidden",
+            Self::MissingRole { .. } | Self::NotSelf { .. } => "forbidden",
             Self::SelfLockout { .. } => "self_lockout",
+            Self::TwoFactorEnabled => "two_factor_enabled",
+            Self::TwoFactorNotEnabled => "two_factor_not_enabled",
             Self::Invalid { .. } => "invalid_command",
         }
     }
@@ -117,6 +137,9 @@ pub struct User {
     roles: Vec<Role>,
     groups: Vec<String>,
     status: UserStatus,
+    /// Whether signing in takes a one-time code too (absent from snapshots taken before).
+    #[serde(default)]
+    two_factor: bool,
 }
 
 impl User {
@@ -143,6 +166,11 @@ impl User {
     /// Active or deactivated.
     pub fn status(&self) -> UserStatus {
         self.status
+    }
+
+    /// Whether signing in takes a one-time code besides the password.
+    pub fn two_factor(&self) -> bool {
+        self.two_factor
     }
 
     /// Decides a command: the events it causes, or why it is rejected.
@@ -187,7 +215,65 @@ impl User {
                     reactivated_at: at,
                 }])
             }
+            UserCommand::EnableTwoFactor => {
+                self.ensure_self(&caller, "turn on two-factor sign-in")?;
+                if self.two_factor {
+                    return Err(UserError::TwoFactorEnabled);
+                }
+                Ok(vec![UserEvent::UserTwoFactorEnabled {
+                    enabled_by: caller.actor,
+                    enabled_at: at,
+                }])
+            }
+            UserCommand::DisableTwoFactor { reason } => self.disable_two_factor(caller, at, reason),
+            UserCommand::ReplaceRecoveryCodes => {
+                self.ensure_self(&caller, "replace their recovery codes")?;
+                if !self.two_factor {
+                    return Err(UserError::TwoFactorNotEnabled);
+                }
+                Ok(vec![UserEvent::UserRecoveryCodesReplaced {
+                    replaced_by: caller.actor,
+                    replaced_at: at,
+                }])
+            }
         }
+    }
+
+    fn ensure_self(&self, caller: &Caller, action: &'static str) -> Result<(), UserError> {
+        if self.is_self(caller) {
+            Ok(())
+        } else {
+            Err(UserError::NotSelf { action })
+        }
+    }
+
+    fn disable_two_factor(
+        &self,
+        caller: Caller,
+        at: DateTime<Utc>,
+        reason: Option<String>,
+    ) -> Result<Vec<UserEvent>, UserError> {
+        if !self.is_self(&caller) && !caller.acts_as(Role::Admin) {
+            return Err(UserError::MissingRole {
+                action: "turn off another user's two-factor sign-in",
+                roles: "admins",
+            });
+        }
+        if let Some(reason) = &reason {
+            let mut issues = Vec::new();
+            text::check_length(reason, "reason", text::MAX_REASON, &mut issues);
+            if !issues.is_empty() {
+                return Err(UserError::Invalid { issues });
+            }
+        }
+        if !self.two_factor {
+            return Ok(Vec::new());
+        }
+        Ok(vec![UserEvent::UserTwoFactorDisabled {
+            reason,
+            disabled_by: caller.actor,
+            disabled_at: at,
+        }])
     }
 
     fn is_self(&self, caller: &Caller) -> bool {
@@ -353,6 +439,7 @@ impl Aggregate for User {
                     roles,
                     groups,
                     status: UserStatus::Active,
+                    two_factor: false,
                 };
             }
             UserEvent::UserRolesChanged { roles, .. } => self.roles = roles,
@@ -360,6 +447,9 @@ impl Aggregate for User {
             UserEvent::UserPasswordChanged { .. } => {}
             UserEvent::UserDeactivated { .. } => self.status = UserStatus::Deactivated,
             UserEvent::UserReactivated { .. } => self.status = UserStatus::Active,
+            UserEvent::UserTwoFactorEnabled { .. } => self.two_factor = true,
+            UserEvent::UserTwoFactorDisabled { .. } => self.two_factor = false,
+            UserEvent::UserRecoveryCodesReplaced { .. } => {}
         }
     }
 }

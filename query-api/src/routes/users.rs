@@ -71,13 +71,19 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
     /// When the password was last changed (`null` if never since the user was created).
     pub password_changed_at: Option<DateTime<Utc>>,
+    /// Whether signing in takes a one-time code besides the password.
+    pub two_factor: bool,
+    /// When two-factor sign-in was turned on (`null` while it is off).
+    pub two_factor_enabled_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of [`User`], as one JSON object per row.
 const USER: &str = "select jsonb_build_object('id', user_id, 'tenant_id', tenant_id, \
      'email', email, 'display_name', display_name, 'roles', roles, 'groups', groups, \
      'status', status, 'version', version, 'created_at', created_at, \
-     'updated_at', updated_at, 'password_changed_at', password_changed_at) \
+     'updated_at', updated_at, 'password_changed_at', password_changed_at, \
+     'two_factor', two_factor_enabled_at is not null, \
+     'two_factor_enabled_at', two_factor_enabled_at) \
      from identity_users where tenant_id = ";
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -92,6 +98,9 @@ pub(crate) struct ListParams {
     #[param(value_type = Option<String>, example = "operator")]
     role: Option<Role>,
     status: Option<UserStatus>,
+    /// Users with (`true`) or without (`false`) two-factor sign-in: e.g. the admins who still
+    /// sign in with a password alone.
+    two_factor: Option<bool>,
     /// Page size, 1 to 500 (default 50).
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -141,6 +150,10 @@ async fn list_users(
     }
     if let Some(status) = params.status {
         sql.push(" and status = ").push_bind(status.as_str());
+    }
+    if let Some(two_factor) = params.two_factor {
+        sql.push(" and (two_factor_enabled_at is not null) = ")
+            .push_bind(two_factor);
     }
     if let Some((email_key, id)) = &after {
         sql.push(" and (email_key, user_id) > (")

@@ -151,7 +151,20 @@ async fn an_admin_pages_through_the_tenants_users_by_email_and_filters_them() {
     assert_eq!(bea["status"], "active");
     assert_eq!(bea["version"], 3);
     assert!(bea["password_changed_at"].is_null());
+    assert_eq!(bea["two_factor"], false);
+    assert!(bea["two_factor_enabled_at"].is_null());
     assert!(bea.get("password_hash").is_none() && bea.get("email_key").is_none());
+
+    // Dora signs in with a second factor
+    sqlx::query(
+        "update identity_users set two_factor_enabled_at = now() where email = 'Dora@acme.test'",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let dora = &app.ok("/api/v1/users?email=dora@acme.test", &token).await["items"][0];
+    assert_eq!(dora["two_factor"], true);
+    assert!(dora["two_factor_enabled_at"].is_string());
 
     for (query, expected) in [
         ("group=managers", vec!["bea@acme.test", "carl@acme.test"]),
@@ -163,6 +176,11 @@ async fn an_admin_pages_through_the_tenants_users_by_email_and_filters_them() {
         ("group=managers&role=operator", vec!["bea@acme.test"]),
         ("email=abe@globex.test", vec![]),
         ("group=nobody", vec![]),
+        ("two_factor=true", vec!["Dora@acme.test"]),
+        (
+            "two_factor=false&role=member",
+            vec!["bea@acme.test", "carl@acme.test"],
+        ),
     ] {
         let page = app.ok(&format!("/api/v1/users?{query}"), &token).await;
         assert_eq!(emails(&page), expected, "?{query}");
