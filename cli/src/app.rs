@@ -16,6 +16,7 @@ use command_api::{CommandApi, CommandSettings, ThrottleSettings};
 use event_store::database::PoolSettings;
 use event_store::{AppendNotifier, LogWaiter, connect, migrate};
 use orchestrator::{ProcessManager, Runtime, TimerWorker};
+use projections::email::EmailNotifier;
 use projections::kafka::KafkaPublisher;
 use projections::notifications::WebhookNotifier;
 use projections::{Projections, Projector, RunSettings};
@@ -73,7 +74,8 @@ pub struct Application {
     roles: Roles,
     runtime: Arc<Runtime>,
     /// The reactors that deliver outside the database, when the workers run: the Kafka
-    /// publisher (`KAFKA_BROKERS`) and the webhook notifier (`WORKLEDGER_WEBHOOK_URL`).
+    /// publisher (`KAFKA_BROKERS`), the webhook notifier (`WORKLEDGER_WEBHOOK_URL`) and the
+    /// email notifier (`WORKLEDGER_SMTP_URL`).
     reactors: Vec<Arc<dyn Projector>>,
 }
 
@@ -133,6 +135,17 @@ impl Application {
                 .context("starting the webhook notifier at the head of the log")?;
             reactors.push(Arc::new(
                 WebhookNotifier::new(settings).context("setting up the webhook notifier")?,
+            ));
+        }
+        if let Some(settings) = config.email().filter(|_| roles.workers) {
+            tracing::info!(relay = %projections::email::redacted_smtp_url(settings.smtp_url.expose_secret()),
+                from = %settings.from, "emailing people the work they have to do");
+            EmailNotifier::start_at_head(&pool)
+                .await
+                .context("starting the email notifier at the head of the log")?;
+            reactors.push(Arc::new(
+                EmailNotifier::new(settings, pool.clone())
+                    .context("setting up the email notifier (WORKLEDGER_SMTP_URL)")?,
             ));
         }
         let router = finish(routes, &config);

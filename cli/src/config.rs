@@ -141,6 +141,17 @@ pub struct Config {
     /// `WORKLEDGER_WEBHOOK_TIMEOUT`: how long the receiver may take to answer.
     #[serde(with = "humantime_serde")]
     pub webhook_timeout: Duration,
+    /// `WORKLEDGER_SMTP_URL`: when set, the workers email people the work they have to do.
+    /// A secret: it holds the relay's credentials.
+    pub smtp_url: Option<SecretString>,
+    /// `WORKLEDGER_EMAIL_FROM`: the sender of those emails (required with the URL).
+    pub email_from: Option<String>,
+    /// `WORKLEDGER_EMAIL_LINK`: a link to the work in your application, with `{kind}` and
+    /// `{id}` put in.
+    pub email_link: Option<String>,
+    /// `WORKLEDGER_SMTP_TIMEOUT`: how long the relay may take to answer.
+    #[serde(with = "humantime_serde")]
+    pub smtp_timeout: Duration,
 }
 
 /// The defaults, in the same shape (a secret cannot be serialized, so they are spelled out).
@@ -178,6 +189,7 @@ struct Defaults {
     kafka_delivery_timeout: &'static str,
     kafka_security_protocol: &'static str,
     webhook_timeout: &'static str,
+    smtp_timeout: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -213,6 +225,7 @@ const DEFAULTS: Defaults = Defaults {
     kafka_delivery_timeout: "30s",
     kafka_security_protocol: "plaintext",
     webhook_timeout: "10s",
+    smtp_timeout: "30s",
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +348,7 @@ impl Config {
         }
         self.validate_kafka()?;
         self.validate_webhook()?;
+        self.validate_email()?;
         for origin in self.cors_origin_list() {
             if http::HeaderValue::from_str(&origin).is_err() || !origin.contains("://") {
                 return Err(ConfigError::Invalid(format!(
@@ -486,6 +500,74 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_email(&self) -> Result<(), ConfigError> {
+        let url = self
+            .smtp_url
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|u| !u.trim().is_empty());
+        let from = self.email_from.as_deref().filter(|f| !f.trim().is_empty());
+        let Some(url) = url else {
+            if from.is_some() || self.email_link.is_some() {
+                return Err(ConfigError::Invalid(
+                    "WORKLEDGER_EMAIL_FROM and WORKLEDGER_EMAIL_LINK are set without WORKLEDGER_SMTP_URL"
+                        .into(),
+                ));
+            }
+            return Ok(());
+        };
+        if !projections::email::is_smtp_url(url.trim()) {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_SMTP_URL must be smtps://HOST, smtp://HOST?tls=required, or plain smtp:// to this machine"
+                    .into(),
+            ));
+        }
+        match from.map(|f| f.trim().parse::<lettre::message::Mailbox>()) {
+            None => {
+                return Err(ConfigError::Invalid(
+                    "WORKLEDGER_SMTP_URL needs WORKLEDGER_EMAIL_FROM, the sender (e.g. `Workledger <workledger@example.com>`)"
+                        .into(),
+                ));
+            }
+            Some(Err(error)) => {
+                return Err(ConfigError::Invalid(format!(
+                    "WORKLEDGER_EMAIL_FROM is not an email address ({error})"
+                )));
+            }
+            Some(Ok(_)) => {}
+        }
+        if let Some(link) = &self.email_link
+            && !(link.starts_with("https://") || link.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_EMAIL_LINK must be an http:// or https:// URL (with {kind} and {id})"
+                    .into(),
+            ));
+        }
+        if self.smtp_timeout < Duration::from_secs(1)
+            || self.smtp_timeout > Duration::from_secs(300)
+        {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_SMTP_TIMEOUT must be 1s to 5m".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The email notifier's settings, when `WORKLEDGER_SMTP_URL` is set.
+    pub fn email(&self) -> Option<projections::email::EmailSettings> {
+        let url = self
+            .smtp_url
+            .as_ref()
+            .filter(|u| !u.expose_secret().trim().is_empty())?;
+        Some(projections::email::EmailSettings {
+            smtp_url: SecretString::from(url.expose_secret().trim().to_owned()),
+            from: self.email_from.as_deref()?.trim().parse().ok()?,
+            link: self.email_link.clone(),
+            timeout: self.smtp_timeout,
+        })
     }
 
     /// The notifier's settings, when `WORKLEDGER_WEBHOOK_URL` is set.
@@ -816,6 +898,52 @@ mod tests {
             jail.set_env("WORKLEDGER_WEBHOOK_URL", "ftp://hooks.example.com");
             let error = load_in(jail).unwrap_err().to_string();
             assert!(error.contains("WORKLEDGER_WEBHOOK_URL"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn email_needs_a_relay_that_keeps_credentials_safe_and_a_sender() {
+        Jail::expect_with(|jail| {
+            assert!(load_in(jail).unwrap().email().is_none());
+            jail.set_env("WORKLEDGER_EMAIL_FROM", "workledger@example.com");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("WORKLEDGER_SMTP_URL"), "{error}");
+            jail.set_env(
+                "WORKLEDGER_SMTP_URL",
+                "smtp://mailer:s3cret@mail.example.com",
+            );
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(
+                error.contains("WORKLEDGER_SMTP_URL") && !error.contains("s3cret"),
+                "{error}"
+            );
+            jail.set_env(
+                "WORKLEDGER_SMTP_URL",
+                "smtp://mailer:s3cret@mail.example.com:587?tls=required",
+            );
+            jail.set_env("WORKLEDGER_EMAIL_FROM", "not an address");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("WORKLEDGER_EMAIL_FROM"), "{error}");
+            jail.set_env(
+                "WORKLEDGER_EMAIL_FROM",
+                "Workledger <workledger@example.com>",
+            );
+            jail.set_env("WORKLEDGER_EMAIL_LINK", "work.example.com/{kind}s/{id}");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(error.contains("WORKLEDGER_EMAIL_LINK"), "{error}");
+            jail.set_env(
+                "WORKLEDGER_EMAIL_LINK",
+                "https://work.example.com/{kind}s/{id}",
+            );
+            let config = load_in(jail).unwrap();
+            let email = config.email().unwrap();
+            assert_eq!(email.from.email.to_string(), "workledger@example.com");
+            assert_eq!(email.timeout, Duration::from_secs(30));
+            let printed = format!("{config:?} {email:?}");
+            assert!(!printed.contains("s3cret"), "{printed}");
+            jail.set_env("WORKLEDGER_SMTP_URL", "smtp://127.0.0.1:2525");
+            assert!(load_in(jail).unwrap().email().is_some());
             Ok(())
         });
     }

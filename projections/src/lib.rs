@@ -24,6 +24,7 @@ pub mod audit;
 mod batch;
 pub mod definitions;
 pub mod documents;
+pub mod email;
 mod feed;
 pub mod instances;
 pub mod kafka;
@@ -72,6 +73,8 @@ pub mod names {
     pub const KAFKA_PUBLISHER: &str = "kafka_publisher";
     /// The webhook notifier's checkpoint (not a read model either).
     pub const NOTIFICATIONS: &str = "notifications";
+    /// The email notifier's checkpoint (not a read model either).
+    pub const EMAIL_NOTIFICATIONS: &str = "email_notifications";
 }
 
 /// A projector name that is not one of the set.

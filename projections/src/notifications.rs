@@ -68,16 +68,27 @@ pub fn is_webhook_url(url: &str) -> bool {
     };
     match (url.scheme(), url.host_str()) {
         ("https", Some(_)) => true,
-        ("http", Some(host)) => {
-            host == "localhost"
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
+        ("http", Some(host)) => is_this_machine(host),
         _ => false,
     }
+}
+
+/// Whether a URL's `host` is this machine (`localhost` or a loopback address).
+pub(crate) fn is_this_machine(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The events of the task and approval aggregates that can ask someone to act.
+pub(crate) fn notifying_events() -> EventFilter {
+    EventFilter::events(
+        &[task::AGGREGATE_TYPE, approval::AGGREGATE_TYPE],
+        &NOTIFYING,
+    )
 }
 
 /// `url` as it may be logged: scheme, host and port only (a webhook's path or query often
@@ -200,11 +211,7 @@ impl WebhookNotifier {
     /// Starts the notifier's checkpoint at the head of the log when it has none: only work
     /// from now on is announced.
     pub async fn start_at_head(pool: &sqlx::PgPool) -> Result<(), event_store::LogError> {
-        let head = event_store::GlobalLog::head(pool).await?;
-        event_store::Checkpoints::start_at(pool, NOTIFICATIONS, head)
-            .await
-            .map_err(event_store::LogError::Read)?;
-        Ok(())
+        start_at_head(pool, NOTIFICATIONS).await
     }
 
     async fn notify(
@@ -256,6 +263,18 @@ impl WebhookNotifier {
     }
 }
 
+/// Starts the checkpoint `name` at the head of the log when it has none.
+pub(crate) async fn start_at_head(
+    pool: &sqlx::PgPool,
+    name: &str,
+) -> Result<(), event_store::LogError> {
+    let head = event_store::GlobalLog::head(pool).await?;
+    event_store::Checkpoints::start_at(pool, name, head)
+        .await
+        .map_err(event_store::LogError::Read)?;
+    Ok(())
+}
+
 /// What an event's notification needs from before the event, when the event alone does not
 /// say who is to act: read from the aggregate's earlier events (the log, not a read model,
 /// which may be behind or ahead of this reactor).
@@ -268,7 +287,10 @@ pub struct Before {
 }
 
 impl Before {
-    async fn load(conn: &mut PgConnection, event: &RecordedEvent) -> Result<Self, ProjectionError> {
+    pub(crate) async fn load(
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<Self, ProjectionError> {
         match (event.aggregate_type.as_str(), event.event_type.as_str()) {
             (
                 approval::AGGREGATE_TYPE,
@@ -540,10 +562,7 @@ impl Projector for WebhookNotifier {
     }
 
     fn filter(&self) -> EventFilter {
-        EventFilter::events(
-            &[task::AGGREGATE_TYPE, approval::AGGREGATE_TYPE],
-            &NOTIFYING,
-        )
+        notifying_events()
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -10,12 +10,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use event_schemas::LogPosition;
+use projections::Projections;
 use projections::names::NOTIFICATIONS;
 use projections::notifications::{
     Delivery, Notification, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookNotifier, WebhookSettings,
     signature,
 };
-use projections::{Projections, RunSettings};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -147,12 +147,7 @@ async fn a_receiver_that_refuses_gets_the_batch_again_and_nothing_is_skipped() {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(
         Projections::from_projectors(vec![Arc::new(notifier(&url))])
-            .with_settings(RunSettings {
-                retry_min: Duration::from_millis(50),
-                retry_max: Duration::from_millis(200),
-                poll_interval: Duration::from_millis(100),
-                ..RunSettings::default()
-            })
+            .with_settings(crate::support::retrying())
             .run(db.pool.clone(), shutdown.clone()),
     );
     eventually(

@@ -315,3 +315,13 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Worker settings that retry a failed batch within a fraction of a second.
+pub fn retrying() -> projections::RunSettings {
+    projections::RunSettings {
+        retry_min: Duration::from_millis(50),
+        retry_max: Duration::from_millis(200),
+        poll_interval: Duration::from_millis(100),
+        ..projections::RunSettings::default()
+    }
+}
