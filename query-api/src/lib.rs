@@ -47,5 +47,6 @@ pub fn router(state: QueryState) -> OpenApiRouter {
         .merge(routes::audit::router())
         .merge(routes::export::router())
         .merge(routes::users::router())
+        .merge(routes::directory::router())
         .with_state(state)
 }

@@ -19,6 +19,7 @@ use crate::access;
 use crate::consistency::ConsistencyToken;
 use crate::page::{self, Page};
 use crate::params::{self, Instant, Params, UserFilter};
+use crate::routes::ReadProblems;
 use crate::routes::tagged;
 use crate::state::QueryState;
 
@@ -137,10 +138,8 @@ fn visible(sql: &mut QueryBuilder<'_, Postgres>, claims: &Claims) {
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the approvals read model has passed this token")),
     responses(
         (status = 200, description = "A page of approvals, newest first", body = Page<Approval>),
-        (status = 400, description = "Malformed consistency token", body = ApiError, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is not valid (named in `errors`)", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant))]
@@ -190,10 +189,9 @@ async fn list_approvals(
         (status = 200, description = "The approval", body = Approval,
          headers(("ETag" = String, description = "The approval's version, quoted"))),
         (status = 304, description = "The version is the one in If-None-Match"),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 404, description = "No such approval in your tenant, or not one you may see", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant, approval_id = %id))]

@@ -19,6 +19,7 @@ use crate::access;
 use crate::consistency::ConsistencyToken;
 use crate::page::{self, Page};
 use crate::params::{self, Instant, Params};
+use crate::routes::ReadProblems;
 use crate::state::QueryState;
 
 pub(crate) fn router() -> OpenApiRouter<QueryState> {
@@ -109,11 +110,9 @@ pub(crate) struct ListParams {
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the audit trail has passed this token")),
     responses(
         (status = 200, description = "A page of entries, in chain order", body = Page<AuditEntryDoc>),
-        (status = 400, description = "Malformed consistency token", body = ApiError, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 403, description = "The audit trail is for auditors and admins", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is not valid (named in `errors`)", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant))]

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use crate::consistency::ConsistencyToken;
 use crate::page::{self, Page};
 use crate::params::{self, Params};
+use crate::routes::ReadProblems;
 use crate::routes::tagged;
 use crate::state::QueryState;
 
@@ -90,9 +91,8 @@ pub(crate) struct ListParams {
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the definitions read model has passed this token")),
     responses(
         (status = 200, description = "A page of definitions, by key", body = Page<DefinitionSummary>),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is not valid", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant))]
@@ -150,9 +150,8 @@ async fn versions(
         (status = 200, description = "The definition", body = Definition,
          headers(("ETag" = String, description = "The latest version, quoted"))),
         (status = 304, description = "The latest version is the one in If-None-Match"),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 404, description = "No such definition in your tenant", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant, key = %key))]
@@ -200,10 +199,9 @@ async fn get_definition(
         (status = 200, description = "The version", body = DefinitionVersion,
          headers(("ETag" = String, description = "The version, quoted"))),
         (status = 304, description = "The version is the one in If-None-Match"),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 404, description = "No such definition version in your tenant", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "The version is not a number", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant, key = %key, version = %n))]

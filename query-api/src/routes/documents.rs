@@ -26,6 +26,7 @@ use crate::access;
 use crate::consistency::ConsistencyToken;
 use crate::page::{self, Page};
 use crate::params::{self, Instant};
+use crate::routes::ReadProblems;
 use crate::routes::tagged;
 use crate::state::QueryState;
 
@@ -106,8 +107,6 @@ fn visible(sql: &mut QueryBuilder<'_, Postgres>, claims: &Claims) {
     sql.push(")))");
 }
 
-const PROBLEMS_401: &str = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)";
-
 /// Lists documents, newest first: a task's (`task_id`), an instance's with its tasks'
 /// (`workflow_instance_id`), or every one the caller may see.
 #[utoipa::path(get, path = "/api/v1/documents", tag = "documents",
@@ -115,10 +114,8 @@ const PROBLEMS_401: &str = "No valid access token (code `unauthorized`), an ende
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the document read model has passed this token")),
     responses(
         (status = 200, description = "A page of documents, newest first", body = Page<Document>),
-        (status = 400, description = "Malformed consistency token", body = ApiError, content_type = "application/problem+json"),
-        (status = 401, description = PROBLEMS_401, body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is not valid (named in `errors`)", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant))]
@@ -170,10 +167,9 @@ async fn list_documents(
         (status = 200, description = "The document", body = Document,
          headers(("ETag" = String, description = "The document's version, quoted"))),
         (status = 304, description = "The version is the one in If-None-Match"),
-        (status = 401, description = PROBLEMS_401, body = ApiError, content_type = "application/problem+json"),
         (status = 404, description = "No such document in your tenant, or not one you may see", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant, document_id = %id))]
@@ -219,12 +215,11 @@ const REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
             ("Repr-Digest" = String, description = "`sha-256=:BASE64:` (RFC 9530)"),
             ("Content-Disposition" = String, description = "`attachment` with the file name"))),
         (status = 304, description = "The digest is the one in If-None-Match"),
-        (status = 401, description = PROBLEMS_401, body = ApiError, content_type = "application/problem+json"),
         (status = 404, description = "No such document in your tenant, or not one you may see", body = ApiError, content_type = "application/problem+json"),
         (status = 410, description = "The document was removed (code `document_removed`)", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = ApiError, content_type = "application/problem+json"),
         (status = 500, description = "The stored content does not match its digest (code `document_corrupted`)", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant, document_id = %id))]

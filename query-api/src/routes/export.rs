@@ -26,6 +26,7 @@ use utoipa_axum::routes;
 use crate::access;
 use crate::consistency::ConsistencyToken;
 use crate::params::{Instant, Params};
+use crate::routes::ReadProblems;
 use crate::state::QueryState;
 
 pub(crate) fn router() -> OpenApiRouter<QueryState> {
@@ -69,10 +70,9 @@ pub(crate) struct ExportParams {
          headers(("X-Audit-First-Seq" = i64, description = "chain_seq of the first entry"),
                  ("X-Audit-Last-Seq" = i64, description = "chain_seq of the last entry"),
                  ("X-Audit-Count" = i64, description = "Entries in the export"))),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 403, description = "The audit trail is for auditors and admins", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is not valid (named in `errors`)", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant, format))]

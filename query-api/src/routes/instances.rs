@@ -19,6 +19,7 @@ use crate::access;
 use crate::consistency::ConsistencyToken;
 use crate::page::{self, Page};
 use crate::params::{self, Instant, Params};
+use crate::routes::ReadProblems;
 use crate::routes::tagged;
 use crate::state::QueryState;
 
@@ -161,10 +162,8 @@ fn read_models(claims: &Claims) -> &'static [&'static str] {
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the instances read model has passed this token (for a caller who is not an operator, auditor or admin, the tasks and approvals read models too: they decide which instances the caller sees)")),
     responses(
         (status = 200, description = "A page of instances, newest first", body = Page<Instance>),
-        (status = 400, description = "Malformed consistency token", body = ApiError, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is not valid (named in `errors`)", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant))]
@@ -271,10 +270,9 @@ async fn list_instances(
         (status = 200, description = "The instance", body = InstanceDetail,
          headers(("ETag" = String, description = "The instance's version, quoted"))),
         (status = 304, description = "The version is the one in If-None-Match"),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 404, description = "No such instance in your tenant, or none you may see", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant, instance_id = %id))]

@@ -22,6 +22,7 @@ use crate::access;
 use crate::consistency::ConsistencyToken;
 use crate::page::{self, Page};
 use crate::params::{self, Params, UserFilter};
+use crate::routes::ReadProblems;
 use crate::routes::tagged;
 use crate::state::QueryState;
 
@@ -113,11 +114,9 @@ pub(crate) struct ListParams {
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the identity read model has passed this token")),
     responses(
         (status = 200, description = "A page of users, by email address", body = Page<User>),
-        (status = 400, description = "Malformed consistency token", body = ApiError, content_type = "application/problem+json"),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 403, description = "The caller is not an admin", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is not valid (named in `errors`)", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant))]
@@ -180,10 +179,9 @@ async fn list_users(
         (status = 200, description = "The user", body = User,
          headers(("ETag" = String, description = "The user's version, quoted"))),
         (status = 304, description = "The version is the one in If-None-Match"),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 404, description = "No such user in your tenant, or one you may not see (only admins see others)", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "The id is neither `me` nor a UUID", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant, user_id = %id))]

@@ -111,23 +111,28 @@ fn emails(page: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// The emails of every item of `list`, paged `limit` at a time.
+async fn every_email(app: &TestApp, list: &str, limit: usize, token: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut path = format!("{list}?limit={limit}");
+    loop {
+        let page = app.ok(&path, token).await;
+        assert!(page["items"].as_array().unwrap().len() <= limit);
+        seen.extend(emails(&page).into_iter().map(str::to_owned));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("{list}?limit={limit}&cursor={cursor}"),
+            None => return seen,
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_admin_pages_through_the_tenants_users_by_email_and_filters_them() {
     let app = TestApp::spawn().await;
     seed(&app).await;
     let token = admin_token(&app);
 
-    let mut seen = Vec::new();
-    let mut path = "/api/v1/users?limit=2".to_owned();
-    loop {
-        let page = app.ok(&path, &token).await;
-        assert!(page["items"].as_array().unwrap().len() <= 2);
-        seen.extend(emails(&page).into_iter().map(str::to_owned));
-        match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/api/v1/users?limit=2&cursor={cursor}"),
-            None => break,
-        }
-    }
+    let seen = every_email(&app, "/api/v1/users", 2, &token).await;
     // every user of the tenant once, ignoring case; none of another tenant's
     assert_eq!(
         seen,
@@ -250,6 +255,75 @@ async fn bad_parameters_are_named() {
     let response = app
         .client
         .get(app.url("/api/v1/users/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn anyone_finds_the_active_colleagues_of_their_tenant_in_the_directory() {
+    let app = TestApp::spawn().await;
+    seed(&app).await;
+    let dora = app.token(TENANT, user(0x1), &[Role::Member], &["clerks"]);
+
+    let seen = every_email(&app, "/api/v1/directory", 3, &dora).await;
+    // by name ("User admin@...", ...), ignoring case; not the deactivated, not another tenant's
+    assert_eq!(
+        seen,
+        [
+            "admin@acme.test",
+            "ann@acme.test",
+            "bea@acme.test",
+            "Dora@acme.test"
+        ]
+    );
+    let page = app.ok("/api/v1/directory?q=bea", &dora).await;
+    let bea = &page["items"][0];
+    let mut keys: Vec<&str> = bea
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["display_name", "email", "groups", "id"],
+        "no roles or status"
+    );
+    assert_eq!(bea["id"], user(0x2).to_string());
+    assert_eq!(bea["groups"], serde_json::json!(["clerks", "managers"]));
+
+    for (query, expected) in [
+        ("q=DORA", vec!["Dora@acme.test"]),
+        ("q=%20bea%40ACME%20", vec!["bea@acme.test"]),
+        ("group=managers", vec!["bea@acme.test"]),
+        (
+            "q=user&group=clerks",
+            vec!["bea@acme.test", "Dora@acme.test"],
+        ),
+        ("q=%25", vec![]),
+        ("q=_", vec![]),
+        ("q=globex", vec![]),
+    ] {
+        let page = app.ok(&format!("/api/v1/directory?{query}"), &dora).await;
+        assert_eq!(emails(&page), expected, "?{query}");
+    }
+    let long = format!("/api/v1/directory?q={}", "x".repeat(201));
+    let problem = app
+        .problem(&long, &dora, StatusCode::UNPROCESSABLE_ENTITY)
+        .await;
+    assert_eq!(problem["errors"][0]["field"], "q");
+    app.problem(
+        "/api/v1/directory?role=admin",
+        &dora,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/directory"))
         .send()
         .await
         .unwrap();

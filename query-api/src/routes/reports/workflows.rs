@@ -14,6 +14,7 @@ use super::midnight;
 use crate::access;
 use crate::consistency::ConsistencyToken;
 use crate::params::{self, Instant, Params};
+use crate::routes::ReadProblems;
 use crate::state::QueryState;
 
 /// The longest range a report covers.
@@ -118,10 +119,9 @@ fn entry(
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the workflow report has passed this token")),
     responses(
         (status = 200, description = "The report", body = WorkflowReport),
-        (status = 401, description = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)", body = ApiError, content_type = "application/problem+json"),
         (status = 403, description = "Reports are for operators, designers, auditors and admins", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A parameter is not valid (named in `errors`)", body = ApiError, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not reach the consistency token in time", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
     ),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(tenant))]
