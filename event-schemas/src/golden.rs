@@ -333,6 +333,11 @@ pub(crate) fn samples() -> Vec<(&'static str, &'static str, Value)> {
             "UserRecoveryCodesReplaced",
             json!({"UserRecoveryCodesReplaced": {"replaced_by": user, "replaced_at": AT}}),
         ),
+        (
+            "user",
+            "UserNotificationsChanged",
+            json!({"UserNotificationsChanged": {"email": "direct", "changed_by": user, "changed_at": AT}}),
+        ),
     ]
 }
 

@@ -37,6 +37,30 @@ event_names!(TenantEvent {
     TenantCreated => "1",
 });
 
+/// Which notifications a user wants by email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailNotifications {
+    /// Everything: also work offered to one of their groups.
+    #[default]
+    All,
+    /// Only work for them personally: assigned or handed to them, approvals they decide.
+    Direct,
+    /// None.
+    None,
+}
+
+impl EmailNotifications {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailNotifications::All => "all",
+            EmailNotifications::Direct => "direct",
+            EmailNotifications::None => "none",
+        }
+    }
+}
+
 /// Something that happened to a user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
@@ -107,6 +131,12 @@ pub enum UserEvent {
         replaced_by: Actor,
         replaced_at: DateTime<Utc>,
     },
+    /// Which notifications the user gets by email changed (by the user, or an admin).
+    UserNotificationsChanged {
+        email: EmailNotifications,
+        changed_by: Actor,
+        changed_at: DateTime<Utc>,
+    },
 }
 
 event_names!(UserEvent {
@@ -119,4 +149,5 @@ event_names!(UserEvent {
     UserTwoFactorEnabled => "1",
     UserTwoFactorDisabled => "1",
     UserRecoveryCodesReplaced => "1",
+    UserNotificationsChanged => "1",
 });

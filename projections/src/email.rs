@@ -273,8 +273,8 @@ async fn opened_name(
     Ok(name.flatten())
 }
 
-/// The active users of the notification's tenant it names, directly or by group, with an
-/// email address.
+/// The active users of the notification's tenant it names, directly or by group, who want it
+/// by email: those who chose `direct` only when it names them, none who chose `none`.
 async fn recipients(
     conn: &mut PgConnection,
     notification: &Notification,
@@ -286,7 +286,9 @@ async fn recipients(
         "select user_id, email, display_name, user_id = any($2) as named, \
                 array(select unnest(groups) intersect select unnest($3::text[])) as via \
          from identity_users \
-         where tenant_id = $1 and status = 'active' and (user_id = any($2) or groups && $3) \
+         where tenant_id = $1 and status = 'active' \
+           and (email_notifications = 'all' and (user_id = any($2) or groups && $3) \
+                or email_notifications = 'direct' and user_id = any($2)) \
          order by email_key, user_id",
     )
     .bind(tenant_id)

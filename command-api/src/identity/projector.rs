@@ -289,6 +289,18 @@ async fn apply_user(
             .execute(conn)
             .await?;
         }
+        UserEvent::UserNotificationsChanged {
+            email, changed_at, ..
+        } => {
+            update(
+                "update identity_users set email_notifications = $3, version = $2, \
+                 updated_at = $4 where user_id = $1",
+            )
+            .bind(email.as_str())
+            .bind(changed_at)
+            .execute(conn)
+            .await?;
+        }
         UserEvent::UserRecoveryCodesReplaced { replaced_at, .. } => {
             update("update identity_users set version = $2, updated_at = $3 where user_id = $1")
                 .bind(replaced_at)

@@ -4,6 +4,7 @@
 use api_common::{ApiError, Json};
 use axum::extract::{Path, State};
 use domain::Role;
+use event_schemas::identity::EmailNotifications;
 use secrecy::SecretString;
 use serde::Deserialize;
 use tracing::instrument;
@@ -29,6 +30,7 @@ pub fn router() -> OpenApiRouter<CommandState> {
         .routes(routes!(change_password))
         .routes(routes!(deactivate))
         .routes(routes!(reactivate))
+        .routes(routes!(set_notifications))
 }
 
 /// A new user of the caller's tenant.
@@ -280,5 +282,44 @@ async fn reactivate(
     }
     .await;
     observe("reactivate_user", &result);
+    result
+}
+
+/// Which notifications to get by email.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notifications {
+    /// `all` (also work offered to one's groups: the default), `direct` (only work for oneself:
+    /// assigned or handed on, approvals to decide) or `none`.
+    #[schema(value_type = String, example = "direct")]
+    pub email: EmailNotifications,
+}
+
+/// Choose email notifications
+///
+/// Which of the notifications of work to do the user gets by email (when the workers send
+/// email: `WORKLEDGER_SMTP_URL`): one's own, or any user's of the tenant (admins).
+#[utoipa::path(put, path = "/api/v1/users/{id}/notifications", operation_id = "set_user_notifications", tag = "users",
+    request_body = Notifications,
+    params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
+    responses(Applied, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(user_id = %id))]
+async fn set_notifications(
+    State(state): State<CommandState>,
+    auth: Auth,
+    IfMatch(expected): IfMatch,
+    Path(id): Path<String>,
+    Json(body): Json<Notifications>,
+) -> Result<Accepted> {
+    let result = async {
+        let id = path_id(&id, "user", "user_not_found")?;
+        let outcome = state
+            .identity()
+            .set_notifications(&auth.context(), id, body.email, expected)
+            .await?;
+        Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
+    }
+    .await;
+    observe("set_user_notifications", &result);
     result
 }

@@ -16,6 +16,7 @@ async fn every_command_route_is_documented_with_bearer_security_and_problem_answ
         ("/api/v1/users/{id}/password", "put"),
         ("/api/v1/users/{id}/deactivate", "post"),
         ("/api/v1/users/{id}/reactivate", "post"),
+        ("/api/v1/users/{id}/notifications", "put"),
         ("/api/v1/users/{id}/two-factor", "post"),
         ("/api/v1/users/{id}/two-factor/confirm", "post"),
         ("/api/v1/users/{id}/two-factor/disable", "post"),

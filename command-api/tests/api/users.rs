@@ -366,3 +366,49 @@ async fn concurrent_creations_with_one_email_create_one_user() {
     assert_eq!((created, taken), (1, 7), "{statuses:?}");
     assert_eq!(app.count_events("UserCreated").await, 2);
 }
+
+#[tokio::test]
+async fn users_choose_their_email_notifications_and_admins_may_choose_for_them() {
+    let app = spawn().await;
+    let ann = app.user(&["member"], &["clerks"]).await;
+    let bob = app.user(&["member"], &[]).await;
+    let path = format!("/api/v1/users/{}/notifications", ann.id);
+    let response = app.put(&path, &ann.token, json!({"email": "direct"})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let stored: String =
+        sqlx::query_scalar("select email_notifications from identity_users where user_id = $1")
+            .bind(ann.id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored, "direct",
+        "the read model has it when the command answers"
+    );
+    // the same again changes nothing
+    let response = app.put(&path, &ann.token, json!({"email": "direct"})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.count_events("UserNotificationsChanged").await, 1);
+
+    let invalid = problem(
+        app.put(&path, &ann.token, json!({"email": "sometimes"}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(fields(&invalid), ["email"]);
+    let response = app.put(&path, &bob.token, json!({"email": "none"})).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = app
+        .put(&path, &app.admin.token, json!({"email": "none"}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = app.events("user", &ann.id.to_string()).await;
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "UserNotificationsChanged");
+    assert_eq!(last["payload"]["email"], "none");
+    assert_eq!(
+        last["payload"]["changed_by"],
+        format!("user:{}", app.admin.id)
+    );
+}

@@ -308,6 +308,59 @@ fn recovery_codes_are_replaced_by_the_user_while_two_factor_sign_in_is_on() {
 }
 
 #[test]
+fn the_user_or_an_admin_chooses_which_notifications_go_by_email_and_a_repeat_changes_nothing() {
+    use event_schemas::identity::EmailNotifications;
+    let changed = |email, by| UserEvent::UserNotificationsChanged {
+        email,
+        changed_by: by,
+        changed_at: T0,
+    };
+    let direct = UserCommand::SetNotifications {
+        email: EmailNotifications::Direct,
+    };
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(ann(), direct.clone()))
+        .then_expect_events(vec![changed(
+            EmailNotifications::Direct,
+            event_schemas::Actor::User(ANN),
+        )]);
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(
+            admin(),
+            UserCommand::SetNotifications {
+                email: EmailNotifications::None,
+            },
+        ))
+        .then_expect_events(vec![changed(EmailNotifications::None, admin().actor)]);
+    GivenUser::with(())
+        .given(vec![
+            ann_created(),
+            changed(EmailNotifications::Direct, admin().actor),
+        ])
+        .when(cmd(ann(), direct.clone()))
+        .then_expect_events(vec![]);
+    // everything is the default
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(
+            ann(),
+            UserCommand::SetNotifications {
+                email: EmailNotifications::All,
+            },
+        ))
+        .then_expect_events(vec![]);
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(member(Uuid::from_u128(9)), direct))
+        .then_expect_error(UserError::MissingRole {
+            action: "choose another user's notifications",
+            roles: "admins",
+        });
+}
+
+#[test]
 fn a_snapshot_taken_before_two_factor_sign_in_existed_still_loads() {
     let old = serde_json::json!({
         "id": ANN, "tenant_id": "acme", "roles": ["member"], "groups": [], "status": "active"

@@ -4,6 +4,7 @@
 //! - create, change roles, change groups, deactivate, reactivate: admins (and services);
 //! - change the password: the user themself, or an admin (a reset);
 //! - an admin may not revoke their own admin role nor deactivate themselves;
+//! - choose which notifications go by email: the user themself, or an admin;
 //! - enable two-factor sign-in and replace its recovery codes: the user themself (the
 //!   authenticator is theirs); turn it off: the user themself, or an admin (a reset for a user
 //!   who lost their authenticator).
@@ -14,6 +15,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
+use event_schemas::identity::EmailNotifications;
 use event_schemas::identity::USER_AGGREGATE_TYPE;
 use event_schemas::{Role, UserEvent};
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,8 @@ pub enum UserCommand {
     DisableTwoFactor { reason: Option<String> },
     /// Record that the user's recovery codes were replaced (they are stored outside the log).
     ReplaceRecoveryCodes,
+    /// Choose which notifications the user gets by email.
+    SetNotifications { email: EmailNotifications },
 }
 
 /// Everything a new user is created with (the password is handled outside the domain).
@@ -140,6 +144,9 @@ pub struct User {
     /// Whether signing in takes a one-time code too (absent from snapshots taken before).
     #[serde(default)]
     two_factor: bool,
+    /// Which notifications go by email (absent from snapshots taken before: all).
+    #[serde(default)]
+    email_notifications: EmailNotifications,
 }
 
 impl User {
@@ -171,6 +178,11 @@ impl User {
     /// Whether signing in takes a one-time code besides the password.
     pub fn two_factor(&self) -> bool {
         self.two_factor
+    }
+
+    /// Which notifications go by email.
+    pub fn email_notifications(&self) -> EmailNotifications {
+        self.email_notifications
     }
 
     /// Decides a command: the events it causes, or why it is rejected.
@@ -226,6 +238,22 @@ impl User {
                 }])
             }
             UserCommand::DisableTwoFactor { reason } => self.disable_two_factor(caller, at, reason),
+            UserCommand::SetNotifications { email } => {
+                if !self.is_self(&caller) && !caller.acts_as(Role::Admin) {
+                    return Err(UserError::MissingRole {
+                        action: "choose another user's notifications",
+                        roles: "admins",
+                    });
+                }
+                if email == self.email_notifications {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![UserEvent::UserNotificationsChanged {
+                    email,
+                    changed_by: caller.actor,
+                    changed_at: at,
+                }])
+            }
             UserCommand::ReplaceRecoveryCodes => {
                 self.ensure_self(&caller, "replace their recovery codes")?;
                 if !self.two_factor {
@@ -440,6 +468,7 @@ impl Aggregate for User {
                     groups,
                     status: UserStatus::Active,
                     two_factor: false,
+                    email_notifications: EmailNotifications::All,
                 };
             }
             UserEvent::UserRolesChanged { roles, .. } => self.roles = roles,
@@ -450,6 +479,7 @@ impl Aggregate for User {
             UserEvent::UserTwoFactorEnabled { .. } => self.two_factor = true,
             UserEvent::UserTwoFactorDisabled { .. } => self.two_factor = false,
             UserEvent::UserRecoveryCodesReplaced { .. } => {}
+            UserEvent::UserNotificationsChanged { email, .. } => self.email_notifications = email,
         }
     }
 }

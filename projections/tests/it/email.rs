@@ -410,3 +410,29 @@ async fn an_email_notifier_turned_on_later_announces_only_work_from_then_on() {
     .await;
     assert!(relay.mails().is_empty());
 }
+
+#[tokio::test]
+async fn people_who_chose_direct_or_no_email_are_not_told_of_their_groups_work_or_of_any() {
+    let (relay, url) = Relay::start().await;
+    let (db, rt) = setup().await;
+    people(&db.pool).await;
+    for (email, choice) in [("cleo@acme.test", "direct"), ("max@acme.test", "none")] {
+        sqlx::query("update identity_users set email_notifications = $2 where email = $1")
+            .bind(email)
+            .bind(choice)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    reviewed_order(&rt).await;
+    project_with(
+        &Projections::from_projectors(vec![Arc::new(notifier(&url, &db.pool))]),
+        &db.pool,
+    )
+    .await;
+    // Cleo's clerks' task is not for her personally; Max wants no email at all; Mia decides
+    assert_eq!(
+        recipients(&relay.mails()),
+        ["carl@acme.test", "mia@acme.test"]
+    );
+}

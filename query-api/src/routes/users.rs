@@ -76,6 +76,9 @@ pub struct User {
     pub two_factor: bool,
     /// When two-factor sign-in was turned on (`null` while it is off).
     pub two_factor_enabled_at: Option<DateTime<Utc>>,
+    /// Which notifications go by email: `all`, `direct` (only work for the user personally)
+    /// or `none`.
+    pub email_notifications: String,
 }
 
 /// The columns of [`User`], as one JSON object per row.
@@ -84,7 +87,8 @@ const USER: &str = "select jsonb_build_object('id', user_id, 'tenant_id', tenant
      'status', status, 'version', version, 'created_at', created_at, \
      'updated_at', updated_at, 'password_changed_at', password_changed_at, \
      'two_factor', two_factor_enabled_at is not null, \
-     'two_factor_enabled_at', two_factor_enabled_at) \
+     'two_factor_enabled_at', two_factor_enabled_at, \
+     'email_notifications', email_notifications) \
      from identity_users where tenant_id = ";
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -157,6 +157,7 @@ async fn an_admin_pages_through_the_tenants_users_by_email_and_filters_them() {
     assert_eq!(bea["version"], 3);
     assert!(bea["password_changed_at"].is_null());
     assert_eq!(bea["two_factor"], false);
+    assert_eq!(bea["email_notifications"], "all");
     assert!(bea["two_factor_enabled_at"].is_null());
     assert!(bea.get("password_hash").is_none() && bea.get("email_key").is_none());
 
