@@ -1,6 +1,6 @@
 -- The email notifier's record of the messages the mail relay accepted (or refused for good),
--- per notification (its event's id) and person. Written as each message is sent, outside the
--- batch's transaction, so a batch sent again after a failure does not repeat them. Not a read
+-- per notification (its event's id) and person. Written as each message is sent, committed
+-- on its own, so a batch sent again after a failure does not repeat them. Not a read
 -- model: kept for two weeks, then deleted by the notifier.
 create table notification_emails (
     event_id uuid        not null,

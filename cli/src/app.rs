@@ -143,10 +143,10 @@ impl Application {
             EmailNotifier::start_at_head(&pool)
                 .await
                 .context("starting the email notifier at the head of the log")?;
-            reactors.push(Arc::new(
-                EmailNotifier::new(settings, pool.clone())
-                    .context("setting up the email notifier (WORKLEDGER_SMTP_URL)")?,
-            ));
+            reactors
+                .push(Arc::new(EmailNotifier::new(settings).context(
+                    "setting up the email notifier (WORKLEDGER_SMTP_URL)",
+                )?));
         }
         let router = finish(routes, &config);
         let listener = TcpListener::bind(config.listen)

@@ -10,8 +10,8 @@
 //! of the log the first time it runs, the checkpoint moved once every message of a batch was
 //! accepted). A transient refusal (a 4xx, no answer, a lost connection) fails the batch, which
 //! is sent again after a backoff; the messages the relay had already accepted are not sent
-//! again: each accepted message is recorded at once in `notification_emails`, outside the
-//! batch's transaction. A permanent refusal of one message (a 5xx: an address the relay does
+//! again: each accepted message is recorded at once in `notification_emails` (a reactor's
+//! batch runs with no transaction open: [`Projector::external`]). A permanent refusal of one message (a 5xx: an address the relay does
 //! not know) is logged, counted and not retried, so one bad address does not hold back
 //! everyone else's mail.
 
@@ -113,8 +113,6 @@ pub struct EmailSetupError {
 pub struct EmailNotifier {
     settings: EmailSettings,
     transport: AsyncSmtpTransport<Tokio1Executor>,
-    /// For the record of accepted messages, which must outlive a failed batch's transaction.
-    pool: PgPool,
 }
 
 impl std::fmt::Debug for EmailNotifier {
@@ -138,7 +136,7 @@ struct Recipient {
 }
 
 impl EmailNotifier {
-    pub fn new(settings: EmailSettings, pool: PgPool) -> Result<Self, EmailSetupError> {
+    pub fn new(settings: EmailSettings) -> Result<Self, EmailSetupError> {
         let transport =
             AsyncSmtpTransport::<Tokio1Executor>::from_url(settings.smtp_url.expose_secret())
                 .map_err(|source| EmailSetupError {
@@ -150,7 +148,6 @@ impl EmailNotifier {
         Ok(Self {
             settings,
             transport,
-            pool,
         })
     }
 
@@ -191,7 +188,7 @@ impl EmailNotifier {
                 if sent.contains(&(notification.id, recipient.user_id)) {
                     continue;
                 }
-                self.send(event, notification, name.as_deref(), &recipient)
+                self.send(conn, event, notification, name.as_deref(), &recipient)
                     .await?;
             }
         }
@@ -199,7 +196,7 @@ impl EmailNotifier {
             "delete from notification_emails where sent_at < now() - make_interval(days => $1)",
         )
         .bind(REMEMBERED_DAYS)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
@@ -208,6 +205,7 @@ impl EmailNotifier {
     /// `event`), a permanent one is logged and recorded as refused.
     async fn send(
         &self,
+        conn: &mut PgConnection,
         event: &RecordedEvent,
         notification: &Notification,
         name: Option<&str>,
@@ -218,7 +216,7 @@ impl EmailNotifier {
             Err(error) => {
                 tracing::warn!(user_id = %recipient.user_id, error = %error,
                     "a user's email address is not one a message can be sent to");
-                return self.record(notification, recipient, "refused").await;
+                return record(conn, notification, recipient, "refused").await;
             }
         };
         let message = compose(&self.settings, notification, name, recipient, to)
@@ -232,27 +230,28 @@ impl EmailNotifier {
             }
             Err(error) => return Err(ProjectionError::delivery(event, error)),
         };
-        self.record(notification, recipient, outcome).await
+        record(conn, notification, recipient, outcome).await
     }
+}
 
-    async fn record(
-        &self,
-        notification: &Notification,
-        recipient: &Recipient,
-        outcome: &'static str,
-    ) -> Result<(), ProjectionError> {
-        sqlx::query(
-            "insert into notification_emails (event_id, user_id, outcome) values ($1, $2, $3) \
-             on conflict do nothing",
-        )
-        .bind(notification.id)
-        .bind(recipient.user_id)
-        .bind(outcome)
-        .execute(&self.pool)
-        .await?;
-        metrics::counter!("workledger_emails_total", "outcome" => outcome).increment(1);
-        Ok(())
-    }
+/// Records what became of the message for `recipient`, at once (committed on its own).
+async fn record(
+    conn: &mut PgConnection,
+    notification: &Notification,
+    recipient: &Recipient,
+    outcome: &'static str,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "insert into notification_emails (event_id, user_id, outcome) values ($1, $2, $3) \
+         on conflict do nothing",
+    )
+    .bind(notification.id)
+    .bind(recipient.user_id)
+    .bind(outcome)
+    .execute(&mut *conn)
+    .await?;
+    metrics::counter!("workledger_emails_total", "outcome" => outcome).increment(1);
+    Ok(())
 }
 
 /// The name of the task or approval `event` belongs to, from its opening event.

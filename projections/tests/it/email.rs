@@ -196,16 +196,13 @@ async fn people(pool: &PgPool) {
     .await;
 }
 
-fn notifier(url: &str, pool: &PgPool) -> EmailNotifier {
-    EmailNotifier::new(
-        EmailSettings {
-            smtp_url: SecretString::from(url.to_owned()),
-            from: "Workledger <workledger@acme.test>".parse().unwrap(),
-            link: Some("https://work.acme.test/{kind}s/{id}".to_owned()),
-            timeout: Duration::from_secs(10),
-        },
-        pool.clone(),
-    )
+fn notifier(url: &str) -> EmailNotifier {
+    EmailNotifier::new(EmailSettings {
+        smtp_url: SecretString::from(url.to_owned()),
+        from: "Workledger <workledger@acme.test>".parse().unwrap(),
+        link: Some("https://work.acme.test/{kind}s/{id}".to_owned()),
+        timeout: Duration::from_secs(10),
+    })
     .unwrap()
 }
 
@@ -239,7 +236,7 @@ async fn every_active_member_of_the_tenant_asked_to_act_gets_one_email_of_their_
     let (db, rt) = setup().await;
     people(&db.pool).await;
     let po = reviewed_order(&rt).await;
-    let projections = Projections::from_projectors(vec![Arc::new(notifier(&url, &db.pool))]);
+    let projections = Projections::from_projectors(vec![Arc::new(notifier(&url))]);
     project_with(&projections, &db.pool).await;
 
     let mails = relay.mails();
@@ -323,7 +320,7 @@ async fn a_busy_relay_gets_the_batch_again_without_the_messages_it_already_took(
     reviewed_order(&rt).await;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(
-        Projections::from_projectors(vec![Arc::new(notifier(&url, &db.pool))])
+        Projections::from_projectors(vec![Arc::new(notifier(&url))])
             .with_settings(crate::support::retrying())
             .run(db.pool.clone(), shutdown.clone()),
     );
@@ -380,7 +377,7 @@ async fn an_address_the_relay_refuses_for_good_holds_back_nobody_elses_mail() {
     let (db, rt) = setup().await;
     people(&db.pool).await;
     reviewed_order(&rt).await;
-    let projections = Projections::from_projectors(vec![Arc::new(notifier(&url, &db.pool))]);
+    let projections = Projections::from_projectors(vec![Arc::new(notifier(&url))]);
     project_with(&projections, &db.pool).await;
     assert_eq!(
         recipients(&relay.mails()),
@@ -404,7 +401,7 @@ async fn an_email_notifier_turned_on_later_announces_only_work_from_then_on() {
     crate::support::wait_readable(&db.pool).await;
     EmailNotifier::start_at_head(&db.pool).await.unwrap();
     project_with(
-        &Projections::from_projectors(vec![Arc::new(notifier(&url, &db.pool))]),
+        &Projections::from_projectors(vec![Arc::new(notifier(&url))]),
         &db.pool,
     )
     .await;
@@ -426,7 +423,7 @@ async fn people_who_chose_direct_or_no_email_are_not_told_of_their_groups_work_o
     }
     reviewed_order(&rt).await;
     project_with(
-        &Projections::from_projectors(vec![Arc::new(notifier(&url, &db.pool))]),
+        &Projections::from_projectors(vec![Arc::new(notifier(&url))]),
         &db.pool,
     )
     .await;
