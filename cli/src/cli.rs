@@ -79,6 +79,46 @@ pub enum Command {
     /// Tenants, users, roles and groups, without the API (e.g. when it is unreachable).
     #[command(subcommand, after_help = ADMIN_HELP)]
     Admin(AdminCommand),
+    /// Stored document contents: delete what no document needs any more.
+    #[command(subcommand)]
+    Documents(DocumentsCommand),
+}
+
+const PRUNE_HELP: &str = "\
+Deletes stored contents that no attached document refers to: those whose upload's command was
+refused after the upload (rare), and, with --removed-before, those of documents removed before
+that time (a retention period ended). Which content belongs to which document is read from the
+event log itself, not from a read model that may lag. Contents stored within --grace are kept
+(an upload whose command is still on its way). The events keep each file's name, size and
+digest: the audit trail still proves what was attached; a removed document's download already
+answers 410.
+
+Examples:
+  workledger documents prune --dry-run
+  workledger documents prune
+  workledger documents prune --removed-before 2026-01-01   # removed documents' files too";
+
+/// `workledger documents ...`
+#[derive(Debug, Subcommand)]
+pub enum DocumentsCommand {
+    /// Delete stored contents no document needs (print them with --dry-run).
+    #[command(after_help = PRUNE_HELP)]
+    Prune(PruneArgs),
+}
+
+/// What `documents prune` deletes.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Also the contents of documents removed before this time (RFC 3339, or a date: midnight
+    /// UTC), unless a document not removed by then has the same content.
+    #[arg(long, value_name = "TIME", value_parser = crate::commands::documents::parse_day_or_time)]
+    pub removed_before: Option<DateTime<Utc>>,
+    /// Keep contents stored more recently than this (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub grace: std::time::Duration,
+    /// Print what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 const REPLAY_HELP: &str = "\
@@ -115,7 +155,8 @@ pub struct ReplayArgs {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct ReplayWhich {
-    /// One projection: definitions, instances, tasks, approvals, workflow_reports or audit.
+    /// One projection: definitions, instances, tasks, approvals, workflow_reports, audit or
+    /// documents.
     #[arg(long, value_name = "NAME")]
     pub projection: Option<String>,
     /// Every projection, together (one read of the log for all).

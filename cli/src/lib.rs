@@ -80,6 +80,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 let pool = app::open_database(&config).await?;
                 commands::admin::run(&pool, command).await
             }
+            Command::Documents(cli::DocumentsCommand::Prune(args)) => {
+                let pool = app::open_database(&config).await?;
+                commands::documents::prune(&pool, args).await
+            }
         }
     });
     match result {

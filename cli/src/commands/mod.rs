@@ -1,5 +1,6 @@
 pub mod admin;
 pub mod audit;
+pub mod documents;
 pub mod events;
 pub mod migrate;
 pub mod replay;

@@ -5,7 +5,8 @@
 //! 1. the command is decided against the task or instance as stored, so a caller who may not
 //!    attach (or a closed task) is refused before anything is written;
 //! 2. the content is stored by tenant and SHA-256 digest (`document_contents`; the same file
-//!    twice is stored once);
+//!    twice is stored once, its `stored_at` set anew, so `workledger documents prune` keeps it
+//!    through its grace);
 //! 3. the command is sent, and its event names the document's file by that digest.
 //!
 //! So an attached document's content is always stored. A command refused at step 3 (the task
@@ -267,7 +268,8 @@ async fn store_content(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into document_contents (tenant_id, sha256, size, content) \
-         values ($1, $2, $3, $4) on conflict (tenant_id, sha256) do nothing",
+         values ($1, $2, $3, $4) \
+         on conflict (tenant_id, sha256) do update set stored_at = now()",
     )
     .bind(tenant_id)
     .bind(&file.sha256)

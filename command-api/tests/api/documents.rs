@@ -77,7 +77,12 @@ async fn a_candidate_attaches_a_file_to_a_task_and_removes_it_again() {
     );
     assert_eq!(stored_contents(&app).await, [(digest, QUOTE.to_vec())]);
 
-    // the same file again is a second document with the same stored content
+    // the same file again is a second document with the same stored content, uploaded anew
+    // (so `workledger documents prune` keeps it through its grace)
+    sqlx::query("update document_contents set stored_at = now() - interval '1 day'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
     let again = upload(
         &app,
         &path,
@@ -89,6 +94,12 @@ async fn a_candidate_attaches_a_file_to_a_task_and_removes_it_again() {
     .await;
     assert_eq!(again.status(), StatusCode::CREATED);
     assert_eq!(stored_contents(&app).await.len(), 1);
+    let fresh: bool =
+        sqlx::query_scalar("select stored_at > now() - interval '1 minute' from document_contents")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(fresh);
 
     // someone else may not remove it; its uploader may, once
     let colleague = app.user(&["member"], &["clerks"]).await;
