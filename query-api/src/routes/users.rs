@@ -76,6 +76,9 @@ pub struct User {
     pub two_factor: bool,
     /// When two-factor sign-in was turned on (`null` while it is off).
     pub two_factor_enabled_at: Option<DateTime<Utc>>,
+    /// With two-factor sign-in: how many of the user's recovery codes are unused (replace them
+    /// before they run out); `null` while it is off.
+    pub recovery_codes_left: Option<i64>,
     /// Which notifications go by email: `all`, `direct` (only work for the user personally)
     /// or `none`.
     pub email_notifications: String,
@@ -88,7 +91,10 @@ const USER: &str = "select jsonb_build_object('id', user_id, 'tenant_id', tenant
      'updated_at', updated_at, 'password_changed_at', password_changed_at, \
      'two_factor', two_factor_enabled_at is not null, \
      'two_factor_enabled_at', two_factor_enabled_at, \
-     'email_notifications', email_notifications) \
+     'email_notifications', email_notifications, \
+     'recovery_codes_left', case when two_factor_enabled_at is not null then \
+        (select count(*) from identity_recovery_codes r \
+         where r.user_id = identity_users.user_id and r.used_at is null) end) \
      from identity_users where tenant_id = ";
 
 #[derive(Debug, Deserialize, IntoParams)]

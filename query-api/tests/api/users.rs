@@ -168,8 +168,18 @@ async fn an_admin_pages_through_the_tenants_users_by_email_and_filters_them() {
     .execute(app.pool())
     .await
     .unwrap();
+    sqlx::query(
+        "insert into identity_recovery_codes (user_id, code_hash, used_at) \
+         values ($1, '\\x01', null), ($1, '\\x02', now())",
+    )
+    .bind(user(0x1))
+    .execute(app.pool())
+    .await
+    .unwrap();
     let dora = &app.ok("/api/v1/users?email=dora@acme.test", &token).await["items"][0];
     assert_eq!(dora["two_factor"], true);
+    assert_eq!(dora["recovery_codes_left"], 1, "one unused of two");
+    assert!(bea["recovery_codes_left"].is_null());
     assert!(dora["two_factor_enabled_at"].is_string());
 
     for (query, expected) in [
