@@ -204,7 +204,10 @@ const REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 ///
 /// Served as an attachment (`Content-Disposition`) in a sandbox (`Content-Security-Policy`),
 /// so a browser neither renders an uploaded page in the API's origin nor guesses its type.
-/// `ETag` is the content's SHA-256 digest.
+/// `ETag` is the content's SHA-256 digest. One byte range may be asked for (`Range:
+/// bytes=0-1023`, `bytes=1024-`, `bytes=-512`; with `If-Range`), as PDF viewers and download
+/// managers do: 206 with `Content-Range`. The whole content is checked against its digest
+/// either way.
 #[utoipa::path(get, path = "/api/v1/documents/{id}/content", tag = "documents",
     params(("id" = Uuid, Path, description = "The document id"),
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the document read model has passed this token")),
@@ -214,7 +217,10 @@ const REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
             ("ETag" = String, description = "The content's SHA-256 digest, hex, quoted"),
             ("Repr-Digest" = String, description = "`sha-256=:BASE64:` (RFC 9530)"),
             ("Content-Disposition" = String, description = "`attachment` with the file name"))),
+        (status = 206, description = "The byte range asked for (`Range`)", content_type = "*/*",
+         headers(("Content-Range" = String, description = "`bytes FIRST-LAST/LENGTH`"))),
         (status = 304, description = "The digest is the one in If-None-Match"),
+        (status = 416, description = "The range starts past the end (code `range_not_satisfiable`; `Content-Range: bytes */LENGTH`)", body = ApiError, content_type = "application/problem+json"),
         (status = 404, description = "No such document in your tenant, or not one you may see", body = ApiError, content_type = "application/problem+json"),
         (status = 410, description = "The document was removed (code `document_removed`)", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = ApiError, content_type = "application/problem+json"),
@@ -279,13 +285,42 @@ async fn get_document_content(
             format!("the stored content of document {id} does not match its digest"),
         ));
     };
+    let length = content.len();
+    let (status, body, content_range) = match wanted(&headers, length, &etag) {
+        Wanted::Whole => (StatusCode::OK, content, None),
+        Wanted::Part(range) => {
+            let header = format!("bytes {}-{}/{length}", range.start, range.end - 1);
+            (
+                StatusCode::PARTIAL_CONTENT,
+                content[range].to_vec(),
+                Some(header),
+            )
+        }
+        Wanted::Unsatisfiable => {
+            let mut refused = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the content has {length} bytes: the range asked for starts past its end"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                refused.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(refused);
+        }
+    };
     metrics::counter!("workledger_document_downloads_total").increment(1);
     let repr_digest = format!(
         "sha-256=:{}:",
         base64::engine::general_purpose::STANDARD.encode(digest)
     );
-    let mut response = Response::new(Body::from(content));
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
     let out = response.headers_mut();
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(value) = content_range.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        out.insert(header::CONTENT_RANGE, value);
+    }
     out.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_str(&media_type)
@@ -311,6 +346,62 @@ async fn get_document_content(
         HeaderValue::from_static("private, no-cache"),
     );
     Ok(response)
+}
+
+/// What a request asks for of a content of `length` bytes whose `ETag` is `etag`.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    Whole,
+    Part(std::ops::Range<usize>),
+    Unsatisfiable,
+}
+
+/// The one byte range of `Range` (RFC 9110 §14.2), unless `If-Range` names another version.
+/// What this does not serve as a range (several ranges, another unit, a malformed header) is
+/// answered whole, as the RFC allows.
+fn wanted(headers: &HeaderMap, length: usize, etag: &HeaderValue) -> Wanted {
+    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Wanted::Whole;
+    };
+    if headers
+        .get(header::IF_RANGE)
+        .is_some_and(|validator| validator != etag)
+    {
+        return Wanted::Whole;
+    }
+    let Some(spec) = range.trim().strip_prefix("bytes=") else {
+        return Wanted::Whole;
+    };
+    let Some((first, last)) = spec.trim().split_once('-').filter(|_| !spec.contains(',')) else {
+        return Wanted::Whole;
+    };
+    let number = |text: &str| -> Option<usize> {
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse().ok())
+            .flatten()
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // the last N bytes
+        return match number(last) {
+            Some(n) if n > 0 && length > 0 => Wanted::Part(length.saturating_sub(n)..length),
+            Some(_) => Wanted::Unsatisfiable,
+            None => Wanted::Whole,
+        };
+    }
+    let Some(start) = number(first) else {
+        return Wanted::Whole;
+    };
+    let end = match (last.is_empty(), number(last)) {
+        (true, _) => None,
+        (false, Some(end)) if end >= start => Some(end),
+        // not a range (an end before its start, or not a number): ignored
+        (false, _) => return Wanted::Whole,
+    };
+    if start >= length {
+        return Wanted::Unsatisfiable;
+    }
+    Wanted::Part(start..end.map_or(length, |end| (end + 1).min(length)))
 }
 
 /// `attachment; filename="..."; filename*=UTF-8''...` (RFC 6266): an ASCII fallback with
@@ -341,6 +432,40 @@ fn content_disposition(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{Wanted, wanted};
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn asked(range: &str, if_range: Option<&str>, length: usize) -> Wanted {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
+        if let Some(validator) = if_range {
+            headers.insert(header::IF_RANGE, HeaderValue::from_str(validator).unwrap());
+        }
+        wanted(&headers, length, &HeaderValue::from_static("\"abc\""))
+    }
+
+    #[test]
+    fn one_byte_range_is_served_and_anything_else_whole() {
+        assert_eq!(asked("bytes=0-3", None, 10), Wanted::Part(0..4));
+        assert_eq!(asked("bytes=5-", None, 10), Wanted::Part(5..10));
+        assert_eq!(asked("bytes=-4", None, 10), Wanted::Part(6..10));
+        assert_eq!(asked("bytes=-40", None, 10), Wanted::Part(0..10));
+        assert_eq!(asked("bytes=8-100", None, 10), Wanted::Part(8..10));
+        assert_eq!(asked("bytes=10-", None, 10), Wanted::Unsatisfiable);
+        assert_eq!(asked("bytes=-0", None, 10), Wanted::Unsatisfiable);
+        assert_eq!(asked("bytes=0-", None, 0), Wanted::Unsatisfiable);
+        assert_eq!(asked("bytes=0-1,4-5", None, 10), Wanted::Whole);
+        assert_eq!(asked("bytes=5-2", None, 10), Wanted::Whole);
+        assert_eq!(asked("items=0-1", None, 10), Wanted::Whole);
+        assert_eq!(asked("bytes=a-b", None, 10), Wanted::Whole);
+        assert_eq!(asked("bytes=0-3", Some("\"abc\""), 10), Wanted::Part(0..4));
+        assert_eq!(asked("bytes=0-3", Some("\"old\""), 10), Wanted::Whole);
+        assert_eq!(
+            wanted(&HeaderMap::new(), 10, &HeaderValue::from_static("x")),
+            Wanted::Whole
+        );
+    }
+
     use super::content_disposition;
 
     #[test]

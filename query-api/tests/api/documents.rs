@@ -130,6 +130,46 @@ async fn content_is_served_as_an_attachment_checked_against_its_digest() {
         .await
         .unwrap();
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(headers["accept-ranges"], "bytes");
+
+    // one byte range, as a PDF viewer asks for it; one past the end is a 416
+    let ranged = |range: &'static str, if_range: Option<String>| {
+        let mut request = app
+            .client
+            .get(app.url(&path))
+            .bearer_auth(&token)
+            .header("range", range);
+        if let Some(validator) = if_range {
+            request = request.header("if-range", validator);
+        }
+        request.send()
+    };
+    let part = ranged("bytes=0-3", None).await.unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 0-3/{}", QUOTE.len())
+    );
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &QUOTE[..4]);
+    let tail = ranged("bytes=-5", None).await.unwrap();
+    assert_eq!(
+        tail.bytes().await.unwrap().as_ref(),
+        &QUOTE[QUOTE.len() - 5..]
+    );
+    let changed = ranged("bytes=0-3", Some("\"another version\"".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        changed.status(),
+        StatusCode::OK,
+        "If-Range of another version: all of it"
+    );
+    let past = ranged("bytes=100000-", None).await.unwrap();
+    assert_eq!(past.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        past.headers()["content-range"],
+        format!("bytes */{}", QUOTE.len())
+    );
 
     // content changed behind the API's back is refused, not served
     sqlx::query("update document_contents set content = 'tampered'")
