@@ -142,6 +142,12 @@ impl TokenKeys {
         self.revoked.change_access(user, version);
     }
 
+    /// Whether a token of `user` issued at `access_version` would be refused as older than a
+    /// change of the user's roles or groups that this process knows of.
+    pub fn access_outdated(&self, user: Uuid, access_version: i64) -> bool {
+        self.revoked.access_outdated(&user, access_version)
+    }
+
     /// Signs `claims` (HS256).
     pub fn issue(&self, claims: &Claims) -> Result<String, TokenError> {
         Ok(jsonwebtoken::encode(

@@ -57,6 +57,10 @@ pub enum RefreshError {
     Revoked,
     #[error("the user is deactivated")]
     UserInactive,
+    /// The user's roles or groups changed and the identity read model has not caught up with
+    /// the change yet: the refresh token was not used; try again in a moment.
+    #[error("the user's latest change of roles or groups is still being recorded")]
+    Behind,
     #[error("session storage failed")]
     Database(#[from] sqlx::Error),
     #[error("could not sign the access token")]
@@ -91,6 +95,9 @@ fn new_refresh_token() -> String {
     OsRng.fill_bytes(&mut bytes);
     format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
+
+/// How long a refresh waits for the identity read model to reach a change of access.
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
 fn after(ttl: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX)
@@ -132,7 +139,31 @@ impl Sessions {
 
     /// Uses up `token` and issues the next tokens of its session, with the user's current
     /// roles and groups.
+    ///
+    /// When this process knows of a change of the user's roles or groups that the identity
+    /// read model has not reached (its inline projection timed out), the tokens would be
+    /// refused at once: the read model is brought up to the log's head first (for at most
+    /// [`CATCH_UP_WAIT`]), and if it still lags the refresh is refused with
+    /// [`RefreshError::Behind`], its token unused.
     pub async fn refresh(&self, token: &SecretString) -> Result<IssuedTokens, RefreshError> {
+        match self.refresh_once(token).await {
+            Err(RefreshError::Behind) => {
+                let head = event_store::GlobalLog::head(&self.pool)
+                    .await
+                    .map_err(|event_store::LogError::Read(error)| RefreshError::Database(error))?;
+                if let Err(error) =
+                    crate::identity::projector::catch_up_to(&self.pool, head, CATCH_UP_WAIT).await
+                {
+                    tracing::warn!(error = %api_common::problem::chain(&error),
+                        "could not bring the identity read model up for a refresh");
+                }
+                self.refresh_once(token).await
+            }
+            other => other,
+        }
+    }
+
+    async fn refresh_once(&self, token: &SecretString) -> Result<IssuedTokens, RefreshError> {
         let hash = token_hash(token.expose_secret());
         let mut tx = self.pool.begin().await?;
         // both rows locked: concurrent refreshes of one session take turns
@@ -175,6 +206,10 @@ impl Sessions {
             self.keys.session_ended(session_id);
             return Err(RefreshError::UserInactive);
         };
+        if self.keys.access_outdated(user_id, principal.access_version) {
+            // the transaction is rolled back: the token stays unused
+            return Err(RefreshError::Behind);
+        }
         sqlx::query("update auth_refresh_tokens set used_at = now() where token_hash = $1")
             .bind(&hash)
             .execute(&mut *tx)

@@ -4,7 +4,7 @@ use api_common::auth::TokenError;
 use api_common::{ApiError, Json};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use domain::identity::{DEFAULT_TENANT, email_key};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -238,6 +238,8 @@ impl std::fmt::Debug for Refresh {
         (status = 200, description = "New tokens; the presented refresh token is used up", body = Tokens),
         (status = 401, description = "Unknown, expired, revoked or reused refresh token (`refresh_token_reused` revoked the session)", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A malformed body", body = ApiError, content_type = "application/problem+json"),
+        (status = 503, description = "The user's roles or groups just changed and are still being recorded (`identity_behind`): the refresh token was not used; retry after `Retry-After`", body = ApiError, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 #[instrument(skip_all)]
 async fn refresh(
@@ -249,6 +251,7 @@ async fn refresh(
         Ok(_) => "success",
         Err(RefreshError::Reused) => "reused",
         Err(RefreshError::Database(_) | RefreshError::Signing(_)) => "error",
+        Err(RefreshError::Behind) => "behind",
         Err(_) => "invalid",
     };
     metrics::counter!("workledger_token_refreshes_total", "outcome" => outcome).increment(1);
@@ -267,6 +270,14 @@ async fn refresh(
             "invalid_refresh_token",
             error.to_string(),
         )
+        .into()),
+        Err(RefreshError::Behind) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity_behind",
+            "your roles or groups just changed and are still being recorded; refresh again \
+                 in a moment (the refresh token is still valid)",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
         .into()),
         Err(RefreshError::Database(error)) => Err(error.into()),
         Err(RefreshError::Signing(error)) => Err(ApiError::internal(&error).into()),

@@ -494,3 +494,70 @@ async fn a_change_of_roles_or_groups_refuses_the_tokens_issued_before_on_every_i
     third.token_keys().verify(&clerk).unwrap();
     third.token_keys().verify(&app.admin.token).unwrap();
 }
+
+#[tokio::test]
+async fn a_refresh_after_a_role_change_the_read_model_has_not_reached_brings_it_up_first() {
+    let app = spawn().await;
+    let ann = app.user(&["member"], &[]).await;
+    let before: (String, i64) = sqlx::query_as(
+        "select tx_id::text, global_position from checkpoints where name = 'identity'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let path = format!("/api/v1/users/{}/roles", ann.id);
+    let changed = app
+        .put(&path, &app.admin.token, json!({"roles": ["member", "operator"]}))
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert!(outdated(&app, &ann.token).await);
+    // as if the change's inline projection had timed out: the read model is a step behind
+    sqlx::query(
+        "update identity_users set roles = '{member}', access_version = 0 where user_id = $1",
+    )
+    .bind(ann.id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update checkpoints set tx_id = $1::xid8, global_position = $2 where name = 'identity'",
+    )
+    .bind(&before.0)
+    .bind(before.1)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+
+    let renewed = refresh(&app, &ann.refresh_token).await;
+    assert_eq!(renewed.status(), StatusCode::OK);
+    let renewed: Value = renewed.json().await.unwrap();
+    let token = renewed["access_token"].as_str().unwrap();
+    assert!(
+        accepted(&app, token).await,
+        "the new token has the new roles"
+    );
+    let claims = app.api.token_keys().verify(token).unwrap();
+    assert_eq!(
+        claims.roles,
+        vec![domain::Role::Operator, domain::Role::Member]
+    );
+
+    // a change this process knows of and the log does not have yet: 503, the token unused
+    app.api.token_keys().access_changed(ann.id, 1_000);
+    let behind = refresh(&app, renewed["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(behind.headers()["retry-after"], "1");
+    assert_eq!(
+        problem(behind, StatusCode::SERVICE_UNAVAILABLE).await["code"],
+        "identity_behind"
+    );
+    let used: bool = sqlx::query_scalar(
+        "select bool_or(used_at is not null) from auth_refresh_tokens where token_hash = $1",
+    )
+    .bind(command_api::auth::sessions::token_hash(
+        renewed["refresh_token"].as_str().unwrap(),
+    ))
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(!used, "the refresh token can be sent again");
+}
