@@ -335,6 +335,11 @@ pub(crate) fn samples() -> Vec<(&'static str, &'static str, Value)> {
         ),
         (
             "user",
+            "UserSessionsEnded",
+            json!({"UserSessionsEnded": {"reason": "laptop stolen", "ended_by": user, "ended_at": AT}}),
+        ),
+        (
+            "user",
             "UserNotificationsChanged",
             json!({"UserNotificationsChanged": {"email": "direct", "changed_by": user, "changed_at": AT}}),
         ),

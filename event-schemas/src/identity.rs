@@ -131,6 +131,13 @@ pub enum UserEvent {
         replaced_by: Actor,
         replaced_at: DateTime<Utc>,
     },
+    /// Every session the user had was ended (by an admin, or the user), e.g. for a lost
+    /// laptop: their access and refresh tokens stop working; their password still signs in.
+    UserSessionsEnded {
+        reason: Option<String>,
+        ended_by: Actor,
+        ended_at: DateTime<Utc>,
+    },
     /// Which notifications the user gets by email changed (by the user, or an admin).
     UserNotificationsChanged {
         email: EmailNotifications,
@@ -150,4 +157,5 @@ event_names!(UserEvent {
     UserTwoFactorDisabled => "1",
     UserRecoveryCodesReplaced => "1",
     UserNotificationsChanged => "1",
+    UserSessionsEnded => "1",
 });

@@ -9,5 +9,5 @@ pub mod two_factor;
 
 pub use keys::{KeyError, Keys, load_keys};
 pub use passwords::{PasswordError, Passwords};
-pub use sessions::{IssuedTokens, Principal, RefreshError, Sessions};
+pub use sessions::{Client, IssuedTokens, Principal, RefreshError, SessionInfo, Sessions};
 pub use throttle::{Throttle, ThrottleKey};

@@ -96,6 +96,28 @@ fn new_refresh_token() -> String {
     format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// The most sessions [`Sessions::live`] lists.
+pub const LISTED_SESSIONS: i64 = 100;
+
+/// Where a sign-in comes from, as the session keeps it to show its user.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub address: Option<std::net::IpAddr>,
+    /// The `User-Agent`, cut to 256 characters.
+    pub user_agent: Option<String>,
+}
+
+/// A live session, as its user sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionInfo {
+    pub session_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// When its tokens were last refreshed (its start, if never).
+    pub last_used_at: DateTime<Utc>,
+    pub client_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
 /// How long a refresh waits for the identity read model to reach a change of access.
 pub const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
@@ -119,17 +141,24 @@ impl Sessions {
         &self.keys
     }
 
-    /// Starts a session for `principal` (after a successful sign-in).
-    pub async fn start(&self, principal: &Principal) -> Result<IssuedTokens, SessionError> {
+    /// Starts a session for `principal` (after a successful sign-in) from `client`.
+    pub async fn start(
+        &self,
+        principal: &Principal,
+        client: &Client,
+    ) -> Result<IssuedTokens, SessionError> {
         let session_id = Uuid::now_v7();
         let refresh = new_refresh_token();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "insert into auth_sessions (session_id, user_id, tenant_id) values ($1, $2, $3)",
+            "insert into auth_sessions (session_id, user_id, tenant_id, client_address, user_agent) \
+             values ($1, $2, $3, $4, $5)",
         )
         .bind(session_id)
         .bind(principal.user_id)
         .bind(&principal.tenant_id)
+        .bind(client.address.map(|a| a.to_string()))
+        .bind(client.user_agent.as_deref())
         .execute(&mut *tx)
         .await?;
         self.store_refresh(&mut tx, session_id, &refresh).await?;
@@ -214,6 +243,10 @@ impl Sessions {
             .bind(&hash)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("update auth_sessions set last_used_at = now() where session_id = $1")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
         let next = new_refresh_token();
         self.store_refresh(&mut tx, session_id, &next).await?;
         tx.commit().await?;
@@ -250,6 +283,53 @@ impl Sessions {
         .await?;
         self.keys.session_ended(session_id);
         Ok(())
+    }
+
+    /// The live sessions of `user_id` (not ended, with a refresh token still usable), newest
+    /// first, at most [`LISTED_SESSIONS`].
+    pub async fn live(&self, user_id: Uuid) -> Result<Vec<SessionInfo>, sqlx::Error> {
+        sqlx::query_as(
+            "select s.session_id, s.created_at, \
+                    coalesce(s.last_used_at, s.created_at) as last_used_at, \
+                    s.client_address, s.user_agent \
+             from auth_sessions s \
+             where s.user_id = $1 and s.revoked_at is null \
+               and exists (select from auth_refresh_tokens t where t.session_id = s.session_id \
+                           and t.used_at is null and t.expires_at > now()) \
+             order by s.created_at desc limit $2",
+        )
+        .bind(user_id)
+        .bind(LISTED_SESSIONS)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Ends the sessions of `user_id` that `which` names (`except`: all but that one; `only`:
+    /// just that one), for `reason`; the ids of those ended.
+    pub async fn revoke_of(
+        &self,
+        user_id: Uuid,
+        only: Option<Uuid>,
+        except: Option<Uuid>,
+        reason: &str,
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        let ended: Vec<Uuid> = sqlx::query_scalar(
+            "update auth_sessions set revoked_at = now(), revoked_reason = $4 \
+             where user_id = $1 and revoked_at is null \
+               and ($2::uuid is null or session_id = $2) \
+               and ($3::uuid is null or session_id <> $3) \
+             returning session_id",
+        )
+        .bind(user_id)
+        .bind(only)
+        .bind(except)
+        .bind(reason)
+        .fetch_all(&self.pool)
+        .await?;
+        for session_id in &ended {
+            self.keys.session_ended(*session_id);
+        }
+        Ok(ended)
     }
 
     /// Ends session `session_id`.

@@ -251,23 +251,6 @@ impl Identity {
         .await
     }
 
-    /// Chooses which notifications `user_id` gets by email (the user, or an admin).
-    pub async fn set_notifications(
-        &self,
-        ctx: &RequestContext,
-        user_id: Uuid,
-        email: event_schemas::identity::EmailNotifications,
-        expected_version: Option<usize>,
-    ) -> Result<Outcome, IdentityError> {
-        self.user_command(
-            ctx,
-            user_id,
-            UserCommand::SetNotifications { email },
-            expected_version,
-        )
-        .await
-    }
-
     /// Lets a deactivated user sign in again (admins).
     pub async fn reactivate(
         &self,
@@ -373,7 +356,8 @@ impl Identity {
         Ok(())
     }
 
-    async fn user_command(
+    /// Decides `command` on user `user_id` and projects its events before answering.
+    pub async fn user_command(
         &self,
         ctx: &RequestContext,
         user_id: Uuid,

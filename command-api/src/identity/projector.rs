@@ -289,6 +289,13 @@ async fn apply_user(
             .execute(conn)
             .await?;
         }
+        UserEvent::UserSessionsEnded { ended_at, .. } => {
+            update("update identity_users set version = $2, updated_at = $3 where user_id = $1")
+                .bind(ended_at)
+                .execute(&mut *conn)
+                .await?;
+            end_sessions_before(conn, user_id, recorded_at, "sessions ended").await?;
+        }
         UserEvent::UserNotificationsChanged {
             email, changed_at, ..
         } => {

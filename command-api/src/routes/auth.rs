@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use crate::auth::sessions::IssuedTokens;
 use crate::auth::throttle::Admission;
-use crate::auth::{RefreshError, ThrottleKey};
+use crate::auth::{Client, RefreshError, SessionInfo, ThrottleKey};
 use crate::error::{CommandError, Result, too_many_attempts};
-use crate::extract::{ClientAddr, bearer};
+use crate::extract::{Auth, ClientAddr, bearer};
 use crate::identity::{SecondFactor, second_factor, store};
 use crate::state::CommandState;
 
@@ -28,6 +28,9 @@ pub fn router() -> OpenApiRouter<CommandState> {
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
+        .routes(routes!(list_sessions))
+        .routes(routes!(end_session))
+        .routes(routes!(end_other_sessions))
 }
 
 /// Credentials.
@@ -134,6 +137,7 @@ fn invalid_one_time_code() -> CommandError {
 async fn login(
     State(state): State<CommandState>,
     ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
     Json(body): Json<Login>,
 ) -> Result<Json<Tokens>> {
     let result = async {
@@ -195,7 +199,7 @@ async fn login(
         tracing::Span::current().record("user_id", tracing::field::display(principal.user_id));
         let issued = state
             .sessions()
-            .start(&principal)
+            .start(&principal, &client(address, &headers))
             .await
             .map_err(|e| ApiError::internal(&e))?;
         tracing::info!("signed in");
@@ -211,6 +215,18 @@ async fn login(
     };
     metrics::counter!("workledger_logins_total", "outcome" => outcome).increment(1);
     result
+}
+
+/// Where a sign-in comes from, as its session keeps it.
+fn client(address: Option<std::net::IpAddr>, headers: &HeaderMap) -> Client {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|agent| agent.chars().take(256).collect());
+    Client {
+        address,
+        user_agent,
+    }
 }
 
 /// A refresh token.
@@ -340,4 +356,127 @@ async fn logout(
     }
     tracing::info!("signed out");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A session of the caller's: one sign-in and the tokens refreshed from it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    pub id: Uuid,
+    /// When it signed in.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When its tokens were last refreshed (its sign-in, if never).
+    pub last_used_at: chrono::DateTime<chrono::Utc>,
+    /// The client address it signed in from (`null` if unknown).
+    pub client_address: Option<String>,
+    /// The `User-Agent` it signed in with (`null` if none).
+    pub user_agent: Option<String>,
+    /// Whether it is the session of the access token of this request.
+    pub current: bool,
+}
+
+impl Session {
+    fn of(info: SessionInfo, current: Uuid) -> Self {
+        Session {
+            current: info.session_id == current,
+            id: info.session_id,
+            created_at: info.created_at,
+            last_used_at: info.last_used_at,
+            client_address: info.client_address,
+            user_agent: info.user_agent,
+        }
+    }
+}
+
+/// The caller's live sessions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Sessions {
+    /// Newest first, at most 100.
+    pub items: Vec<Session>,
+}
+
+/// How many sessions were ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ended {
+    pub ended: usize,
+}
+
+const UNAUTHORIZED: &str = "No valid access token (code `unauthorized`), an ended session's (`session_ended`: sign in again) or one older than its user's roles or groups (`access_changed`: refresh it)";
+
+/// List one's sessions
+///
+/// The caller's sessions that can still refresh: where and with what each signed in, and when
+/// it was last used, so one not recognised can be ended.
+#[utoipa::path(get, path = "/api/v1/auth/sessions", operation_id = "list_sessions", tag = "auth",
+    responses(
+        (status = 200, description = "The live sessions, newest first", body = Sessions),
+        (status = 401, description = UNAUTHORIZED, body = ApiError, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[instrument(skip_all)]
+async fn list_sessions(State(state): State<CommandState>, auth: Auth) -> Result<Json<Sessions>> {
+    let live = state.sessions().live(auth.claims.sub).await?;
+    let current = auth.claims.sid;
+    Ok(Json(Sessions {
+        items: live.into_iter().map(|s| Session::of(s, current)).collect(),
+    }))
+}
+
+/// End one of one's sessions
+///
+/// Signs that session out on every instance (its access and refresh tokens stop working). Ending
+/// the current one is a logout.
+#[utoipa::path(post, path = "/api/v1/auth/sessions/{id}/revoke", operation_id = "end_session", tag = "auth",
+    params(("id" = Uuid, Path, description = "The session (`GET /api/v1/auth/sessions`)")),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 401, description = UNAUTHORIZED, body = ApiError, content_type = "application/problem+json"),
+        (status = 404, description = "No live session of yours has this id", body = ApiError, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[instrument(skip_all, fields(session_id = %id))]
+async fn end_session(
+    State(state): State<CommandState>,
+    auth: Auth,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<StatusCode> {
+    let id = crate::extract::path_id(&id, "session", "session_not_found")?;
+    let ended = state
+        .sessions()
+        .revoke_of(auth.claims.sub, Some(id), None, "ended by its user")
+        .await?;
+    if ended.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            format!("no live session {id} of yours"),
+        )
+        .into());
+    }
+    tracing::info!("session ended by its user");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End one's other sessions
+///
+/// Signs out every session of the caller's but the one of this request's access token, on
+/// every instance: after a lost phone or a shared computer.
+#[utoipa::path(post, path = "/api/v1/auth/sessions/revoke-others", operation_id = "end_other_sessions", tag = "auth",
+    responses(
+        (status = 200, description = "The other sessions were ended", body = Ended),
+        (status = 401, description = UNAUTHORIZED, body = ApiError, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[instrument(skip_all)]
+async fn end_other_sessions(State(state): State<CommandState>, auth: Auth) -> Result<Json<Ended>> {
+    let ended = state
+        .sessions()
+        .revoke_of(
+            auth.claims.sub,
+            None,
+            Some(auth.claims.sid),
+            "ended by its user",
+        )
+        .await?;
+    tracing::info!(sessions = ended.len(), "other sessions ended by their user");
+    Ok(Json(Ended { ended: ended.len() }))
 }

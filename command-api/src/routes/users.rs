@@ -4,6 +4,7 @@
 use api_common::{ApiError, Json};
 use axum::extract::{Path, State};
 use domain::Role;
+use domain::identity::UserCommand;
 use event_schemas::identity::EmailNotifications;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -31,6 +32,7 @@ pub fn router() -> OpenApiRouter<CommandState> {
         .routes(routes!(deactivate))
         .routes(routes!(reactivate))
         .routes(routes!(set_notifications))
+        .routes(routes!(end_sessions))
 }
 
 /// A new user of the caller's tenant.
@@ -221,10 +223,10 @@ async fn change_password(
     result
 }
 
-/// Why a user is deactivated.
+/// Why (kept in the log and the audit trail).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Deactivate {
+pub struct Reason {
     /// Up to 1,000 characters; the body may be left out.
     pub reason: Option<String>,
 }
@@ -234,7 +236,7 @@ pub struct Deactivate {
 /// Stops a user from signing in and ends their sessions (admins; not oneself): every instance
 /// refuses the access tokens already issued to them within milliseconds.
 #[utoipa::path(post, path = "/api/v1/users/{id}/deactivate", operation_id = "deactivate_user", tag = "users",
-    request_body(content = Option<Deactivate>),
+    request_body(content = Option<Reason>),
     params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
     responses(Applied, Problems), security(("bearer" = [])))]
 #[instrument(skip_all, fields(user_id = %id))]
@@ -243,20 +245,11 @@ async fn deactivate(
     auth: Auth,
     IfMatch(expected): IfMatch,
     Path(id): Path<String>,
-    OptionalJson(body): OptionalJson<Deactivate>,
+    OptionalJson(body): OptionalJson<Reason>,
 ) -> Result<Accepted> {
-    let result = async {
-        let id = path_id(&id, "user", "user_not_found")?;
-        let reason = body.unwrap_or_default().reason;
-        let outcome = state
-            .identity()
-            .deactivate(&auth.context(), id, reason, expected)
-            .await?;
-        Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
-    }
-    .await;
-    observe("deactivate_user", &result);
-    result
+    let reason = body.unwrap_or_default().reason;
+    let command = UserCommand::Deactivate { reason };
+    send(&state, &auth, &id, command, expected, "deactivate_user").await
 }
 
 /// Reactivate a user
@@ -272,17 +265,15 @@ async fn reactivate(
     IfMatch(expected): IfMatch,
     Path(id): Path<String>,
 ) -> Result<Accepted> {
-    let result = async {
-        let id = path_id(&id, "user", "user_not_found")?;
-        let outcome = state
-            .identity()
-            .reactivate(&auth.context(), id, expected)
-            .await?;
-        Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
-    }
-    .await;
-    observe("reactivate_user", &result);
-    result
+    send(
+        &state,
+        &auth,
+        &id,
+        UserCommand::Reactivate,
+        expected,
+        "reactivate_user",
+    )
+    .await
 }
 
 /// Which notifications to get by email.
@@ -311,15 +302,58 @@ async fn set_notifications(
     Path(id): Path<String>,
     Json(body): Json<Notifications>,
 ) -> Result<Accepted> {
+    let command = UserCommand::SetNotifications { email: body.email };
+    send(
+        &state,
+        &auth,
+        &id,
+        command,
+        expected,
+        "set_user_notifications",
+    )
+    .await
+}
+
+/// End a user's sessions
+///
+/// Signs the user out everywhere (admins; or oneself), e.g. for a stolen laptop: every access
+/// and refresh token they hold stops working on every instance; their password still signs
+/// in (change it, or deactivate them, to stop that too). Recorded as `UserSessionsEnded`.
+#[utoipa::path(post, path = "/api/v1/users/{id}/sessions/revoke", operation_id = "end_user_sessions", tag = "users",
+    request_body(content = Option<Reason>),
+    params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
+    responses(Applied, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(user_id = %id))]
+async fn end_sessions(
+    State(state): State<CommandState>,
+    auth: Auth,
+    IfMatch(expected): IfMatch,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<Reason>,
+) -> Result<Accepted> {
+    let reason = body.unwrap_or_default().reason;
+    let command = UserCommand::EndSessions { reason };
+    send(&state, &auth, &id, command, expected, "end_user_sessions").await
+}
+
+/// Sends `command` to the user `id` (a path segment) and answers it, counted as `name`.
+async fn send(
+    state: &CommandState,
+    auth: &Auth,
+    id: &str,
+    command: UserCommand,
+    expected: Option<usize>,
+    name: &'static str,
+) -> Result<Accepted> {
     let result = async {
-        let id = path_id(&id, "user", "user_not_found")?;
+        let id = path_id(id, "user", "user_not_found")?;
         let outcome = state
             .identity()
-            .set_notifications(&auth.context(), id, body.email, expected)
+            .user_command(&auth.context(), id, command, expected)
             .await?;
         Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
     }
     .await;
-    observe("set_user_notifications", &result);
+    observe(name, &result);
     result
 }

@@ -507,7 +507,11 @@ async fn a_refresh_after_a_role_change_the_read_model_has_not_reached_brings_it_
     .unwrap();
     let path = format!("/api/v1/users/{}/roles", ann.id);
     let changed = app
-        .put(&path, &app.admin.token, json!({"roles": ["member", "operator"]}))
+        .put(
+            &path,
+            &app.admin.token,
+            json!({"roles": ["member", "operator"]}),
+        )
         .await;
     assert_eq!(changed.status(), StatusCode::OK);
     assert!(outdated(&app, &ann.token).await);
@@ -560,4 +564,121 @@ async fn a_refresh_after_a_role_change_the_read_model_has_not_reached_brings_it_
     .await
     .unwrap();
     assert!(!used, "the refresh token can be sent again");
+}
+
+/// Signs `email` in again with `user_agent`; the session's tokens.
+async fn sign_in_with(app: &TestApp, email: &str, user_agent: &str) -> Value {
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("user-agent", user_agent)
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn sessions(app: &TestApp, token: &str) -> Vec<Value> {
+    let response = app
+        .client
+        .get(app.url("/api/v1/auth/sessions"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_user_sees_their_sessions_and_ends_one_or_all_the_others() {
+    let app = spawn().await;
+    let ann = app.user(&["member"], &[]).await;
+    let laptop = sign_in_with(&app, &ann.email, "Laptop/1.0").await;
+    let phone = sign_in_with(&app, &ann.email, "Phone/2.0").await;
+    let laptop_token = laptop["access_token"].as_str().unwrap();
+
+    let listed = sessions(&app, laptop_token).await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[0]["user_agent"], "Phone/2.0", "newest first");
+    assert_eq!(listed[1]["user_agent"], "Laptop/1.0");
+    assert_eq!(listed[1]["current"], true);
+    assert_eq!(listed[0]["current"], false);
+    assert_eq!(listed[1]["client_address"], "127.0.0.1");
+    // the admin's sessions are not Ann's business
+    assert!(listed.iter().all(|s| s["id"] != Value::Null));
+
+    // the phone is ended from the laptop; it can neither act nor refresh
+    let phone_session = listed[0]["id"].as_str().unwrap();
+    let path = format!("/api/v1/auth/sessions/{phone_session}/revoke");
+    let ended = app.post(&path, laptop_token, Value::Null).await;
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    assert!(!accepted(&app, phone["access_token"].as_str().unwrap()).await);
+    let refused = refresh(&app, phone["refresh_token"].as_str().unwrap()).await;
+    problem(refused, StatusCode::UNAUTHORIZED).await;
+    // again, or someone else's session, or no session at all: 404
+    let again = app.post(&path, laptop_token, Value::Null).await;
+    assert_eq!(
+        problem(again, StatusCode::NOT_FOUND).await["code"],
+        "session_not_found"
+    );
+    let admins = sessions(&app, &app.admin.token).await;
+    let theirs = format!(
+        "/api/v1/auth/sessions/{}/revoke",
+        admins[0]["id"].as_str().unwrap()
+    );
+    problem(
+        app.post(&theirs, laptop_token, Value::Null).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert!(accepted(&app, &app.admin.token).await);
+
+    // every other one: the first sign-in goes, the laptop stays
+    let response = app
+        .post(
+            "/api/v1/auth/sessions/revoke-others",
+            laptop_token,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["ended"], 1);
+    assert!(!accepted(&app, &ann.token).await);
+    assert!(accepted(&app, laptop_token).await);
+    assert_eq!(sessions(&app, laptop_token).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_admin_ends_every_session_of_a_user_and_the_log_says_who_and_why() {
+    let app = spawn().await;
+    let ann = app.user(&["member"], &[]).await;
+    let bob = app.user(&["member"], &[]).await;
+    let second = sign_in_with(&app, &ann.email, "Phone/2.0").await;
+    let path = format!("/api/v1/users/{}/sessions/revoke", ann.id);
+    let refused = app.post(&path, &bob.token, Value::Null).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let response = app
+        .post(&path, &app.admin.token, json!({"reason": "laptop stolen"}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!accepted(&app, &ann.token).await);
+    assert!(!accepted(&app, second["access_token"].as_str().unwrap()).await);
+    let refused = refresh(&app, &ann.refresh_token).await;
+    problem(refused, StatusCode::UNAUTHORIZED).await;
+    assert!(accepted(&app, &bob.token).await);
+    let events = app.events("user", &ann.id.to_string()).await;
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "UserSessionsEnded");
+    assert_eq!(last["payload"]["reason"], "laptop stolen");
+    assert_eq!(
+        last["payload"]["ended_by"],
+        format!("user:{}", app.admin.id)
+    );
+    // the password still signs in
+    app.sign_in(&ann.email, PASSWORD, None).await;
 }

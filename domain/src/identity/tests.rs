@@ -361,6 +361,41 @@ fn the_user_or_an_admin_chooses_which_notifications_go_by_email_and_a_repeat_cha
 }
 
 #[test]
+fn an_admin_or_the_user_ends_their_sessions_with_a_reason_each_time() {
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(
+            admin(),
+            UserCommand::EndSessions {
+                reason: Some("laptop stolen".into()),
+            },
+        ))
+        .then_expect_events(vec![UserEvent::UserSessionsEnded {
+            reason: Some("laptop stolen".into()),
+            ended_by: admin().actor,
+            ended_at: T0,
+        }]);
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(ann(), UserCommand::EndSessions { reason: None }))
+        .then_expect_events(vec![UserEvent::UserSessionsEnded {
+            reason: None,
+            ended_by: event_schemas::Actor::User(ANN),
+            ended_at: T0,
+        }]);
+    GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(
+            member(Uuid::from_u128(9)),
+            UserCommand::EndSessions { reason: None },
+        ))
+        .then_expect_error(UserError::MissingRole {
+            action: "end another user's sessions",
+            roles: "admins",
+        });
+}
+
+#[test]
 fn a_snapshot_taken_before_two_factor_sign_in_existed_still_loads() {
     let old = serde_json::json!({
         "id": ANN, "tenant_id": "acme", "roles": ["member"], "groups": [], "status": "active"

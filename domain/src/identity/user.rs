@@ -50,6 +50,8 @@ pub enum UserCommand {
     ReplaceRecoveryCodes,
     /// Choose which notifications the user gets by email.
     SetNotifications { email: EmailNotifications },
+    /// End every session the user has (they sign in again).
+    EndSessions { reason: Option<String> },
 }
 
 /// Everything a new user is created with (the password is handled outside the domain).
@@ -238,6 +240,20 @@ impl User {
                 }])
             }
             UserCommand::DisableTwoFactor { reason } => self.disable_two_factor(caller, at, reason),
+            UserCommand::EndSessions { reason } => {
+                if !self.is_self(&caller) && !caller.acts_as(Role::Admin) {
+                    return Err(UserError::MissingRole {
+                        action: "end another user's sessions",
+                        roles: "admins",
+                    });
+                }
+                check_reason(reason.as_deref())?;
+                Ok(vec![UserEvent::UserSessionsEnded {
+                    reason,
+                    ended_by: caller.actor,
+                    ended_at: at,
+                }])
+            }
             UserCommand::SetNotifications { email } => {
                 if !self.is_self(&caller) && !caller.acts_as(Role::Admin) {
                     return Err(UserError::MissingRole {
@@ -287,13 +303,7 @@ impl User {
                 roles: "admins",
             });
         }
-        if let Some(reason) = &reason {
-            let mut issues = Vec::new();
-            text::check_length(reason, "reason", text::MAX_REASON, &mut issues);
-            if !issues.is_empty() {
-                return Err(UserError::Invalid { issues });
-            }
-        }
+        check_reason(reason.as_deref())?;
         if !self.two_factor {
             return Ok(Vec::new());
         }
@@ -409,13 +419,7 @@ impl User {
                 action: "deactivate",
             });
         }
-        if let Some(reason) = &reason {
-            let mut issues = Vec::new();
-            text::check_length(reason, "reason", text::MAX_REASON, &mut issues);
-            if !issues.is_empty() {
-                return Err(UserError::Invalid { issues });
-            }
-        }
+        check_reason(reason.as_deref())?;
         if self.status == UserStatus::Deactivated {
             return Ok(Vec::new());
         }
@@ -424,6 +428,20 @@ impl User {
             deactivated_by: caller.actor.clone(),
             deactivated_at: at,
         }])
+    }
+}
+
+/// Problems with a free-text reason: at most [`text::MAX_REASON`] characters.
+fn check_reason(reason: Option<&str>) -> Result<(), UserError> {
+    let Some(reason) = reason else {
+        return Ok(());
+    };
+    let mut issues = Vec::new();
+    text::check_length(reason, "reason", text::MAX_REASON, &mut issues);
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(UserError::Invalid { issues })
     }
 }
 
@@ -480,6 +498,7 @@ impl Aggregate for User {
             UserEvent::UserTwoFactorDisabled { .. } => self.two_factor = false,
             UserEvent::UserRecoveryCodesReplaced { .. } => {}
             UserEvent::UserNotificationsChanged { email, .. } => self.email_notifications = email,
+            UserEvent::UserSessionsEnded { .. } => {}
         }
     }
 }

@@ -338,7 +338,8 @@ async fn a_busy_relay_gets_the_batch_again_without_the_messages_it_already_took(
         },
     )
     .await;
-    assert_eq!(checkpoint(&db.pool).await, LogPosition::START);
+    // the batches before the first notification may have gone through, not the one with it
+    assert!(checkpoint(&db.pool).await < crate::support::first_of(&db.pool, "TaskOpened").await);
     assert_eq!(recipients(&relay.mails()), ["carl@acme.test"]);
 
     relay.accept.store(usize::MAX, Ordering::SeqCst);

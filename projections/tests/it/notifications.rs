@@ -165,7 +165,8 @@ async fn a_receiver_that_refuses_gets_the_batch_again_and_nothing_is_skipped() {
         },
     )
     .await;
-    assert_eq!(checkpoint(&db.pool).await, LogPosition::START);
+    // the batches before the first notification may have gone through, not the one with it
+    assert!(checkpoint(&db.pool).await < crate::support::first_of(&db.pool, "TaskOpened").await);
     assert!(receiver.notifications().is_empty());
 
     receiver.answer(StatusCode::OK);

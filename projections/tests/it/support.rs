@@ -325,3 +325,19 @@ pub fn retrying() -> projections::RunSettings {
         ..projections::RunSettings::default()
     }
 }
+
+/// The log position of the first event of `event_type`.
+pub async fn first_of(pool: &PgPool, event_type: &str) -> LogPosition {
+    let (tx_id, global_position): (i64, i64) = sqlx::query_as(
+        "select tx_id::text::bigint, global_position from events where event_type = $1 \
+         order by tx_id, global_position limit 1",
+    )
+    .bind(event_type)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    LogPosition {
+        tx_id: tx_id as u64,
+        global_position,
+    }
+}
