@@ -2,7 +2,7 @@
 //!
 //! The same notifications as the webhook's ([`crate::notifications`]: a task offered,
 //! assigned, handed on or overdue; an approval requested, awaiting someone's decision or
-//! overdue), sent over SMTP (`WORKLEDGER_SMTP_URL`) to each recipient's address: the users
+//! overdue; an instance ended, to its starter), sent over SMTP (`WORKLEDGER_SMTP_URL`) to each recipient's address: the users
 //! named and the members of the groups named, active users of the event's tenant only, from the
 //! identity read model. One message per person, so nobody sees who else was told.
 //!
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use event_schemas::RecordedEvent;
-use event_schemas::task;
+use event_schemas::{task, workflow_instance};
 use futures::future::BoxFuture;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, Message};
@@ -47,7 +47,8 @@ pub struct EmailSettings {
     /// `WORKLEDGER_EMAIL_FROM`: the sender, e.g. `Workledger <workledger@example.com>`.
     pub from: Mailbox,
     /// `WORKLEDGER_EMAIL_LINK`: a link to the work in your application, with `{kind}`
-    /// (`task` or `approval`) and `{id}` put in, e.g. `https://work.example.com/{kind}s/{id}`.
+    /// (`task`, `approval` or `workflow_instance`) and `{id}` put in, e.g.
+    /// `https://work.example.com/{kind}s/{id}`.
     pub link: Option<String>,
     /// How long the relay may take to answer.
     pub timeout: Duration,
@@ -332,10 +333,15 @@ fn compose(
     recipient: &Recipient,
     to: Mailbox,
 ) -> Result<Message, lettre::error::Error> {
-    let is_task = notification.subject.kind == task::AGGREGATE_TYPE;
-    let noun = if is_task { "task" } else { "approval" };
+    let (noun, label) = match notification.subject.kind.as_str() {
+        task::AGGREGATE_TYPE => ("task", "Task"),
+        workflow_instance::AGGREGATE_TYPE => ("workflow", "Workflow"),
+        _ => ("approval", "Approval"),
+    };
     let name = name.map(one_line).filter(|n| !n.is_empty());
     let title = name.clone().unwrap_or_else(|| format!("a {noun}"));
+    let outcome = notification.outcome.as_deref().map(one_line);
+    let said = outcome.clone().unwrap_or_default();
     let (subject, sentence) = match notification.kind.as_str() {
         "task.offered" => (
             format!("Task to pick up: {title}"),
@@ -365,21 +371,44 @@ fn compose(
             format!("Approval overdue: {title}"),
             "An approval you have not decided is past its due time.",
         ),
+        "instance.completed" => (
+            format!("Finished: {title} ({said})"),
+            "A workflow you started has finished.",
+        ),
+        "instance.cancelled" => (
+            format!("Cancelled: {title}"),
+            "A workflow you started was cancelled.",
+        ),
+        "instance.failed" => (
+            format!("Failed: {title}"),
+            "A workflow you started cannot go on; an operator has to look at it.",
+        ),
         other => (format!("Workledger: {other}"), "There is work for you."),
     };
     let mut body = format!(
         "Hello {},\n\n{sentence}\n\n",
         one_line(&recipient.display_name)
     );
-    let label = if is_task { "Task" } else { "Approval" };
     body.push_str(&format!(
         "  {label}: {}\n",
         name.as_deref().unwrap_or(&notification.subject.id)
     ));
+    if let Some(outcome) = &outcome {
+        let what = if notification.kind == "instance.completed" {
+            "Outcome"
+        } else {
+            "Reason"
+        };
+        body.push_str(&format!("  {what}: {outcome}\n"));
+    }
     if let Some(due_at) = notification.due_at {
         body.push_str(&format!("  Due: {}\n", when(due_at)));
     }
-    if let Some(instance) = notification.subject.workflow_instance_id {
+    if let Some(instance) = notification
+        .subject
+        .workflow_instance_id
+        .filter(|_| noun != "workflow")
+    {
         body.push_str(&format!("  Workflow instance: {instance}"));
         if let Some(step) = &notification.subject.step_id {
             body.push_str(&format!(" (step {step})"));
@@ -389,7 +418,7 @@ fn compose(
     body.push_str(&format!("  Id: {}\n", notification.subject.id));
     if let Some(template) = &settings.link {
         let link = template
-            .replace("{kind}", noun)
+            .replace("{kind}", &notification.subject.kind)
             .replace("{id}", &notification.subject.id);
         body.push_str(&format!("\n{link}\n"));
     }
@@ -483,6 +512,7 @@ mod tests {
                 groups: vec!["clerks".into()],
             },
             due_at: Some("2026-12-05T17:00:00Z".parse().unwrap()),
+            outcome: None,
         }
     }
 
@@ -534,6 +564,38 @@ mod tests {
             message.envelope().to(),
             ["carl@example.com".parse().unwrap()]
         );
+    }
+
+    #[test]
+    fn the_starter_of_an_order_reads_its_outcome_in_the_subject() {
+        let mut n = offered();
+        n.kind = "instance.completed".into();
+        n.subject.kind = "workflow_instance".into();
+        n.subject.name = Some("PO-7".into());
+        n.outcome = Some("approved".into());
+        n.due_at = None;
+        let mut starter = clerk();
+        starter.named = true;
+        let to = Mailbox::new(None, "carl@example.com".parse().unwrap());
+        let message = compose(
+            &settings(Some("https://work.example.com/{kind}s/{id}")),
+            &n,
+            Some("PO-7"),
+            &starter,
+            to,
+        )
+        .unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(
+            text.contains("Subject: Finished: PO-7 (approved)"),
+            "{text}"
+        );
+        assert!(text.contains("Outcome: approved"), "{text}");
+        assert!(
+            text.contains("https://work.example.com/workflow_instances/"),
+            "{text}"
+        );
+        assert!(!text.contains("Workflow instance:"), "{text}");
     }
 
     #[test]

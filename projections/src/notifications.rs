@@ -1,5 +1,5 @@
 //! The notifications reactor: tells people's systems (a mailer, a chat bot, an app's inbox)
-//! that someone has work to do, by webhook.
+//! that someone has work to do, or that an instance they started has ended, by webhook.
 //!
 //! A projector of the runtime (checkpoint `notifications`, one active worker by advisory lock,
 //! lag and failures in `/metrics` and `workledger status`) that writes no table: the task and
@@ -23,7 +23,8 @@
 use std::time::Duration;
 
 use event_schemas::{
-    AnyEvent, ApprovalEvent, LogPosition, RecordedEvent, TaskEvent, WorkflowRef, approval, task,
+    Actor, AnyEvent, ApprovalEvent, LogPosition, RecordedEvent, TaskEvent, WorkflowInstanceEvent,
+    WorkflowRef, approval, task, workflow_instance,
 };
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
@@ -36,8 +37,8 @@ use uuid::Uuid;
 use crate::names::NOTIFICATIONS;
 use crate::projector::{EventFilter, ProjectionError, Projector, decode};
 
-/// The events that can ask someone to act.
-const NOTIFYING: [&str; 9] = [
+/// The events that can ask someone to act, or tell them how what they started ended.
+const NOTIFYING: [&str; 12] = [
     "TaskOpened",
     "TaskAssigned",
     "TaskDelegated",
@@ -47,6 +48,9 @@ const NOTIFYING: [&str; 9] = [
     "ApprovalDecided",
     "ApprovalDelegated",
     "ApprovalOverdue",
+    "InstanceCompleted",
+    "InstanceCancelled",
+    "InstanceFailed",
 ];
 
 /// Where and how to notify.
@@ -83,10 +87,14 @@ pub(crate) fn is_this_machine(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The events of the task and approval aggregates that can ask someone to act.
+/// The events that make notifications: of tasks and approvals, and of instances ending.
 pub(crate) fn notifying_events() -> EventFilter {
     EventFilter::events(
-        &[task::AGGREGATE_TYPE, approval::AGGREGATE_TYPE],
+        &[
+            task::AGGREGATE_TYPE,
+            approval::AGGREGATE_TYPE,
+            workflow_instance::AGGREGATE_TYPE,
+        ],
         &NOTIFYING,
     )
 }
@@ -139,7 +147,8 @@ pub struct Notification {
     pub id: Uuid,
     /// `task.offered`, `task.assigned`, `task.delegated`, `task.overdue`,
     /// `approval.requested` (the approvers who may decide now), `approval.awaiting` (after a
-    /// vote or a delegation: who may decide now and could not before) or `approval.overdue`.
+    /// vote or a delegation: who may decide now and could not before), `approval.overdue`, or
+    /// `instance.completed`, `instance.cancelled`, `instance.failed` (to whoever started it).
     #[serde(rename = "type")]
     pub kind: String,
     pub tenant_id: Option<String>,
@@ -149,6 +158,9 @@ pub struct Notification {
     pub subject: Subject,
     pub recipients: Recipients,
     pub due_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// An ended instance's outcome (`instance.completed`) or reason (cancelled, failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// The body of one webhook call.
@@ -284,6 +296,16 @@ pub struct Before {
     pub awaiting: Vec<Uuid>,
     /// For a released or overdue task: the task as it was.
     pub task: Option<domain::task::Task>,
+    /// For an instance that ended: how it started.
+    pub started: Option<Started>,
+}
+
+/// What an instance's start says of it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub started_by: Actor,
+    pub definition_key: String,
+    pub business_key: Option<String>,
 }
 
 impl Before {
@@ -297,11 +319,15 @@ impl Before {
                 "ApprovalDecided" | "ApprovalDelegated" | "ApprovalOverdue",
             ) => Ok(Self {
                 awaiting: awaiting_before(conn, event).await?,
-                task: None,
+                ..Self::default()
             }),
             (task::AGGREGATE_TYPE, "TaskReleased" | "TaskOverdue") => Ok(Self {
-                awaiting: Vec::new(),
                 task: Some(task_before(conn, event).await?),
+                ..Self::default()
+            }),
+            (workflow_instance::AGGREGATE_TYPE, _) => Ok(Self {
+                started: Some(started(conn, event).await?),
+                ..Self::default()
             }),
             _ => Ok(Self::default()),
         }
@@ -336,6 +362,43 @@ async fn awaiting_before(
     };
     serde_json::from_value(awaiting).map_err(|_| {
         ProjectionError::inconsistent(event, "an earlier event's `awaiting` is not a list of ids")
+    })
+}
+
+/// How the instance of `event` started (its first event).
+async fn started(
+    conn: &mut PgConnection,
+    event: &RecordedEvent,
+) -> Result<Started, ProjectionError> {
+    let payload: Option<serde_json::Value> = sqlx::query_scalar(
+        "select payload->'InstanceStarted' from events \
+         where aggregate_type = $1 and aggregate_id = $2 and event_type = 'InstanceStarted' \
+         order by sequence limit 1",
+    )
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
+    let field = |payload: &serde_json::Value, key: &str| payload.get(key).cloned();
+    let Some(payload) = payload else {
+        return Err(ProjectionError::inconsistent(
+            event,
+            "the instance has no InstanceStarted event",
+        ));
+    };
+    let started_by = field(&payload, "started_by")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| {
+            ProjectionError::inconsistent(event, "the instance's start names no valid starter")
+        })?;
+    Ok(Started {
+        started_by,
+        definition_key: payload["definition_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        business_key: payload["business_key"].as_str().map(str::to_owned),
     })
 }
 
@@ -411,6 +474,7 @@ pub fn notification(
         workflow_instance_id: None,
         step_id: None,
     };
+    let mut outcome = None;
     // older versions are upcast: a notification is made from the event as it is now
     let (kind, recipients, due_at) = match decode(event)? {
         AnyEvent::Task(task) => match task {
@@ -517,6 +581,39 @@ pub fn notification(
             }
             _ => return Ok(None),
         },
+        // whoever started an instance is told how it ended, unless they ended it themself
+        AnyEvent::WorkflowInstance(instance) => {
+            let Some(started) = &before.started else {
+                return Ok(None);
+            };
+            let (kind, ended_by, said) = match instance {
+                WorkflowInstanceEvent::InstanceCompleted { outcome, .. } => {
+                    ("instance.completed", None, outcome)
+                }
+                WorkflowInstanceEvent::InstanceCancelled {
+                    reason,
+                    cancelled_by,
+                    ..
+                } => ("instance.cancelled", Some(cancelled_by), reason),
+                WorkflowInstanceEvent::InstanceFailed { reason, .. } => {
+                    ("instance.failed", None, reason)
+                }
+                _ => return Ok(None),
+            };
+            let starter = match &started.started_by {
+                Actor::User(user) if ended_by.as_ref() != Some(&started.started_by) => *user,
+                _ => return Ok(None),
+            };
+            subject.name = Some(
+                started
+                    .business_key
+                    .clone()
+                    .unwrap_or_else(|| started.definition_key.clone()),
+            );
+            subject.workflow_instance_id = event.aggregate_id.parse().ok();
+            outcome = Some(said);
+            (kind, users([starter]), None)
+        }
         _ => return Ok(None),
     };
     if recipients.users.is_empty() && recipients.groups.is_empty() {
@@ -538,6 +635,7 @@ pub fn notification(
         subject,
         recipients,
         due_at,
+        outcome,
     }))
 }
 
@@ -615,7 +713,7 @@ mod tests {
     fn awaiting(users: &[Uuid]) -> Before {
         Before {
             awaiting: users.to_vec(),
-            task: None,
+            ..Before::default()
         }
     }
 
@@ -637,8 +735,8 @@ mod tests {
             });
         }
         Before {
-            awaiting: Vec::new(),
             task: Some(task),
+            ..Before::default()
         }
     }
 
@@ -782,13 +880,70 @@ mod tests {
         );
         // nobody to tell: no notification
         let nobody = Before {
-            awaiting: Vec::new(),
             task: Some(domain::task::Task::default()),
+            ..Before::default()
         };
         assert!(
             notification(&overdue(json!(null)), &nobody)
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn whoever_started_an_instance_is_told_how_it_ended_unless_they_ended_it() {
+        let started = |by: Actor| Before {
+            started: Some(Started {
+                started_by: by,
+                definition_key: "purchase-order".into(),
+                business_key: Some("PO-7".into()),
+            }),
+            ..Before::default()
+        };
+        let completed = recorded(
+            workflow_instance::AGGREGATE_TYPE,
+            json!({"InstanceCompleted": {"outcome": "approved", "end_step_id": "approved",
+                   "cancelled_children": [], "completed_at": "2026-11-26T10:00:00Z"}}),
+        );
+        let n = notification(&completed, &started(Actor::User(id(3))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.kind, "instance.completed");
+        assert_eq!(n.recipients.users, [id(3)]);
+        assert_eq!(n.outcome.as_deref(), Some("approved"));
+        assert_eq!(n.subject.name.as_deref(), Some("PO-7"));
+        assert_eq!(n.subject.workflow_instance_id, Some(Uuid::nil()));
+        let cancelled = |by: &str| {
+            recorded(
+                workflow_instance::AGGREGATE_TYPE,
+                json!({"InstanceCancelled": {"reason": "duplicate", "open_children": [],
+                       "cancelled_by": by, "cancelled_at": "2026-11-26T10:00:00Z"}}),
+            )
+        };
+        let by_operator = notification(
+            &cancelled(&format!("user:{}", id(4))),
+            &started(Actor::User(id(3))),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (by_operator.kind.as_str(), by_operator.outcome.as_deref()),
+            ("instance.cancelled", Some("duplicate"))
+        );
+        assert!(
+            notification(
+                &cancelled(&format!("user:{}", id(3))),
+                &started(Actor::User(id(3)))
+            )
+            .unwrap()
+            .is_none(),
+            "they cancelled it themself"
+        );
+        assert!(
+            notification(&completed, &started(Actor::Service("importer".into())))
+                .unwrap()
+                .is_none(),
+            "a service started it: nobody to tell"
         );
     }
 

@@ -265,3 +265,37 @@ async fn checkpoint(pool: &sqlx::PgPool) -> LogPosition {
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn whoever_started_an_order_is_told_how_it_ended() {
+    use event_schemas::ApprovalDecision;
+    let (receiver, url) = Receiver::start().await;
+    let (db, rt) = setup().await;
+    let po = Po::start(&rt, json!(20000), "PO-13").await;
+    po.work("review", &member(CLERK, &["clerks"]), json!({}), 5)
+        .await;
+    po.vote(
+        "board",
+        crate::support::BOARD[0],
+        ApprovalDecision::Reject,
+        10,
+    )
+    .await;
+    po.vote(
+        "board",
+        crate::support::BOARD[2],
+        ApprovalDecision::Reject,
+        15,
+    )
+    .await;
+    let projections = Projections::from_projectors(vec![Arc::new(notifier(&url))]);
+    project_with(&projections, &db.pool).await;
+    let notifications = receiver.notifications();
+    let ended = notifications.last().unwrap();
+    assert_eq!(ended.kind, "instance.completed", "{notifications:?}");
+    assert_eq!(ended.outcome.as_deref(), Some("rejected"));
+    assert_eq!(ended.recipients.users, [user(crate::support::OPERATOR)]);
+    assert_eq!(ended.subject.kind, "workflow_instance");
+    assert_eq!(ended.subject.id, po.id.to_string());
+    assert_eq!(ended.subject.name.as_deref(), Some("PO-13"));
+}
