@@ -18,6 +18,8 @@
 //! | reports | operators, designers, auditors |
 //! | audit trail, export | auditors |
 //! | users | admins; everyone: themselves (`/api/v1/users/me`) |
+//! | directory (colleagues' names, emails, groups) | everyone |
+//! | tenants | admins of the default tenant |
 
 // `ApiError` (api-common's one problem type) is large; it only travels on the cold path and
 // boxing it would cost every `?` a conversion.
@@ -33,6 +35,7 @@ mod state;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use consistency::CONSISTENCY_HEADER;
+pub use routes::tenants::{Tenant, all_tenants};
 pub use state::{QuerySettings, QueryState};
 
 /// Every query route, documented, with its state applied.
@@ -48,5 +51,6 @@ pub fn router(state: QueryState) -> OpenApiRouter {
         .merge(routes::export::router())
         .merge(routes::users::router())
         .merge(routes::directory::router())
+        .merge(routes::tenants::router())
         .with_state(state)
 }

@@ -320,38 +320,24 @@ async fn list_tenants(
     out: &mut impl Write,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
-    // the default tenant has no TenantCreated: it exists from its first user on
-    let tenants: Vec<(String, String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
-        "with tenants as ( \
-             select tenant_id, name, created_at from identity_tenants \
-             union all \
-             select $1, $1, min(created_at) from identity_users where tenant_id = $1 \
-             having count(*) > 0 \
-                and not exists (select from identity_tenants where tenant_id = $1)) \
-         select t.tenant_id, t.name, t.created_at, \
-                (select count(*) from identity_users u where u.tenant_id = t.tenant_id) \
-         from tenants t order by t.tenant_id",
-    )
-    .bind(domain::identity::DEFAULT_TENANT)
-    .fetch_all(pool)
-    .await
-    .context("cannot read the tenants")?;
+    let tenants = query_api::all_tenants(pool)
+        .await
+        .context("cannot read the tenants")?;
     match format {
         OutputFormat::Jsonl => {
-            for (id, name, created_at, users) in &tenants {
-                let line = serde_json::json!({"id": id, "name": name, "created_at": created_at, "users": users});
-                writeln!(out, "{line}")?;
+            for tenant in &tenants {
+                writeln!(out, "{}", serde_json::to_value(tenant)?)?;
             }
         }
         OutputFormat::Table => {
             let rows: Vec<[String; 4]> = tenants
                 .iter()
-                .map(|(id, name, created_at, users)| {
+                .map(|t| {
                     [
-                        id.clone(),
-                        name.clone(),
-                        created_at.to_rfc3339(),
-                        users.to_string(),
+                        t.id.clone(),
+                        t.name.clone(),
+                        t.created_at.to_rfc3339(),
+                        t.users.to_string(),
                     ]
                 })
                 .collect();

@@ -9,6 +9,7 @@ pub(crate) mod export;
 pub(crate) mod instances;
 pub(crate) mod reports;
 pub(crate) mod tasks;
+pub(crate) mod tenants;
 pub(crate) mod users;
 
 use api_common::{ApiError, Json};

@@ -340,3 +340,54 @@ async fn anyone_finds_the_active_colleagues_of_their_tenant_in_the_directory() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_default_tenants_admins_list_every_tenant_and_nobody_else_does() {
+    let app = TestApp::spawn().await;
+    seed(&app).await;
+    sqlx::query(
+        "insert into identity_tenants (tenant_id, name, created_at) \
+         values ('acme', 'Acme Corp', now()), ('globex', 'Globex', now())",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    add_user(
+        &app,
+        "default",
+        0xD0,
+        "root@example.test",
+        &["admin"],
+        &[],
+        "active",
+    )
+    .await;
+    let root = app.token("default", user(0xD0), &[Role::Admin], &[]);
+    let page = app.ok("/api/v1/tenants", &root).await;
+    let tenants: Vec<(&str, &str, i64)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap(),
+                t["name"].as_str().unwrap(),
+                t["users"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tenants,
+        [
+            ("acme", "Acme Corp", 5),
+            ("default", "default", 1),
+            ("globex", "Globex", 1)
+        ]
+    );
+    // an admin of another tenant, a member of the default one: 403
+    app.problem("/api/v1/tenants", &admin_token(&app), StatusCode::FORBIDDEN)
+        .await;
+    let member = app.token("default", user(0xD1), &[Role::Member], &[]);
+    app.problem("/api/v1/tenants", &member, StatusCode::FORBIDDEN)
+        .await;
+}
