@@ -418,6 +418,19 @@ pub enum AdminCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// End every session of a user (a stolen laptop): their tokens stop working; their
+    /// password still signs in.
+    #[command(name = "end-sessions", after_help = ADMIN_HELP)]
+    EndSessions {
+        #[arg(long)]
+        tenant: String,
+        /// The user's id.
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// Why (kept in the log and the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Turn off a user's two-factor sign-in (for a lost authenticator and recovery codes):
     /// they sign in with their password alone until they turn it on again.
     #[command(name = "disable-two-factor", after_help = ADMIN_HELP)]

@@ -401,6 +401,19 @@ async fn an_operator_turns_off_the_two_factor_sign_in_of_a_user_who_lost_their_p
 
     let out = ok(&admin(
         &db,
+        &format!("end-sessions --tenant default --user {id} --reason laptop-stolen"),
+    ));
+    assert!(out.contains("ended every session"), "{out}");
+    let ended: String = sqlx::query_scalar(
+        "select payload->'UserSessionsEnded'->>'reason' from events \
+         where event_type = 'UserSessionsEnded'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(ended, "laptop-stolen");
+    let out = ok(&admin(
+        &db,
         &format!("disable-two-factor --tenant default --user {id} --reason lost-phone"),
     ));
     assert!(out.contains("turned off two-factor sign-in"), "{out}");

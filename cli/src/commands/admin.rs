@@ -188,6 +188,22 @@ pub async fn run(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
                 outcome.version
             )?;
         }
+        AdminCommand::EndSessions {
+            tenant,
+            user,
+            reason,
+        } => {
+            let command = domain::identity::UserCommand::EndSessions { reason };
+            let outcome = identity
+                .user_command(&context(&tenant), user, command, None)
+                .await
+                .map_err(explain)?;
+            writeln!(
+                out,
+                "ended every session of {user} (version {})",
+                outcome.version
+            )?;
+        }
         AdminCommand::DisableTwoFactor {
             tenant,
             user,
