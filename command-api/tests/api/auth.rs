@@ -610,6 +610,22 @@ async fn a_user_sees_their_sessions_and_ends_one_or_all_the_others() {
     assert_eq!(listed[1]["client_address"], "127.0.0.1");
     // the admin's sessions are not Ann's business
     assert!(listed.iter().all(|s| s["id"] != Value::Null));
+    assert_eq!(
+        listed[1]["last_used_at"], listed[1]["created_at"],
+        "never refreshed yet"
+    );
+
+    // a refresh is a use of its session
+    let refreshed: Value = refresh(&app, laptop["refresh_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let laptop_token = refreshed["access_token"].as_str().unwrap();
+    let listed = sessions(&app, laptop_token).await;
+    let used = |s: &Value| chrono::DateTime::parse_from_rfc3339(s.as_str().unwrap()).unwrap();
+    assert!(used(&listed[1]["last_used_at"]) > used(&listed[1]["created_at"]));
+    assert_eq!(listed[1]["current"], true);
 
     // the phone is ended from the laptop; it can neither act nor refresh
     let phone_session = listed[0]["id"].as_str().unwrap();
