@@ -326,6 +326,7 @@ Examples:
   workledger admin users --tenant acme --group clerks --format jsonl
   workledger admin set-password --tenant acme --user 0195... --password-env PW   # a reset
   workledger admin deactivate --tenant acme --user 0195... --reason \"left the company\"
+  workledger admin erase-user --tenant acme --user 0195...   # after deactivate; for good
   workledger admin tenants";
 
 /// `workledger admin ...`.
@@ -430,6 +431,18 @@ pub enum AdminCommand {
         /// Why (kept in the log and the audit trail).
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Forget a deactivated user for good (the right to erasure): their key is destroyed, so
+    /// their email address, name, the reasons recorded about them and their comments no
+    /// longer open anywhere (read models, log, audit trail, exports, Kafka, backups). Their
+    /// user id and who did what stay; the audit chain still verifies. Cannot be undone.
+    #[command(name = "erase-user", after_help = ADMIN_HELP)]
+    EraseUser {
+        #[arg(long)]
+        tenant: String,
+        /// The user's id (deactivate them first).
+        #[arg(long)]
+        user: uuid::Uuid,
     },
     /// Turn off a user's two-factor sign-in (for a lost authenticator and recovery codes):
     /// they sign in with their password alone until they turn it on again.

@@ -411,7 +411,7 @@ async fn an_operator_turns_off_the_two_factor_sign_in_of_a_user_who_lost_their_p
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(ended, "laptop-stolen");
+    assert_eq!(opened(&db, &ended).await, "laptop-stolen");
     let out = ok(&admin(
         &db,
         &format!("disable-two-factor --tenant default --user {id} --reason lost-phone"),
@@ -430,13 +430,44 @@ async fn an_operator_turns_off_the_two_factor_sign_in_of_a_user_who_lost_their_p
     .await
     .unwrap();
     assert_eq!(
-        (actor.as_str(), reason.as_str()),
+        (actor.as_str(), opened(&db, &reason).await.as_str()),
         ("service:cli-admin", "lost-phone")
     );
+    // deactivated, then erased for good: what was sealed for them no longer opens
+    ok(&admin(
+        &db,
+        &format!("deactivate --tenant default --user {id}"),
+    ));
+    let out = ok(&admin(
+        &db,
+        &format!("erase-user --tenant default --user {id}"),
+    ));
+    assert!(out.contains("erased"), "{out}");
+    let mut conn = db.pool.acquire().await.unwrap();
+    let gone = event_store::personal::open_all(&mut conn, "default", &[reason.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(gone, [None]);
+    let again = admin(&db, &format!("erase-user --tenant default --user {id}"));
+    assert_eq!(again.status.code(), Some(1));
     // another tenant's user is not found
     let output = admin(
         &db,
         &format!("disable-two-factor --tenant globex --user {id}"),
     );
     assert_eq!(output.status.code(), Some(1));
+}
+
+/// A personal field as stored (sealed, DESIGN §2), opened with its person's key.
+async fn opened(db: &TestDatabase, stored: &str) -> String {
+    assert!(
+        stored.starts_with(event_schemas::personal::SEALED_PREFIX),
+        "not sealed: {stored}"
+    );
+    let mut conn = db.pool.acquire().await.unwrap();
+    event_store::personal::open_all(&mut conn, "default", &[stored])
+        .await
+        .unwrap()
+        .remove(0)
+        .expect("the key opens it")
 }

@@ -343,6 +343,11 @@ pub(crate) fn samples() -> Vec<(&'static str, &'static str, Value)> {
             "UserNotificationsChanged",
             json!({"UserNotificationsChanged": {"email": "direct", "changed_by": user, "changed_at": AT}}),
         ),
+        (
+            "user",
+            "UserErased",
+            json!({"UserErased": {"erased_by": user, "erased_at": AT}}),
+        ),
     ]
 }
 

@@ -2,8 +2,10 @@
 //! (id: a UUID).
 //!
 //! Personal data (email address, display name, free-text reasons) appears in these events
-//! only; every other event names people by user id (DESIGN §2), so sealing these events with a
-//! per-person key later forgets the person while the rest of the log stays intact.
+//! only, besides the comments of tasks and approvals; every other event names people by user
+//! id (DESIGN §2). Those fields are stored sealed with the person's own key
+//! ([`crate::personal`]): erasing the key ([`UserEvent::UserErased`]) forgets the person while
+//! the rest of the log stays intact.
 //!
 //! Credentials are *not* events: a password hash written to the log could never be erased, and
 //! a leaked log would hand out offline-crackable hashes. The hash lives in the credentials
@@ -138,6 +140,14 @@ pub enum UserEvent {
         ended_by: Actor,
         ended_at: DateTime<Utc>,
     },
+    /// The person was forgotten: their data key was erased, so their email address, name, the
+    /// reasons recorded about them and the comments they wrote no longer open anywhere
+    /// ([`crate::personal`]). The user id stays, so the log, the audit trail and who did what
+    /// remain whole. Only a deactivated user is erased; nothing happens to them afterwards.
+    UserErased {
+        erased_by: Actor,
+        erased_at: DateTime<Utc>,
+    },
     /// Which notifications the user gets by email changed (by the user, or an admin).
     UserNotificationsChanged {
         email: EmailNotifications,
@@ -158,4 +168,5 @@ event_names!(UserEvent {
     UserRecoveryCodesReplaced => "1",
     UserNotificationsChanged => "1",
     UserSessionsEnded => "1",
+    UserErased => "1",
 });

@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod identity;
 pub mod integration;
 pub mod metadata;
+pub mod personal;
 pub mod task;
 pub mod types;
 pub mod workflow_definition;

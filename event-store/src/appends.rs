@@ -20,6 +20,7 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 
 use crate::connections::Connections;
 use crate::notify::AppendNotifier;
+use crate::personal::seal_event;
 use crate::repository::{append, capture_position};
 
 // the events in staging order (`with ordinality`), and the snapshots of the aggregates whose
@@ -241,7 +242,20 @@ impl Appends {
         }
     }
 
-    async fn send(self, connections: &Connections) -> Result<Option<LogPosition>, AppendError> {
+    async fn send(mut self, connections: &Connections) -> Result<Option<LogPosition>, AppendError> {
+        // personal fields are stored sealed with their person's key (`crate::personal`)
+        for i in 0..self.len() {
+            seal_event(
+                connections,
+                self.aggregate_types[i],
+                &self.aggregate_ids[i],
+                &self.event_types[i],
+                &self.metadata[i],
+                &mut self.payloads[i],
+            )
+            .await
+            .map_err(|e| AppendError::Store(Box::new(e)))?;
+        }
         let snapshots = &self.snapshots;
         let query = sqlx::query(APPEND)
             .bind(&self.aggregate_types)

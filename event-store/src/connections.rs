@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::personal::PersonalKeys;
+
 /// How many connections one [`Connections`] keeps out of the pool by default
 /// (`WORKLEDGER_DB_COMMAND_CONNECTIONS`), and so how many
 /// statements its command path runs at once.
@@ -54,6 +56,8 @@ struct Kept {
     /// One permit per connection that may be out (idle or in use): a lease holds one.
     places: Arc<Semaphore>,
     idle_check: Duration,
+    /// The keys appends seal personal data with.
+    keys: PersonalKeys,
 }
 
 /// A connection for one statement: give it back with [`Lease::keep`] once the statement has
@@ -85,12 +89,18 @@ impl Connections {
                 idle: Mutex::new(Vec::new()),
                 places: Arc::new(Semaphore::new(limit)),
                 idle_check,
+                keys: PersonalKeys::default(),
             }),
         }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The keys this command path seals personal data with (remembered across its appends).
+    pub fn personal_keys(&self) -> &PersonalKeys {
+        &self.kept.keys
     }
 
     /// An idle kept connection (one idle for long answered a ping first), or a new one taken

@@ -9,6 +9,7 @@
 //! - [`connections`]: connections the command path keeps between statements.
 //! - [`checkpoint`]: named readers' positions, advanced in the same transaction as their effects.
 //! - [`notify`]: LISTEN/NOTIFY wake-ups with a poll fallback.
+//! - [`personal`]: the per-person keys personal data is sealed with, and erasure.
 
 pub mod appends;
 pub mod checkpoint;
@@ -17,6 +18,7 @@ pub mod database;
 pub mod execute;
 pub mod log;
 pub mod notify;
+pub mod personal;
 pub mod repository;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -20,6 +20,7 @@ use cqrs_es::persist::{
 };
 use event_schemas::LogPosition;
 use event_schemas::metadata::EVENT_ID;
+use event_schemas::personal::has_personal_data;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
@@ -27,6 +28,7 @@ use uuid::Uuid;
 
 use crate::connections::Connections;
 use crate::notify::AppendNotifier;
+use crate::personal::seal_event;
 
 tokio::task_local! {
     /// Set by an append within [`capture_position`]: where its last event landed in the log.
@@ -123,6 +125,27 @@ pub(crate) async fn append(
     metadata: &[Value],
     snapshot: Option<(String, Value, usize)>,
 ) -> Result<(), PersistenceError> {
+    // personal fields are stored sealed with their person's key (`crate::personal`)
+    let mut sealed: Vec<Option<Value>> = Vec::with_capacity(events.len());
+    for (event, metadata) in events.iter().zip(metadata) {
+        if !has_personal_data(aggregate_type, &event.event_type) {
+            sealed.push(None);
+            continue;
+        }
+        let mut payload = event.payload.clone();
+        seal_event(
+            connections,
+            aggregate_type,
+            &event.aggregate_id,
+            &event.event_type,
+            metadata,
+            &mut payload,
+        )
+        .await
+        .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+        sealed.push(Some(payload));
+    }
+    let payload = |i: usize| sealed[i].as_ref().unwrap_or(&events[i].payload);
     let first = &events[0];
     let insert = if events.len() == 1 {
         INSERT_ONE
@@ -152,7 +175,7 @@ pub(crate) async fn append(
             .bind(first.sequence as i64)
             .bind(&first.event_type)
             .bind(&first.event_version)
-            .bind(&first.payload)
+            .bind(payload(0))
             .bind(&metadata[0])
     } else {
         query
@@ -169,7 +192,7 @@ pub(crate) async fn append(
                     .map(|e| e.event_version.as_str())
                     .collect::<Vec<_>>(),
             )
-            .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+            .bind((0..events.len()).map(payload).collect::<Vec<_>>())
             .bind(metadata.iter().collect::<Vec<_>>())
     };
     if let Some((_, payload, current_snapshot)) = snapshot {

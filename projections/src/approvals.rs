@@ -1,5 +1,7 @@
 //! Approvals and the progress of their policy (`approvals`): approvers, who holds each vote,
-//! decisions in order, and who may decide now (`awaiting`, carried by the events).
+//! decisions in order, and who may decide now (`awaiting`, carried by the events). Also the
+//! approvals' comments (`approval_comments`), their text as stored: sealed for its author,
+//! opened only as it is served.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -15,6 +17,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::comments::{self, Comment, Of};
 use crate::names::APPROVALS;
 use crate::projector::{
     EventFilter, ProjectionError, Projector, continued_ids, decode, meta, uuid_id,
@@ -123,7 +126,7 @@ impl Projector for ApprovalsProjector {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["approvals"]
+        &["approvals", "approval_comments"]
     }
 
     fn apply<'a>(
@@ -143,6 +146,7 @@ async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), P
         .into_iter()
         .map(|row| (row.id, row))
         .collect();
+    let mut comments = Vec::new();
     for event in events {
         let id = uuid_id(event)?;
         let meta = meta(event)?;
@@ -215,10 +219,25 @@ async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), P
         };
         row.version = event.sequence;
         row.updated_at = meta.occurred_at;
-        evolve(row, decoded);
+        match decoded {
+            ApprovalEvent::ApprovalCommented {
+                author,
+                text,
+                commented_at,
+            } => comments.push(Comment {
+                on: id,
+                sequence: event.sequence,
+                tenant_id: meta.tenant_id,
+                author: author.to_string(),
+                text,
+                commented_at,
+            }),
+            other => evolve(row, other),
+        }
     }
     let rows: Vec<&Row> = state.values().collect();
     rows::write(tx, &UPSERT, &rows).await?;
+    comments::insert(tx, Of::Approvals, &comments).await?;
     Ok(())
 }
 
@@ -230,6 +249,7 @@ fn participate(row: &mut Row, user: Uuid) {
 
 fn evolve(row: &mut Row, event: ApprovalEvent) {
     match event {
+        // comments are rows of their own (`apply`)
         ApprovalEvent::ApprovalOpened { .. } | ApprovalEvent::ApprovalCommented { .. } => {}
         ApprovalEvent::ApprovalDecided {
             approver,

@@ -22,6 +22,7 @@
 pub mod approvals;
 pub mod audit;
 mod batch;
+mod comments;
 pub mod definitions;
 pub mod documents;
 pub mod email;

@@ -1,5 +1,6 @@
 //! The task inbox (`tasks`): assignee, candidates, due time, overdue flag, output, status.
-//! The task report is computed from it at query time.
+//! The task report is computed from it at query time. Also the tasks' comments
+//! (`task_comments`), their text as stored: sealed for its author, opened only as it is served.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -13,6 +14,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::comments::{self, Comment, Of};
 use crate::names::TASKS;
 use crate::projector::{
     EventFilter, ProjectionError, Projector, continued_ids, decode, meta, uuid_id,
@@ -96,7 +98,7 @@ impl Projector for TasksProjector {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["tasks"]
+        &["tasks", "task_comments"]
     }
 
     fn apply<'a>(
@@ -116,6 +118,7 @@ async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), P
         .into_iter()
         .map(|row| (row.id, row))
         .collect();
+    let mut comments = Vec::new();
     for event in events {
         let id = uuid_id(event)?;
         let meta = meta(event)?;
@@ -176,16 +179,31 @@ async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), P
         };
         row.version = event.sequence;
         row.updated_at = meta.occurred_at;
-        evolve(row, decoded);
+        match decoded {
+            TaskEvent::TaskCommented {
+                author,
+                text,
+                commented_at,
+            } => comments.push(Comment {
+                on: id,
+                sequence: event.sequence,
+                tenant_id: meta.tenant_id,
+                author: author.to_string(),
+                text,
+                commented_at,
+            }),
+            other => evolve(row, other),
+        }
     }
     let rows: Vec<&Row> = state.values().collect();
     rows::write(tx, &UPSERT, &rows).await?;
+    comments::insert(tx, Of::Tasks, &comments).await?;
     Ok(())
 }
 
 fn evolve(row: &mut Row, event: TaskEvent) {
     match event {
-        // documents have a read model of their own
+        // comments are rows of their own (`apply`), documents have a read model of their own
         TaskEvent::TaskOpened { .. }
         | TaskEvent::TaskCommented { .. }
         | TaskEvent::TaskDocumentAttached { .. }

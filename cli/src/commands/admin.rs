@@ -204,6 +204,18 @@ pub async fn run(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
                 outcome.version
             )?;
         }
+        AdminCommand::EraseUser { tenant, user } => {
+            let command = domain::identity::UserCommand::Erase;
+            let outcome = identity
+                .user_command(&context(&tenant), user, command, None)
+                .await
+                .map_err(explain)?;
+            writeln!(
+                out,
+                "erased {user}: their personal data no longer opens (version {})",
+                outcome.version
+            )?;
+        }
         AdminCommand::DisableTwoFactor {
             tenant,
             user,

@@ -365,6 +365,7 @@ impl Identity {
         expected_version: Option<usize>,
     ) -> Result<Outcome, IdentityError> {
         let id = user_id.to_string();
+        let erases = command == UserCommand::Erase;
         let command = Command::new(ctx.caller.clone(), ctx.at, command);
         let executed = self
             .inner
@@ -377,6 +378,12 @@ impl Identity {
                 &(),
             )
             .await?;
+        if erases && !executed.events.is_empty() {
+            // the key goes before the answer; the identity projector drops it too, with the
+            // rest of the erasure, so a crash in between loses nothing
+            let mut conn = self.inner.pool.acquire().await?;
+            event_store::personal::erase(&mut conn, &ctx.caller.tenant_id, user_id).await?;
+        }
         self.project(executed.position).await;
         Ok(Outcome {
             id,

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use event_schemas::identity::{TENANT_AGGREGATE_TYPE, USER_AGGREGATE_TYPE};
 use event_schemas::{AnyEvent, DecodeError, LogPosition, RecordedEvent, TenantEvent, UserEvent};
-use event_store::{BatchError, Checkpoints, LogFilter, LogWaiter, process_batch_matching};
+use event_store::{
+    BatchError, Checkpoints, LogFilter, LogWaiter, personal, process_batch_matching,
+};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -198,6 +200,17 @@ async fn apply_user(
             created_at,
             ..
         } => {
+            // sealed for the user (DESIGN §2): an erased user's read as blanks
+            let opened =
+                personal::open_all(&mut *conn, &tenant_id, &[&email, &display_name]).await?;
+            let (email_key, email, display_name) = match (&opened[0], &opened[1]) {
+                (Some(email), Some(name)) => (
+                    domain::identity::email_key(email),
+                    email.clone(),
+                    name.clone(),
+                ),
+                _ => (erased_email_key(user_id), String::new(), String::new()),
+            };
             sqlx::query(
                 "insert into identity_users (user_id, tenant_id, email, email_key, display_name, \
                  roles, groups, status, version, created_at, updated_at) \
@@ -207,7 +220,7 @@ async fn apply_user(
             .bind(user_id)
             .bind(tenant_id)
             .bind(&email)
-            .bind(domain::identity::email_key(&email))
+            .bind(email_key)
             .bind(display_name)
             .bind(names(&roles))
             .bind(groups)
@@ -308,6 +321,7 @@ async fn apply_user(
             .execute(conn)
             .await?;
         }
+        UserEvent::UserErased { erased_at, .. } => erase(conn, user_id, version, erased_at).await?,
         UserEvent::UserRecoveryCodesReplaced { replaced_at, .. } => {
             update("update identity_users set version = $2, updated_at = $3 where user_id = $1")
                 .bind(replaced_at)
@@ -315,6 +329,53 @@ async fn apply_user(
                 .await?;
         }
     }
+    Ok(())
+}
+
+/// The `email_key` of an erased user: unique, and never the key of an address one signs in
+/// with (those have an `@`).
+fn erased_email_key(user_id: Uuid) -> String {
+    format!("erased:{user_id}")
+}
+
+/// Forgets the user: their key is dropped (what was sealed with it no longer opens anywhere),
+/// their email address and name are blanked, and everything kept about them outside the log
+/// (credentials, two-factor keys and codes, sessions with their client addresses, email
+/// claim, idempotency records, sent-email records) is deleted. The user id stays.
+async fn erase(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    version: i64,
+    erased_at: DateTime<Utc>,
+) -> Result<(), ProjectionError> {
+    let tenant_id: Option<String> = sqlx::query_scalar(
+        "update identity_users set email = '', email_key = $3, display_name = '', \
+         erased_at = $4, status = 'deactivated', version = $2, updated_at = $4 \
+         where user_id = $1 returning tenant_id",
+    )
+    .bind(user_id)
+    .bind(version)
+    .bind(erased_email_key(user_id))
+    .bind(erased_at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(tenant_id) = tenant_id else {
+        return Ok(());
+    };
+    personal::erase(&mut *conn, &tenant_id, user_id).await?;
+    for sql in [
+        "delete from identity_email_claims where user_id = $1",
+        "delete from identity_credentials where user_id = $1",
+        "delete from identity_two_factor where user_id = $1",
+        "delete from identity_recovery_codes where user_id = $1",
+        // their refresh tokens go with them (on delete cascade)
+        "delete from auth_sessions where user_id = $1",
+        "delete from idempotency_keys where user_id = $1",
+        "delete from notification_emails where user_id = $1",
+    ] {
+        sqlx::query(sql).bind(user_id).execute(&mut *conn).await?;
+    }
+    tracing::info!(user_id = %user_id, "erased a user's personal data");
     Ok(())
 }
 

@@ -33,6 +33,7 @@ pub fn router() -> OpenApiRouter<CommandState> {
         .routes(routes!(reactivate))
         .routes(routes!(set_notifications))
         .routes(routes!(end_sessions))
+        .routes(routes!(erase))
 }
 
 /// A new user of the caller's tenant.
@@ -334,6 +335,37 @@ async fn end_sessions(
     let reason = body.unwrap_or_default().reason;
     let command = UserCommand::EndSessions { reason };
     send(&state, &auth, &id, command, expected, "end_user_sessions").await
+}
+
+/// Erase a user
+///
+/// Forgets a deactivated user for good (admins), for the right to erasure. Their personal data
+/// is sealed in the log with a key of their own (DESIGN §2); erasing destroys the key, so their
+/// email address, name, the reasons recorded about them and the comments they wrote no longer
+/// open anywhere: read models, the log, the audit trail and its exports, Kafka topics,
+/// backups. Their password hash, two-factor keys, sessions and email claim are deleted (the
+/// address may be used again). The user id and who did what stay, so the audit chain verifies
+/// as before. Recorded as `UserErased`; cannot be undone. An active user is refused with 409
+/// `user_active`, an erased one with 409 `user_erased`.
+#[utoipa::path(post, path = "/api/v1/users/{id}/erase", operation_id = "erase_user", tag = "users",
+    params(("id" = Uuid, Path, description = "The user"), CommandHeaders),
+    responses(Applied, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(user_id = %id))]
+async fn erase(
+    State(state): State<CommandState>,
+    auth: Auth,
+    IfMatch(expected): IfMatch,
+    Path(id): Path<String>,
+) -> Result<Accepted> {
+    send(
+        &state,
+        &auth,
+        &id,
+        UserCommand::Erase,
+        expected,
+        "erase_user",
+    )
+    .await
 }
 
 /// Sends `command` to the user `id` (a path segment) and answers it, counted as `name`.

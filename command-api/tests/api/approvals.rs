@@ -49,6 +49,17 @@ async fn a_member_cannot_decide_an_approval_offered_to_someone_else() {
         )
         .await;
     assert_eq!(decided.status(), StatusCode::OK);
+    // the comment is stored sealed for its author, also when appended with the cascade
+    let approval_events = app.events("approval", &approval.to_string()).await;
+    let commented = approval_events
+        .iter()
+        .find(|e| e["type"] == "ApprovalCommented")
+        .unwrap();
+    assert_eq!(commented["payload"]["author"], format!("user:{}", ann.id));
+    assert_eq!(
+        app.opened(&commented["payload"]["text"]).await.as_deref(),
+        Some("too expensive")
+    );
     // the workflow moved on before the answer
     let events = app.events("workflow_instance", &instance.to_string()).await;
     let last = events.last().unwrap();

@@ -234,6 +234,58 @@ impl TestApp {
         .collect()
     }
 
+    /// A personal field of a stored event of the default tenant (`payload[...]`), checked to be
+    /// sealed, as its person's key opens it (`None` once they were erased).
+    pub async fn opened(&self, stored: &Value) -> Option<String> {
+        let stored = stored.as_str().expect("a personal field is a string");
+        assert!(
+            stored.starts_with(event_schemas::personal::SEALED_PREFIX),
+            "not sealed: {stored}"
+        );
+        let mut conn = self.db.pool.acquire().await.unwrap();
+        event_store::personal::open_all(&mut conn, "default", &[stored])
+            .await
+            .unwrap()
+            .remove(0)
+    }
+
+    /// Empties the identity read model and forgets its projector's checkpoint.
+    pub async fn forget_identity_read_model(&self) {
+        for sql in [
+            "delete from identity_users",
+            "delete from checkpoints where name = 'identity'",
+        ] {
+            sqlx::query(sql).execute(&self.db.pool).await.unwrap();
+        }
+    }
+
+    /// Runs the background identity projector until `done` (a query of one boolean) is true,
+    /// at most 10 s.
+    pub async fn run_identity_projector_until(&self, done: &str) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let projector = tokio::spawn(command_api::identity::run_projector(
+            self.db.pool.clone(),
+            event_store::LogWaiter::polling(Duration::from_millis(20)),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !sqlx::query_scalar::<_, bool>(done)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the projector did not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(()).unwrap();
+        projector.await.unwrap();
+    }
+
     /// How many events of `event_type` are stored.
     pub async fn count_events(&self, event_type: &str) -> i64 {
         sqlx::query_scalar("select count(*) from events where event_type = $1")

@@ -4,6 +4,7 @@
 mod approvals;
 mod auth;
 mod documents;
+mod erasure;
 mod helpers;
 mod idempotency;
 mod openapi;

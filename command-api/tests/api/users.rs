@@ -34,7 +34,17 @@ async fn an_admin_creates_a_user_who_then_signs_in_and_the_log_holds_no_password
     assert_eq!(events.len(), 1);
     let created = &events[0];
     assert_eq!(created["type"], "UserCreated");
-    assert_eq!(created["payload"]["email"], "Ann@Example.com");
+    // personal data is sealed for the user (DESIGN §2)
+    assert_eq!(
+        app.opened(&created["payload"]["email"]).await.as_deref(),
+        Some("Ann@Example.com")
+    );
+    assert_eq!(
+        app.opened(&created["payload"]["display_name"])
+            .await
+            .as_deref(),
+        Some("Ann Example")
+    );
     assert_eq!(created["payload"]["roles"], json!(["member"]));
     assert_eq!(
         created["payload"]["created_by"],
@@ -293,43 +303,13 @@ async fn users_change_their_own_password_with_the_current_one_and_lose_their_ses
 async fn the_background_projector_rebuilds_the_identity_read_model_from_the_log() {
     let app = spawn().await;
     let ann = app.user(&["member"], &["clerks"]).await;
-    sqlx::query("delete from identity_users")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    sqlx::query("delete from checkpoints where name = 'identity'")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.forget_identity_read_model().await;
     assert_eq!(
         app.login(&ann.email, PASSWORD, None).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let projector = tokio::spawn(command_api::identity::run_projector(
-        app.db.pool.clone(),
-        event_store::LogWaiter::polling(std::time::Duration::from_millis(20)),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let users: i64 = sqlx::query_scalar("select count(*) from identity_users")
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
-        if users == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the projector did not catch up"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    stop.send(()).unwrap();
-    projector.await.unwrap();
+    app.run_identity_projector_until("select count(*) = 2 from identity_users")
+        .await;
     let again = app.sign_in(&ann.email, PASSWORD, None).await;
     let claims = app.api.token_keys().verify(&again.token).unwrap();
     assert_eq!(claims.groups, ["clerks"]);

@@ -434,6 +434,71 @@ fn deactivation_and_reactivation_are_recorded_once() {
         }]);
 }
 
+fn ann_deactivated() -> UserEvent {
+    UserEvent::UserDeactivated {
+        reason: None,
+        deactivated_by: admin().actor,
+        deactivated_at: T0,
+    }
+}
+
+#[test]
+fn an_admin_erases_a_deactivated_user() {
+    GivenUser::with(())
+        .given(vec![ann_created(), ann_deactivated()])
+        .when(cmd(admin(), UserCommand::Erase))
+        .then_expect_events(vec![UserEvent::UserErased {
+            erased_by: admin().actor,
+            erased_at: T0,
+        }]);
+}
+
+#[test]
+fn an_active_user_is_not_erased_and_only_admins_erase() {
+    let result = GivenUser::with(())
+        .given(vec![ann_created()])
+        .when(cmd(admin(), UserCommand::Erase))
+        .inspect_result();
+    assert_eq!(result, Err(UserError::StillActive));
+    assert_eq!(UserError::StillActive.code(), "user_active");
+    let result = GivenUser::with(())
+        .given(vec![ann_created(), ann_deactivated()])
+        .when(cmd(member(Uuid::from_u128(9)), UserCommand::Erase))
+        .inspect_result();
+    assert_eq!(
+        result.map_err(|e| e.kind()),
+        Err(crate::error::ErrorKind::Forbidden)
+    );
+    let result = GivenUser::with(())
+        .given(vec![ann_created(), ann_deactivated()])
+        .when(cmd(elsewhere(admin()), UserCommand::Erase))
+        .inspect_result();
+    assert_eq!(result, Err(UserError::NotFound));
+}
+
+#[test]
+fn an_erased_user_takes_no_command_again() {
+    let erased = UserEvent::UserErased {
+        erased_by: admin().actor,
+        erased_at: T0,
+    };
+    for command in [
+        UserCommand::Erase,
+        UserCommand::Reactivate,
+        UserCommand::ChangeRoles {
+            roles: vec![Role::Member],
+        },
+        UserCommand::EndSessions { reason: None },
+    ] {
+        let result = GivenUser::with(())
+            .given(vec![ann_created(), ann_deactivated(), erased.clone()])
+            .when(cmd(admin(), command))
+            .inspect_result();
+        assert_eq!(result, Err(UserError::Erased));
+    }
+    assert_eq!(UserError::Erased.kind(), crate::error::ErrorKind::Conflict);
+}
+
 #[test]
 fn an_admin_of_the_default_tenant_creates_tenants() {
     GivenTenant::with(())

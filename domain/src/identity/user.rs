@@ -9,6 +9,9 @@
 //!   authenticator is theirs); turn it off: the user themself, or an admin (a reset for a user
 //!   who lost their authenticator).
 //!
+//! - erase (forget the person: their data key is destroyed, DESIGN §2): admins, once the user
+//!   is deactivated; an erased user takes no command at all afterwards.
+//!
 //! Replacing roles or groups with the same set, deactivating a deactivated user, reactivating
 //! an active one and turning off two-factor sign-in where it is off change nothing (no event).
 
@@ -52,6 +55,8 @@ pub enum UserCommand {
     SetNotifications { email: EmailNotifications },
     /// End every session the user has (they sign in again).
     EndSessions { reason: Option<String> },
+    /// Forget the person: their personal data in the log no longer opens.
+    Erase,
 }
 
 /// Everything a new user is created with (the password is handled outside the domain).
@@ -84,6 +89,10 @@ pub enum UserError {
     TwoFactorEnabled,
     #[error("two-factor sign-in is not on for this user")]
     TwoFactorNotEnabled,
+    #[error("the user is active; deactivate them before erasing them")]
+    StillActive,
+    #[error("the user was erased; nothing more can be done with them")]
+    Erased,
     #[error("the command is invalid: {}", crate::error::first_issue(.issues))]
     Invalid { issues: Vec<Issue> },
 }
@@ -96,7 +105,9 @@ impl Rejection for UserError {
             Self::AlreadyExists
             | Self::SelfLockout { .. }
             | Self::TwoFactorEnabled
-            | Self::TwoFactorNotEnabled => ErrorKind::Conflict,
+            | Self::TwoFactorNotEnabled
+            | Self::StillActive
+            | Self::Erased => ErrorKind::Conflict,
             Self::Invalid { .. } => ErrorKind::Validation,
         }
     }
@@ -109,6 +120,8 @@ impl Rejection for UserError {
             Self::SelfLockout { .. } => "self_lockout",
             Self::TwoFactorEnabled => "two_factor_enabled",
             Self::TwoFactorNotEnabled => "two_factor_not_enabled",
+            Self::StillActive => "user_active",
+            Self::Erased => "user_erased",
             Self::Invalid { .. } => "invalid_command",
         }
     }
@@ -149,6 +162,9 @@ pub struct User {
     /// Which notifications go by email (absent from snapshots taken before: all).
     #[serde(default)]
     email_notifications: EmailNotifications,
+    /// Whether the person was forgotten (absent from snapshots taken before: no).
+    #[serde(default)]
+    erased: bool,
 }
 
 impl User {
@@ -187,6 +203,11 @@ impl User {
         self.email_notifications
     }
 
+    /// Whether the person was erased.
+    pub fn erased(&self) -> bool {
+        self.erased
+    }
+
     /// Decides a command: the events it causes, or why it is rejected.
     pub fn decide(&self, command: Command<UserCommand>) -> Result<Vec<UserEvent>, UserError> {
         let Command {
@@ -199,6 +220,9 @@ impl User {
         }
         if self.id.is_none() || self.tenant_id != caller.tenant_id {
             return Err(UserError::NotFound);
+        }
+        if self.erased {
+            return Err(UserError::Erased);
         }
         match command {
             UserCommand::Create(_) => Err(UserError::AlreadyExists),
@@ -268,6 +292,18 @@ impl User {
                     email,
                     changed_by: caller.actor,
                     changed_at: at,
+                }])
+            }
+            UserCommand::Erase => {
+                if !caller.acts_as(Role::Admin) {
+                    return Err(MANAGE);
+                }
+                if self.status == UserStatus::Active {
+                    return Err(UserError::StillActive);
+                }
+                Ok(vec![UserEvent::UserErased {
+                    erased_by: caller.actor,
+                    erased_at: at,
                 }])
             }
             UserCommand::ReplaceRecoveryCodes => {
@@ -487,6 +523,7 @@ impl Aggregate for User {
                     status: UserStatus::Active,
                     two_factor: false,
                     email_notifications: EmailNotifications::All,
+                    erased: false,
                 };
             }
             UserEvent::UserRolesChanged { roles, .. } => self.roles = roles,
@@ -499,6 +536,7 @@ impl Aggregate for User {
             UserEvent::UserRecoveryCodesReplaced { .. } => {}
             UserEvent::UserNotificationsChanged { email, .. } => self.email_notifications = email,
             UserEvent::UserSessionsEnded { .. } => {}
+            UserEvent::UserErased { .. } => self.erased = true,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod audit_trail;
 mod broker;
+mod comments;
 mod email;
 mod kafka;
 mod notifications;

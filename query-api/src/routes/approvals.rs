@@ -1,4 +1,4 @@
-//! `GET /api/v1/approvals[/{id}]`.
+//! `GET /api/v1/approvals[/{id}[/comments]]`.
 
 use api_common::{ApiError, Claims, CurrentUser, Json};
 use axum::extract::{Path, State};
@@ -20,6 +20,7 @@ use crate::consistency::ConsistencyToken;
 use crate::page::{self, Page};
 use crate::params::{self, Instant, Params, UserFilter};
 use crate::routes::ReadProblems;
+use crate::routes::comments::{self, CommentEntry, CommentParams, Commented};
 use crate::routes::tagged;
 use crate::state::QueryState;
 
@@ -27,6 +28,7 @@ pub(crate) fn router() -> OpenApiRouter<QueryState> {
     OpenApiRouter::new()
         .routes(routes!(list_approvals))
         .routes(routes!(get_approval))
+        .routes(routes!(list_approval_comments))
 }
 
 /// Lifecycle of an approval.
@@ -215,4 +217,32 @@ async fn get_approval(
         return Err(ApiError::not_found(format!("no approval {id}")));
     };
     Ok(tagged(&headers, approval.version, approval))
+}
+
+/// The comments of an approval (those given with decisions among them), oldest first, to
+/// whoever may see the approval. An erased author's comments are listed with `text: null,
+/// erased: true`.
+#[utoipa::path(get, path = "/api/v1/approvals/{id}/comments", tag = "approvals",
+    params(("id" = Uuid, Path, description = "The approval id"), CommentParams,
+        ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the approvals read model has passed this token")),
+    responses(
+        (status = 200, description = "A page of the approval's comments, oldest first", body = Page<CommentEntry>),
+        (status = 404, description = "No such approval in your tenant, or not one you may see", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not a UUID, or a parameter is not valid (named in `errors`)", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
+    ),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(tenant, approval_id = %id))]
+async fn list_approval_comments(
+    State(state): State<QueryState>,
+    CurrentUser(claims): CurrentUser,
+    token: ConsistencyToken,
+    Path(id): Path<String>,
+    Params(params): Params<CommentParams>,
+) -> Result<Json<Page<CommentEntry>>, ApiError> {
+    tracing::Span::current().record("tenant", claims.tid.as_str());
+    let id = params::parse_id(&id)?;
+    state.consistent(token, &[APPROVALS]).await?;
+    let page = comments::page(&state, Commented::Approval, &claims, id, params, visible).await?;
+    Ok(Json(page))
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod approvals;
 pub(crate) mod audit;
+pub(crate) mod comments;
 pub(crate) mod definitions;
 pub(crate) mod directory;
 pub(crate) mod documents;

@@ -1,4 +1,4 @@
-//! `GET /api/v1/tasks[/{id}]`: the inbox.
+//! `GET /api/v1/tasks[/{id}[/comments]]`: the inbox, and a task's comments.
 
 use api_common::{ApiError, Claims, CurrentUser, Json};
 use axum::extract::{Path, State};
@@ -20,6 +20,7 @@ use crate::consistency::ConsistencyToken;
 use crate::page::{self, Page};
 use crate::params::{self, Instant, Params, UserFilter};
 use crate::routes::ReadProblems;
+use crate::routes::comments::{self, CommentEntry, CommentParams, Commented};
 use crate::routes::tagged;
 use crate::state::QueryState;
 
@@ -27,6 +28,7 @@ pub(crate) fn router() -> OpenApiRouter<QueryState> {
     OpenApiRouter::new()
         .routes(routes!(list_tasks))
         .routes(routes!(get_task))
+        .routes(routes!(list_task_comments))
 }
 
 /// Lifecycle of a task.
@@ -210,4 +212,31 @@ async fn get_task(
         return Err(ApiError::not_found(format!("no task {id}")));
     };
     Ok(tagged(&headers, task.version, task))
+}
+
+/// The comments of a task, oldest first, to whoever may see the task. An erased author's
+/// comments are listed with `text: null, erased: true`.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/comments", tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task id"), CommentParams,
+        ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the task read model has passed this token")),
+    responses(
+        (status = 200, description = "A page of the task's comments, oldest first", body = Page<CommentEntry>),
+        (status = 404, description = "No such task in your tenant, or not one you may see", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not a UUID, or a parameter is not valid (named in `errors`)", body = ApiError, content_type = "application/problem+json"),
+        ReadProblems,
+    ),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(tenant, task_id = %id))]
+async fn list_task_comments(
+    State(state): State<QueryState>,
+    CurrentUser(claims): CurrentUser,
+    token: ConsistencyToken,
+    Path(id): Path<String>,
+    Params(params): Params<CommentParams>,
+) -> Result<Json<Page<CommentEntry>>, ApiError> {
+    tracing::Span::current().record("tenant", claims.tid.as_str());
+    let id = params::parse_id(&id)?;
+    state.consistent(token, &[TASKS]).await?;
+    let page = comments::page(&state, Commented::Task, &claims, id, params, visible).await?;
+    Ok(Json(page))
 }

@@ -57,7 +57,9 @@ impl UserStatus {
 pub struct User {
     pub id: Uuid,
     pub tenant_id: String,
+    /// Empty once the user was erased.
     pub email: String,
+    /// Empty once the user was erased.
     pub display_name: String,
     /// `admin`, `designer`, `operator`, `member`, `auditor`.
     pub roles: Vec<String>,
@@ -82,6 +84,10 @@ pub struct User {
     /// Which notifications go by email: `all`, `direct` (only work for the user personally)
     /// or `none`.
     pub email_notifications: String,
+    /// When the user was erased (`POST /api/v1/users/{id}/erase`): their email address, name
+    /// and the comments they wrote no longer open anywhere. `null` for everyone else.
+    #[serde(default)]
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of [`User`], as one JSON object per row.
@@ -91,7 +97,7 @@ const USER: &str = "select jsonb_build_object('id', user_id, 'tenant_id', tenant
      'updated_at', updated_at, 'password_changed_at', password_changed_at, \
      'two_factor', two_factor_enabled_at is not null, \
      'two_factor_enabled_at', two_factor_enabled_at, \
-     'email_notifications', email_notifications, \
+     'email_notifications', email_notifications, 'erased_at', erased_at, \
      'recovery_codes_left', case when two_factor_enabled_at is not null then \
         (select count(*) from identity_recovery_codes r \
          where r.user_id = identity_users.user_id and r.used_at is null) end) \

@@ -1,6 +1,7 @@
 //! The query API through real HTTP on a spawned server, against the real Postgres.
 
 mod audit;
+mod comments;
 mod consistency;
 mod documents;
 mod lists;
