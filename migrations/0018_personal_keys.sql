@@ -16,9 +16,6 @@ create table personal_keys (
     check ((key is null) = (erased_at is not null))
 );
 
--- When the person was erased: their email address and name are blanked in the read model.
-alter table identity_users add column erased_at timestamptz;
-
 -- The comments of tasks and of approvals, each by its own projector (`tasks`, `approvals`).
 -- The text is kept as stored, sealed for its author: the query API opens it as it serves it,
 -- so an erased author's comments read as erased at once, without touching these tables.
@@ -45,7 +42,10 @@ create table approval_comments (
 
 -- The comments made before this migration (the projectors take the ones after it; a comment
 -- that both reach is kept once: they insert with `on conflict do nothing`). Reads the log
--- once; on a log of tens of millions of events this takes a while (docs/operations.md).
+-- once; on a log of tens of millions of events this takes a while (docs/operations.md), and
+-- takes no lock anything else waits on. Processes of an earlier version still running (a
+-- rolling upgrade) pass over the comments made meanwhile: `workledger replay --projection
+-- tasks` and `--projection approvals` afterwards fill those in.
 insert into task_comments (task_id, sequence, tenant_id, author, text, commented_at)
 select aggregate_id::uuid, sequence, metadata ->> 'tenant_id',
        payload -> 'TaskCommented' ->> 'author', payload -> 'TaskCommented' ->> 'text',
@@ -59,3 +59,8 @@ select aggregate_id::uuid, sequence, metadata ->> 'tenant_id',
        (payload -> 'ApprovalCommented' ->> 'commented_at')::timestamptz
 from events
 where aggregate_type = 'approval' and event_type = 'ApprovalCommented';
+
+-- When the person was erased: their email address and name are blanked in the read model.
+-- Last, so that the lock it takes on `identity_users` (sign-in waits on it) is held only for
+-- the rest of this transaction, not while the log is read above.
+alter table identity_users add column erased_at timestamptz;

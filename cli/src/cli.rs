@@ -434,8 +434,10 @@ pub enum AdminCommand {
     },
     /// Forget a deactivated user for good (the right to erasure): their key is destroyed, so
     /// their email address, name, the reasons recorded about them and their comments no
-    /// longer open anywhere (read models, log, audit trail, exports, Kafka, backups). Their
-    /// user id and who did what stay; the audit chain still verifies. Cannot be undone.
+    /// longer open (read models, log, audit trail, exports, Kafka; backups taken before hold
+    /// the key until they expire). Their user id and who did what stay; the audit chain still
+    /// verifies. Cannot be undone. Run on a user erased before, it drops their key again
+    /// (after a restored backup brought it back).
     #[command(name = "erase-user", after_help = ADMIN_HELP)]
     EraseUser {
         #[arg(long)]

@@ -444,12 +444,34 @@ async fn an_operator_turns_off_the_two_factor_sign_in_of_a_user_who_lost_their_p
     ));
     assert!(out.contains("erased"), "{out}");
     let mut conn = db.pool.acquire().await.unwrap();
-    let gone = event_store::personal::open_all(&mut conn, "default", &[reason.as_str()])
+    let gone = event_store::personal::open_all(&mut conn, "default", id, &[reason.as_str()])
         .await
         .unwrap();
     assert_eq!(gone, [None]);
-    let again = admin(&db, &format!("erase-user --tenant default --user {id}"));
-    assert_eq!(again.status.code(), Some(1));
+    let again = ok(&admin(
+        &db,
+        &format!("erase-user --tenant default --user {id}"),
+    ));
+    assert!(again.contains("nothing left to drop"), "{again}");
+    // a restored backup of the keys brings the key back: erasing again drops it
+    sqlx::query("update personal_keys set key = $2, erased_at = null where user_id = $1")
+        .bind(id)
+        .bind(vec![7u8; 32])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let again = ok(&admin(
+        &db,
+        &format!("erase-user --tenant default --user {id}"),
+    ));
+    assert!(again.contains("dropped their key again"), "{again}");
+    let key: Option<Vec<u8>> =
+        sqlx::query_scalar("select key from personal_keys where user_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(key, None);
     // another tenant's user is not found
     let output = admin(
         &db,
@@ -465,7 +487,10 @@ async fn opened(db: &TestDatabase, stored: &str) -> String {
         "not sealed: {stored}"
     );
     let mut conn = db.pool.acquire().await.unwrap();
-    event_store::personal::open_all(&mut conn, "default", &[stored])
+    let owner = event_schemas::personal::Sealed::parse(stored)
+        .unwrap()
+        .subject;
+    event_store::personal::open_all(&mut conn, "default", owner, &[stored])
         .await
         .unwrap()
         .remove(0)

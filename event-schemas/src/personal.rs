@@ -29,6 +29,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use uuid::Uuid;
+use zeroize::Zeroize;
 
 use crate::Actor;
 
@@ -59,6 +60,13 @@ impl PersonalKey {
 
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
+    }
+}
+
+// a key leaves no copy in freed memory (an erased person's key must not outlive its row)
+impl Drop for PersonalKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -151,8 +159,9 @@ pub fn subject_of(
 }
 
 /// Seals, in place, the personal fields of `payload` (an event of `event_type`, stored as
-/// `{"EventType": {...}}`) with the key of `subject`. Values already sealed and nulls are left
-/// alone. Returns how many values were sealed.
+/// `{"EventType": {...}}`) with the key of `subject`; nulls stay null. Every string is sealed,
+/// also one that looks sealed already: a value a user typed is never taken for a sealed one.
+/// Returns how many values were sealed.
 pub fn seal_payload(
     aggregate_type: &str,
     event_type: &str,
@@ -160,24 +169,32 @@ pub fn seal_payload(
     tenant_id: &str,
     subject: Uuid,
     key: &PersonalKey,
-) -> usize {
+) -> Result<usize, SealFailed> {
     let Some(fields) = payload.get_mut(event_type).and_then(Value::as_object_mut) else {
-        return 0;
+        return Ok(0);
     };
     let mut sealed = 0;
     for personal in personal_fields(aggregate_type, event_type) {
-        if let Some(Value::String(text)) = fields.get_mut(personal.field)
-            && !text.starts_with(SEALED_PREFIX)
-        {
-            *text = seal(key, tenant_id, subject, text);
+        if let Some(Value::String(text)) = fields.get_mut(personal.field) {
+            *text = seal(key, tenant_id, subject, text)?;
             sealed += 1;
         }
     }
-    sealed
+    Ok(sealed)
 }
 
+/// AES-GCM refused to seal (it does for messages of more than 64 GiB only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the personal data could not be sealed")]
+pub struct SealFailed;
+
 /// `clear` sealed for `subject` of `tenant_id` with `key`.
-pub fn seal(key: &PersonalKey, tenant_id: &str, subject: Uuid, clear: &str) -> String {
+pub fn seal(
+    key: &PersonalKey,
+    tenant_id: &str,
+    subject: Uuid,
+    clear: &str,
+) -> Result<String, SealFailed> {
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let aad = associated_data(tenant_id, subject);
     let sealed = key
@@ -189,12 +206,14 @@ pub fn seal(key: &PersonalKey, tenant_id: &str, subject: Uuid, clear: &str) -> S
                 aad: &aad,
             },
         )
-        // AES-GCM fails only for messages of more than 64 GiB
-        .unwrap_or_default();
+        .map_err(|_| SealFailed)?;
     let mut bytes = Vec::with_capacity(NONCE_LEN + sealed.len());
     bytes.extend_from_slice(&nonce);
     bytes.extend_from_slice(&sealed);
-    format!("{SEALED_PREFIX}{subject}:{}", URL_SAFE_NO_PAD.encode(bytes))
+    Ok(format!(
+        "{SEALED_PREFIX}{subject}:{}",
+        URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 /// A sealed value, parsed (not opened).
@@ -270,14 +289,21 @@ impl Unsealed {
 }
 
 /// Opens `value` if it is sealed, with the key `key_of` finds for its person (`None`: erased).
+/// A value sealed for anyone but `owner`, the person whose data the field holds (`None`: a
+/// field no person owns, such as a service's comment), does not open: a value is only ever
+/// opened where its own person's data belongs. One layer is opened, never more.
 pub fn unseal<'k>(
     value: &str,
     tenant_id: &str,
+    owner: Option<Uuid>,
     key_of: impl FnOnce(Uuid) -> Option<&'k PersonalKey>,
 ) -> Unsealed {
     let Some(sealed) = Sealed::parse(value) else {
         return Unsealed::Clear(value.to_owned());
     };
+    if owner != Some(sealed.subject) {
+        return Unsealed::Erased;
+    }
     match key_of(sealed.subject).map(|key| sealed.open(key, tenant_id)) {
         Some(Ok(clear)) => Unsealed::Clear(clear),
         _ => Unsealed::Erased,
@@ -313,7 +339,7 @@ mod tests {
     fn a_sealed_value_opens_with_its_key_tenant_and_person_only() {
         let key = PersonalKey::generate();
         let person = Uuid::now_v7();
-        let sealed = seal(&key, "acme", person, "Ada Lovelace");
+        let sealed = seal(&key, "acme", person, "Ada Lovelace").unwrap();
         assert!(sealed.starts_with(&format!("{SEALED_PREFIX}{person}:")));
         assert!(!sealed.contains("Ada"));
         let parsed = Sealed::parse(&sealed).expect("sealed");
@@ -337,8 +363,8 @@ mod tests {
         let key = PersonalKey::generate();
         let person = Uuid::now_v7();
         assert_ne!(
-            seal(&key, "acme", person, "same"),
-            seal(&key, "acme", person, "same")
+            seal(&key, "acme", person, "same").unwrap(),
+            seal(&key, "acme", person, "same").unwrap()
         );
     }
 
@@ -346,7 +372,7 @@ mod tests {
     fn an_altered_or_truncated_value_does_not_open() {
         let key = PersonalKey::generate();
         let person = Uuid::now_v7();
-        let sealed = seal(&key, "acme", person, "a comment");
+        let sealed = seal(&key, "acme", person, "a comment").unwrap();
         let mut altered = sealed.clone().into_bytes();
         let last = altered.len() - 1;
         altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
@@ -370,15 +396,28 @@ mod tests {
         let key = PersonalKey::generate();
         let person = Uuid::now_v7();
         assert_eq!(
-            unseal("written before sealing", "acme", |_| None),
+            unseal("written before sealing", "acme", Some(person), |_| None),
             Unsealed::Clear("written before sealing".into())
         );
-        let sealed = seal(&key, "acme", person, "hello");
+        let sealed = seal(&key, "acme", person, "hello").unwrap();
         assert_eq!(
-            unseal(&sealed, "acme", |id| (id == person).then_some(&key)),
+            unseal(&sealed, "acme", Some(person), |id| (id == person)
+                .then_some(&key)),
             Unsealed::Clear("hello".into())
         );
-        assert_eq!(unseal(&sealed, "acme", |_| None), Unsealed::Erased);
+        assert_eq!(
+            unseal(&sealed, "acme", Some(person), |_| None),
+            Unsealed::Erased
+        );
+        // found where another person's data belongs: not opened
+        assert_eq!(
+            unseal(&sealed, "acme", Some(Uuid::nil()), |_| Some(&key)),
+            Unsealed::Erased
+        );
+        assert_eq!(
+            unseal(&sealed, "acme", None, |_| Some(&key)),
+            Unsealed::Erased
+        );
         assert_eq!(
             subjects([sealed.as_str(), "plain", sealed.as_str()]),
             vec![person]
@@ -398,7 +437,7 @@ mod tests {
         assert_eq!(subject, Some(user));
         assert_eq!(
             seal_payload("user", "UserCreated", &mut created, "acme", user, &key),
-            2
+            Ok(2)
         );
         let fields = &created["UserCreated"];
         for name in ["email", "display_name"] {
@@ -406,13 +445,20 @@ mod tests {
             assert!(value.starts_with(SEALED_PREFIX), "{name}: {value}");
         }
         assert_eq!(fields["tenant_id"], "acme");
-        // sealing again changes nothing
-        let again = created.clone();
+        // what a user typed that looks sealed is sealed all the same, and opens to itself
+        let typed = seal(&key, "acme", Uuid::nil(), "someone else's").unwrap();
+        let mut comment =
+            json!({"TaskCommented": {"author": format!("user:{user}"), "text": typed}});
         assert_eq!(
-            seal_payload("user", "UserCreated", &mut created, "acme", user, &key),
-            0
+            seal_payload("task", "TaskCommented", &mut comment, "acme", user, &key),
+            Ok(1)
         );
-        assert_eq!(created, again);
+        let stored = comment["TaskCommented"]["text"].as_str().unwrap();
+        assert_eq!(Sealed::parse(stored).unwrap().subject, user);
+        assert_eq!(
+            unseal(stored, "acme", Some(user), |_| Some(&key)),
+            Unsealed::Clear(typed.clone())
+        );
 
         let author = Uuid::now_v7();
         let comment = json!({"TaskCommented": {"author": format!("user:{author}"), "text": "hi",
@@ -442,7 +488,7 @@ mod tests {
                 user,
                 &key
             ),
-            0
+            Ok(0)
         );
     }
 

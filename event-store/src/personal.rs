@@ -2,9 +2,11 @@
 //! the format is `event_schemas::personal`).
 //!
 //! - Appending: every personal field of an event is sealed with its person's key, created on
-//!   first use ([`PersonalKeys::sealing_key`]). Keys used for sealing are remembered in memory:
-//!   a key only ever goes away by an erasure, and a person is erased only once deactivated, so
-//!   nothing is sealed for them afterwards (and were it, it would be unreadable: forgotten too).
+//!   first use ([`PersonalKeys::sealing_key`]). Keys used for sealing are remembered in memory
+//!   for at most [`REMEMBERED_FOR`]: a key only ever goes away by an erasure, and a person is
+//!   erased only once deactivated, so nothing is sealed for them afterwards (and were it, it
+//!   would be unreadable: forgotten too); the bound keeps an erased key from living on in a
+//!   process's memory.
 //! - Reading: keys are read afresh for the values at hand ([`Keys::read`], [`open_all`]), never
 //!   from memory, so an erasure takes effect at once on every process.
 //! - Erasing: [`erase`] drops the key, in the identity projector's transaction that applies
@@ -13,8 +15,9 @@
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use event_schemas::personal::{PersonalKey, Unsealed, subjects, unseal};
+use event_schemas::personal::{PersonalKey, Unsealed, unseal};
 use lru::LruCache;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -22,11 +25,18 @@ use uuid::Uuid;
 /// Keys remembered for sealing, per process.
 const REMEMBERED: usize = 10_000;
 
+/// How long a key is remembered for sealing before it is read again.
+pub const REMEMBERED_FOR: Duration = Duration::from_secs(600);
+
 /// Why personal data could not be sealed.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error("user {0} was erased: nothing of theirs is stored any more")]
     Erased(Uuid),
+    #[error("the event has no tenant in its metadata")]
+    NoTenant,
+    #[error(transparent)]
+    Failed(#[from] event_schemas::personal::SealFailed),
     #[error("reading or creating a personal data key failed")]
     Store(#[from] sqlx::Error),
 }
@@ -34,7 +44,7 @@ pub enum SealError {
 /// The sealing side of the key store, with the keys it used remembered.
 #[derive(Debug)]
 pub struct PersonalKeys {
-    remembered: Mutex<LruCache<(String, Uuid), PersonalKey>>,
+    remembered: Mutex<LruCache<(String, Uuid), (PersonalKey, Instant)>>,
 }
 
 impl Default for PersonalKeys {
@@ -56,7 +66,9 @@ impl PersonalKeys {
         user_id: Uuid,
     ) -> Result<PersonalKey, SealError> {
         let id = (tenant_id.to_owned(), user_id);
-        if let Some(key) = self.lock().get(&id) {
+        if let Some((key, since)) = self.lock().get(&id)
+            && since.elapsed() < REMEMBERED_FOR
+        {
             return Ok(key.clone());
         }
         let fresh = PersonalKey::generate();
@@ -81,11 +93,11 @@ impl PersonalKeys {
             .as_deref()
             .and_then(PersonalKey::from_bytes)
             .ok_or(SealError::Erased(user_id))?;
-        self.lock().put(id, key.clone());
+        self.lock().put(id, (key.clone(), Instant::now()));
         Ok(key)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<(String, Uuid), PersonalKey>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<(String, Uuid), (PersonalKey, Instant)>> {
         self.remembered.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -135,26 +147,34 @@ impl Keys {
         self.erased.contains(&user_id)
     }
 
-    /// `value` (sealed or plain) opened: `None` when it belongs to an erased person.
-    pub fn open(&self, value: &str, tenant_id: &str) -> Option<String> {
-        match unseal(value, tenant_id, |id| self.open.get(&id)) {
+    /// `value` (sealed or plain), a field holding `owner`'s data, opened: `None` when it
+    /// belongs to an erased person (or was sealed for anyone but `owner`).
+    pub fn open(&self, value: &str, tenant_id: &str, owner: Option<Uuid>) -> Option<String> {
+        match unseal(value, tenant_id, owner, |id| self.open.get(&id)) {
             Unsealed::Clear(text) => Some(text),
             Unsealed::Erased => None,
         }
     }
 }
 
-/// Opens each of `values` of `tenant_id` (sealed or plain), reading the keys they need in one
-/// query: `None` for what belongs to an erased person.
+/// Opens each of `values`, fields of `tenant_id` holding `owner`'s data (sealed or plain),
+/// reading the key in one query: `None` where it no longer opens (the owner was erased).
 pub async fn open_all(
     conn: &mut PgConnection,
     tenant_id: &str,
+    owner: Uuid,
     values: &[&str],
 ) -> Result<Vec<Option<String>>, sqlx::Error> {
-    let keys = Keys::read(conn, tenant_id, &subjects(values.iter().copied())).await?;
+    let keys = Keys::read(conn, tenant_id, &[owner]).await?;
     Ok(values
         .iter()
-        .map(|value| keys.open(value, tenant_id))
+        .map(|value| {
+            if keys.erased(owner) {
+                None
+            } else {
+                keys.open(value, tenant_id, Some(owner))
+            }
+        })
         .collect())
 }
 
@@ -200,7 +220,7 @@ pub(crate) async fn seal_event(
     let tenant_id = metadata
         .get(event_schemas::metadata::TENANT_ID)
         .and_then(serde_json::Value::as_str)
-        .unwrap_or_default();
+        .ok_or(SealError::NoTenant)?;
     let key = connections
         .personal_keys()
         .sealing_key(connections.pool(), tenant_id, subject)
@@ -212,6 +232,6 @@ pub(crate) async fn seal_event(
         tenant_id,
         subject,
         &key,
-    );
+    )?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use command_api::auth::throttle::Throttle;
 use command_api::{Identity, IdentityError, PasswordHashing, ThrottleSettings};
 use domain::{Caller, Role};
 use event_store::AppendNotifier;
-use orchestrator::{Outcome, RequestContext};
+use orchestrator::{Outcome, RequestContext, RuntimeError};
 use secrecy::SecretString;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -206,15 +206,28 @@ pub async fn run(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::EraseUser { tenant, user } => {
             let command = domain::identity::UserCommand::Erase;
-            let outcome = identity
+            match identity
                 .user_command(&context(&tenant), user, command, None)
                 .await
-                .map_err(explain)?;
-            writeln!(
-                out,
-                "erased {user}: their personal data no longer opens (version {})",
-                outcome.version
-            )?;
+            {
+                Ok(outcome) => writeln!(
+                    out,
+                    "erased {user}: their personal data no longer opens (version {})",
+                    outcome.version
+                )?,
+                // erased in the log already: a key a restored backup brought back goes again
+                Err(IdentityError::Runtime(RuntimeError::Rejected(refusal)))
+                    if refusal.code() == "user_erased" =>
+                {
+                    let mut conn = pool.acquire().await?;
+                    if event_store::personal::erase(&mut conn, &tenant, user).await? {
+                        writeln!(out, "{user} was erased before; dropped their key again")?;
+                    } else {
+                        writeln!(out, "{user} was erased before; nothing left to drop")?;
+                    }
+                }
+                Err(e) => return Err(explain(e)),
+            }
         }
         AdminCommand::DisableTwoFactor {
             tenant,

@@ -53,6 +53,24 @@ impl ThrottleKey {
     }
 }
 
+/// Forgets the failed sign-ins counted against an account (its person was erased: the key
+/// is a plain hash of the address, which a dictionary could reverse).
+pub(crate) async fn forget_account(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    email_key: &str,
+) -> Result<(), sqlx::Error> {
+    let key = ThrottleKey::Account {
+        tenant_id: tenant_id.to_owned(),
+        email_key: email_key.to_owned(),
+    };
+    sqlx::query("delete from auth_login_throttle where key = $1")
+        .bind(key.hash())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Whether an attempt may check its password.
 #[derive(Debug)]
 pub enum Admission {

@@ -202,7 +202,8 @@ async fn apply_user(
         } => {
             // sealed for the user (DESIGN §2): an erased user's read as blanks
             let opened =
-                personal::open_all(&mut *conn, &tenant_id, &[&email, &display_name]).await?;
+                personal::open_all(&mut *conn, &tenant_id, user_id, &[&email, &display_name])
+                    .await?;
             let (email_key, email, display_name) = match (&opened[0], &opened[1]) {
                 (Some(email), Some(name)) => (
                     domain::identity::email_key(email),
@@ -339,41 +340,57 @@ fn erased_email_key(user_id: Uuid) -> String {
 }
 
 /// Forgets the user: their key is dropped (what was sealed with it no longer opens anywhere),
-/// their email address and name are blanked, and everything kept about them outside the log
-/// (credentials, two-factor keys and codes, sessions with their client addresses, email
-/// claim, idempotency records, sent-email records) is deleted. The user id stays.
+/// their email address and name are blanked, and what is kept about them outside the log is
+/// deleted (credentials, two-factor keys and codes, email claim, idempotency records, sent-email
+/// records, the login throttle's count of their address) or stripped (their sessions keep only
+/// that they were ended, so every process goes on refusing their tokens until they expire). The
+/// user id stays.
 async fn erase(
     conn: &mut PgConnection,
     user_id: Uuid,
     version: i64,
     erased_at: DateTime<Utc>,
 ) -> Result<(), ProjectionError> {
-    let tenant_id: Option<String> = sqlx::query_scalar(
+    let before: Option<(String, String)> = sqlx::query_as(
+        "select tenant_id, email_key from identity_users where user_id = $1 for update",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((tenant_id, email_key)) = before else {
+        return Ok(());
+    };
+    sqlx::query(
         "update identity_users set email = '', email_key = $3, display_name = '', \
          erased_at = $4, status = 'deactivated', version = $2, updated_at = $4 \
-         where user_id = $1 returning tenant_id",
+         where user_id = $1",
     )
     .bind(user_id)
     .bind(version)
     .bind(erased_email_key(user_id))
     .bind(erased_at)
-    .fetch_optional(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    let Some(tenant_id) = tenant_id else {
-        return Ok(());
-    };
     personal::erase(&mut *conn, &tenant_id, user_id).await?;
     for sql in [
         "delete from identity_email_claims where user_id = $1",
         "delete from identity_credentials where user_id = $1",
         "delete from identity_two_factor where user_id = $1",
         "delete from identity_recovery_codes where user_id = $1",
-        // their refresh tokens go with them (on delete cascade)
-        "delete from auth_sessions where user_id = $1",
         "delete from idempotency_keys where user_id = $1",
         "delete from notification_emails where user_id = $1",
+        // ended, not deleted: instances that start later learn of ended sessions from here
+        "update auth_sessions set client_address = null, user_agent = null, \
+             revoked_at = coalesce(revoked_at, now()), \
+             revoked_reason = coalesce(revoked_reason, 'user erased') \
+         where user_id = $1",
+        "delete from auth_refresh_tokens t using auth_sessions s \
+         where t.session_id = s.session_id and s.user_id = $1",
     ] {
         sqlx::query(sql).bind(user_id).execute(&mut *conn).await?;
+    }
+    if !email_key.starts_with("erased:") {
+        crate::auth::throttle::forget_account(&mut *conn, &tenant_id, &email_key).await?;
     }
     tracing::info!(user_id = %user_id, "erased a user's personal data");
     Ok(())

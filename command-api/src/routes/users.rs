@@ -342,9 +342,10 @@ async fn end_sessions(
 /// Forgets a deactivated user for good (admins), for the right to erasure. Their personal data
 /// is sealed in the log with a key of their own (DESIGN §2); erasing destroys the key, so their
 /// email address, name, the reasons recorded about them and the comments they wrote no longer
-/// open anywhere: read models, the log, the audit trail and its exports, Kafka topics,
-/// backups. Their password hash, two-factor keys, sessions and email claim are deleted (the
-/// address may be used again). The user id and who did what stay, so the audit chain verifies
+/// open: read models, the log, the audit trail and its exports, Kafka topics (backups taken
+/// before the erasure hold the key until they expire; what was stored before sealing existed
+/// stays as stored). Their password hash, two-factor keys and email claim are deleted (the
+/// address may be used again), their sessions stripped to the fact that they ended. The user id and who did what stay, so the audit chain verifies
 /// as before. Recorded as `UserErased`; cannot be undone. An active user is refused with 409
 /// `user_active`, an erased one with 409 `user_erased`.
 #[utoipa::path(post, path = "/api/v1/users/{id}/erase", operation_id = "erase_user", tag = "users",

@@ -355,7 +355,7 @@ async fn eventually(mut ended: impl AsyncFnMut() -> bool) -> bool {
 }
 
 /// A second command API on the same database, signing with the same secret.
-async fn another_instance(app: &TestApp) -> command_api::CommandApi {
+pub(crate) async fn another_instance(app: &TestApp) -> command_api::CommandApi {
     command_api::CommandApi::build(
         app.db.pool.clone(),
         event_store::AppendNotifier::disabled(),

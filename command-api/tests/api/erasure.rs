@@ -160,11 +160,7 @@ async fn an_admin_erases_a_deactivated_user_whose_data_then_opens_nowhere_while_
     assert_eq!(row.1, format!("erased:{}", clerk.id));
     assert_eq!(row.2, "");
     assert!(row.3);
-    for table in [
-        "identity_credentials",
-        "identity_email_claims",
-        "auth_sessions",
-    ] {
+    for table in ["identity_credentials", "identity_email_claims"] {
         let left: i64 =
             sqlx::query_scalar(&format!("select count(*) from {table} where user_id = $1"))
                 .bind(clerk.id)
@@ -173,6 +169,18 @@ async fn an_admin_erases_a_deactivated_user_whose_data_then_opens_nowhere_while_
                 .unwrap();
         assert_eq!(left, 0, "{table}");
     }
+
+    // their sessions keep only that they ended (where and with what they signed in is gone)
+    let sessions: (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where revoked_at is null or client_address is not null \
+                                            or user_agent is not null) \
+         from auth_sessions where user_id = $1",
+    )
+    .bind(clerk.id)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(sessions, (1, 0));
 
     // they cannot sign in, and their address may be given to someone new
     let login = app.login(&clerk.email, PASSWORD, None).await;
@@ -304,4 +312,18 @@ async fn an_identity_read_model_rebuilt_after_an_erasure_keeps_the_person_forgot
             .unwrap();
     assert_eq!(name, "Test User");
     app.sign_in(&kept.email, PASSWORD, None).await;
+}
+
+#[tokio::test]
+async fn a_process_started_after_an_erasure_still_refuses_the_erased_users_tokens() {
+    let app = spawn().await;
+    let clerk = app.user(&["member"], &["clerks"]).await;
+    deactivate(&app, &clerk).await;
+    let erased = app
+        .post(&erase_path(clerk.id), &app.admin.token, Value::Null)
+        .await;
+    assert_eq!(erased.status(), StatusCode::OK);
+    let later = crate::auth::another_instance(&app).await;
+    assert!(later.token_keys().verify(&clerk.token).is_err());
+    later.token_keys().verify(&app.admin.token).unwrap();
 }

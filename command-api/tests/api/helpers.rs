@@ -243,7 +243,10 @@ impl TestApp {
             "not sealed: {stored}"
         );
         let mut conn = self.db.pool.acquire().await.unwrap();
-        event_store::personal::open_all(&mut conn, "default", &[stored])
+        let owner = event_schemas::personal::Sealed::parse(stored)
+            .unwrap()
+            .subject;
+        event_store::personal::open_all(&mut conn, "default", owner, &[stored])
             .await
             .unwrap()
             .remove(0)

@@ -20,7 +20,10 @@ fn backfill_sql() -> &'static str {
     let start = migration
         .find("insert into task_comments")
         .expect("the migration backfills task_comments");
-    &migration[start..]
+    let end = migration
+        .find("-- When the person was erased")
+        .expect("the backfill is followed by the identity column");
+    &migration[start..end]
 }
 
 /// A comments row, or what the log says it should be.

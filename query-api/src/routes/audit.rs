@@ -105,6 +105,9 @@ pub(crate) struct ListParams {
 }
 
 /// Audit entries of the caller's tenant in chain (log) order, each with its chain hash.
+/// Personal fields (names, email addresses, reasons about a person, comments) are in the
+/// payloads as stored: sealed for their person (`sealed:v1:...`), so an erasure reaches the
+/// audit trail without changing it; the read models serve them opened.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
     params(ListParams,
         ("X-Consistency-Token" = Option<String>, Header, description = "Wait until the audit trail has passed this token")),

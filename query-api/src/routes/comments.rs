@@ -8,7 +8,6 @@
 use api_common::{ApiError, Claims};
 use chrono::{DateTime, Utc};
 use event_schemas::Actor;
-use event_schemas::personal::subjects;
 use event_store::personal::Keys;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
@@ -105,10 +104,10 @@ pub(crate) async fn page(
         Ok(Actor::User(id)) => Some(id),
         _ => None,
     };
+    // a text opens with its author's key only
     let mut persons: Vec<Uuid> = rows
         .iter()
         .filter_map(|(_, author, _, _)| author_ids(author))
-        .chain(subjects(rows.iter().map(|(_, _, text, _)| text.as_str())))
         .collect();
     persons.sort_unstable();
     persons.dedup();
@@ -119,7 +118,7 @@ pub(crate) async fn page(
             let author_id = author_ids(&author);
             let text = match author_id {
                 Some(id) if keys.erased(id) => None,
-                _ => keys.open(&text, &claims.tid),
+                _ => keys.open(&text, &claims.tid, author_id),
             };
             CommentEntry {
                 sequence,
