@@ -279,6 +279,8 @@ fn react_to_instance(instance_id: Uuid, event: &WorkflowInstanceEvent) -> Vec<Re
         | E::TaskStepCompleted { .. }
         | E::ApprovalStepCompleted { .. }
         | E::TimerFired { .. }
+        | E::IncidentRaised { .. }
+        | E::IncidentRetried { .. }
         | E::InstanceDocumentAttached { .. }
         | E::InstanceDocumentRemoved { .. } => Vec::new(),
     }

@@ -328,21 +328,49 @@ fn cancelling_while_an_approval_is_pending_cancels_the_approval() {
 }
 
 #[test]
-fn an_amount_the_rule_cannot_compare_fails_the_instance_with_the_reason() {
+fn an_amount_the_rule_cannot_compare_raises_an_incident_an_operator_resolves() {
     let mut po = Po::start(json!("a lot"));
     po.work("review", &member(CLERK, &["clerks"]), json!({}));
     let instance = po.rt.instance(po.id).unwrap();
-    assert_eq!(instance.status(), InstanceStatus::Failed);
-    let reason = instance.failure().unwrap();
+    assert_eq!(instance.status(), InstanceStatus::Running);
+    let [incident] = instance.incidents() else {
+        panic!("{:#?}", instance.incidents());
+    };
+    assert_eq!(incident.step_id, "route");
     assert!(
-        reason.contains("route") && reason.contains("amount > 10000"),
-        "{reason}"
+        incident.reason.contains("amount > 10000"),
+        "{}",
+        incident.reason
+    );
+    po.assert_clean();
+
+    // a clerk may not; an operator corrects the amount and the order goes on to the board
+    let definition = po.rt.definition(TENANT, "purchase-order", Some(1)).unwrap();
+    let retry = |amount: Value| InstanceCommand::RetryIncident {
+        definition: definition.clone(),
+        step_id: "route".into(),
+        variables: vars(json!({ "amount": amount })),
+    };
+    assert!(
+        po.rt
+            .instance_command(&member(CLERK, &["clerks"]), at(5), po.id, retry(json!(1)))
+            .is_err()
+    );
+    po.rt
+        .instance_command(&operator(), at(6), po.id, retry(json!(50000)))
+        .unwrap();
+    let instance = po.rt.instance(po.id).unwrap();
+    assert!(instance.incidents().is_empty());
+    assert_eq!(instance.variables()["amount"], 50000);
+    assert_eq!(
+        po.rt.approval(po.child("board", 1)).unwrap().status(),
+        ApprovalStatus::Pending
     );
     po.assert_clean();
 }
 
 #[test]
-fn a_missing_variable_fails_the_instance_too() {
+fn a_missing_variable_raises_an_incident_too() {
     let mut rt_po = Po::start(json!(1));
     // The review's output cannot remove a variable, so start another instance without one.
     let id = Uuid::from_u128(0x9002);
@@ -374,8 +402,8 @@ fn a_missing_variable_fails_the_instance_too() {
         )
         .unwrap();
     let instance = rt_po.rt.instance(id).unwrap();
-    assert_eq!(instance.status(), InstanceStatus::Failed);
-    assert!(instance.failure().unwrap().contains("amount"));
+    assert_eq!(instance.status(), InstanceStatus::Running);
+    assert!(instance.incidents()[0].reason.contains("amount"));
 }
 
 #[test]

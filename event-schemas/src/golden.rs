@@ -152,6 +152,20 @@ pub(crate) fn samples() -> Vec<(&'static str, &'static str, Value)> {
             "step_id": "route", "open_children": [], "failed_by": service, "failed_at": AT}}),
         ),
         (
+            "workflow_instance",
+            "IncidentRaised",
+            json!({"IncidentRaised": {
+            "step_id": "route", "activation": 1,
+            "reason": "decision route: rule 0 (`amount > 10000`) could not be evaluated: No such key: amount",
+            "scope": [{"step_id": "checks", "activation": 1}], "raised_at": AT}}),
+        ),
+        (
+            "workflow_instance",
+            "IncidentRetried",
+            json!({"IncidentRetried": {
+            "step_id": "route", "variables": {"amount": 12000}, "retried_by": user, "retried_at": AT}}),
+        ),
+        (
             "task",
             "TaskOpened",
             json!({"TaskOpened": {

@@ -166,8 +166,29 @@ pub enum WorkflowInstanceEvent {
         cancelled_by: Actor,
         cancelled_at: DateTime<Utc>,
     },
-    /// The instance cannot go on (e.g. a decision rule failed to evaluate); the tasks and
-    /// approvals in `open_children` get cancelled.
+    /// A rule of decision `step_id` could not be evaluated on the instance's variables (one is
+    /// missing, of the wrong type, or the rule gives no boolean). The path through the
+    /// decision waits there, in `scope`, for an operator to set variables and retry it
+    /// ([`WorkflowInstanceEvent::IncidentRetried`]); the instance's other paths run on.
+    IncidentRaised {
+        step_id: String,
+        /// The activation the decision would have had (it counts once it is taken).
+        activation: u32,
+        reason: String,
+        scope: Vec<StepRef>,
+        raised_at: DateTime<Utc>,
+    },
+    /// `retried_by` set `variables` (merged into the instance's, as a task's output is) and
+    /// retried the decision of the incident at `step_id`: its evaluation follows, as a
+    /// `DecisionTaken` or another `IncidentRaised`.
+    IncidentRetried {
+        step_id: String,
+        variables: Map<String, Value>,
+        retried_by: Actor,
+        retried_at: DateTime<Utc>,
+    },
+    /// The instance cannot go on (a step missing from its definition, a loop, no step left
+    /// waiting); the tasks and approvals in `open_children` get cancelled.
     InstanceFailed {
         reason: String,
         step_id: Option<String>,
@@ -191,6 +212,8 @@ event_names!(WorkflowInstanceEvent {
     InstanceCompleted => "1",
     InstanceCancelled => "1",
     InstanceFailed => "1",
+    IncidentRaised => "1",
+    IncidentRetried => "1",
     InstanceDocumentAttached => "1",
     InstanceDocumentRemoved => "1",
 });

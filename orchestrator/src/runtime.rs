@@ -335,6 +335,37 @@ impl Runtime {
             .await
     }
 
+    /// Sets `variables` on instance `id` and retries the decision of its incident at
+    /// `step_id`, on the definition version the instance runs.
+    pub async fn retry_incident(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        step_id: String,
+        variables: Map<String, Value>,
+        expected_version: Option<usize>,
+    ) -> Result<Outcome, RuntimeError> {
+        let (instance, _) = self.load_instance(id).await?;
+        if instance.id().is_none() || instance.tenant_id() != ctx.caller.tenant_id {
+            return Err(RuntimeError::Rejected(Box::new(
+                domain::instance::InstanceError::NotFound,
+            )));
+        }
+        let definition = self
+            .definition(
+                instance.tenant_id(),
+                instance.definition_key(),
+                Some(instance.definition_version()),
+            )
+            .await?;
+        let command = InstanceCommand::RetryIncident {
+            definition,
+            step_id,
+            variables,
+        };
+        self.instance(ctx, id, command, expected_version).await
+    }
+
     /// Sends `command` to task `id`.
     pub async fn task(
         &self,

@@ -11,7 +11,7 @@ use domain::ids::step_child_id;
 use domain::instance::InstanceCommand;
 use domain::task::TaskCommand;
 use domain::{Caller, Role};
-use event_schemas::{ApprovalDecision, InstanceStatus, TaskStatus};
+use event_schemas::{ApprovalDecision, ApprovalStatus, InstanceStatus, TaskStatus};
 use event_store::testing::TestDatabase;
 use event_store::{AppendNotifier, Checkpoints};
 use orchestrator::{
@@ -326,25 +326,53 @@ async fn cancelling_an_instance_cancels_its_open_tasks() {
 }
 
 #[tokio::test]
-async fn a_decision_that_cannot_be_evaluated_fails_the_instance_with_the_reason() {
+async fn a_decision_that_cannot_be_evaluated_waits_on_an_incident_until_retried() {
     let po = Po::start(json!("a lot"), false).await;
     po.work("review", &member(CLERK, &["clerks"]), json!({}))
         .await;
     let (instance, _) = po.rt.load_instance(po.id).await.unwrap();
-    assert_eq!(instance.status(), InstanceStatus::Failed);
+    assert_eq!(instance.status(), InstanceStatus::Running);
+    assert_eq!(instance.incidents()[0].step_id, "route");
     let trail = po.trail().await;
-    assert_eq!(trail.last().map(String::as_str), Some("InstanceFailed"));
-    let reason: Value = sqlx::query_scalar(
-        "select payload from events where aggregate_id = $1 and event_type = 'InstanceFailed'",
+    assert_eq!(trail.last().map(String::as_str), Some("IncidentRaised"));
+    let raised: Value = sqlx::query_scalar(
+        "select payload from events where aggregate_id = $1 and event_type = 'IncidentRaised'",
     )
     .bind(po.id.to_string())
     .fetch_one(&po.db.pool)
     .await
     .unwrap();
     assert!(
-        reason.to_string().contains("route"),
-        "the failing step is named: {reason}"
+        raised.to_string().contains("amount > 10000"),
+        "the failing rule is named: {raised}"
     );
+    // the process manager has nothing to do for it
+    let pm = ProcessManager::new(po.rt.clone());
+    while pm.step().await.unwrap().is_some() {}
+    assert_eq!(po.trail().await, trail);
+
+    po.rt
+        .retry_incident(
+            &ctx(
+                Caller::user(TENANT, user(0x0F), [Role::Operator], Vec::<String>::new()),
+                po.t0 + TimeDelta::minutes(9),
+            ),
+            po.id,
+            "route".into(),
+            vars(json!({"amount": 50000})),
+            None,
+        )
+        .await
+        .unwrap();
+    let (instance, _) = po.rt.load_instance(po.id).await.unwrap();
+    assert!(instance.incidents().is_empty());
+    // the board's approval was opened with the retry, before it answered
+    let (board, _) = po
+        .rt
+        .load_approval(step_child_id(po.id, "board", 1))
+        .await
+        .unwrap();
+    assert_eq!(board.status(), ApprovalStatus::Pending);
 }
 
 #[tokio::test]

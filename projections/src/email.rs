@@ -383,6 +383,11 @@ fn compose(
             format!("Failed: {title}"),
             "A workflow you started cannot go on; an operator has to look at it.",
         ),
+        "instance.incident" => (
+            format!("Waiting for an operator: {title}"),
+            "A decision of a workflow you started could not be made on its data; an operator \
+             has to correct it and retry.",
+        ),
         other => (format!("Workledger: {other}"), "There is work for you."),
     };
     let mut body = format!(

@@ -38,7 +38,7 @@ use crate::names::NOTIFICATIONS;
 use crate::projector::{EventFilter, ProjectionError, Projector, decode};
 
 /// The events that can ask someone to act, or tell them how what they started ended.
-const NOTIFYING: [&str; 12] = [
+const NOTIFYING: [&str; 13] = [
     "TaskOpened",
     "TaskAssigned",
     "TaskDelegated",
@@ -51,6 +51,7 @@ const NOTIFYING: [&str; 12] = [
     "InstanceCompleted",
     "InstanceCancelled",
     "InstanceFailed",
+    "IncidentRaised",
 ];
 
 /// Where and how to notify.
@@ -148,7 +149,8 @@ pub struct Notification {
     /// `task.offered`, `task.assigned`, `task.delegated`, `task.overdue`,
     /// `approval.requested` (the approvers who may decide now), `approval.awaiting` (after a
     /// vote or a delegation: who may decide now and could not before), `approval.overdue`, or
-    /// `instance.completed`, `instance.cancelled`, `instance.failed` (to whoever started it).
+    /// `instance.completed`, `instance.cancelled`, `instance.failed`, `instance.incident` (a
+    /// decision could not be evaluated: an operator retries it; to whoever started it).
     #[serde(rename = "type")]
     pub kind: String,
     pub tenant_id: Option<String>,
@@ -581,7 +583,8 @@ pub fn notification(
             }
             _ => return Ok(None),
         },
-        // whoever started an instance is told how it ended, unless they ended it themself
+        // whoever started an instance is told how it ended (unless they ended it themself), and
+        // when a path of it waits for an operator
         AnyEvent::WorkflowInstance(instance) => {
             let Some(started) = &before.started else {
                 return Ok(None);
@@ -597,6 +600,12 @@ pub fn notification(
                 } => ("instance.cancelled", Some(cancelled_by), reason),
                 WorkflowInstanceEvent::InstanceFailed { reason, .. } => {
                     ("instance.failed", None, reason)
+                }
+                WorkflowInstanceEvent::IncidentRaised {
+                    reason, step_id, ..
+                } => {
+                    subject.step_id = Some(step_id);
+                    ("instance.incident", None, reason)
                 }
                 _ => return Ok(None),
             };
@@ -945,6 +954,19 @@ mod tests {
                 .is_none(),
             "a service started it: nobody to tell"
         );
+        let incident = recorded(
+            workflow_instance::AGGREGATE_TYPE,
+            json!({"IncidentRaised": {"step_id": "route", "activation": 1,
+                   "reason": "decision route: rule 0 could not be evaluated", "scope": [],
+                   "raised_at": "2026-11-26T10:00:00Z"}}),
+        );
+        let n = notification(&incident, &started(Actor::User(id(3))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.kind, "instance.incident");
+        assert_eq!(n.recipients.users, [id(3)]);
+        assert_eq!(n.subject.step_id.as_deref(), Some("route"));
+        assert!(n.outcome.unwrap().contains("could not be evaluated"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `/api/v1/workflow-instances`: starting and cancelling workflow instances.
+//! `/api/v1/workflow-instances`: starting and cancelling workflow instances, and retrying
+//! their incidents.
 
 use api_common::Json;
 use axum::extract::{Path, State};
@@ -10,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Applied, Created, Problems, observe};
+use super::{Applied, Created, OptionalJson, Problems, observe};
 use crate::error::Result;
 use crate::extract::{Auth, CommandHeaders, IfMatch, path_id};
 use crate::response::Accepted;
@@ -23,6 +24,7 @@ pub fn router() -> OpenApiRouter<CommandState> {
     OpenApiRouter::new()
         .routes(routes!(start))
         .routes(routes!(cancel))
+        .routes(routes!(retry_incident))
 }
 
 /// What to start.
@@ -109,5 +111,51 @@ async fn cancel(
     }
     .await;
     observe("cancel_instance", &result);
+    result
+}
+
+/// What a retry sets first.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryIncident {
+    /// Merged into the instance's variables (as a task's output is) before the decision is
+    /// evaluated again; the body may be left out to retry on the variables as they are.
+    #[serde(default)]
+    pub variables: Map<String, Value>,
+}
+
+/// Retry an incident
+///
+/// A decision whose rules could not be evaluated (a variable missing or of the wrong type)
+/// raised an incident: that path of the instance waits at the decision while the rest runs on.
+/// An operator or admin sets the variables the rules need and evaluates the decision again;
+/// the instance goes on from there, its next tasks and approvals open when this answers (or,
+/// still not evaluable, a new incident is raised). 409 `no_incident` when none waits at the
+/// step, `instance_ended` when the instance is over.
+#[utoipa::path(post, path = "/api/v1/workflow-instances/{id}/incidents/{step_id}/retry", operation_id = "retry_incident", tag = "workflow-instances",
+    request_body(content = Option<RetryIncident>),
+    params(("id" = Uuid, Path, description = "The instance"),
+           ("step_id" = String, Path, description = "The decision step the incident waits at"),
+           CommandHeaders),
+    responses(Applied, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(instance_id = %id, step_id = %step_id))]
+async fn retry_incident(
+    State(state): State<CommandState>,
+    auth: Auth,
+    IfMatch(expected): IfMatch,
+    Path((id, step_id)): Path<(String, String)>,
+    OptionalJson(body): OptionalJson<RetryIncident>,
+) -> Result<Accepted> {
+    let result = async {
+        let id = path_id(&id, "workflow instance", "instance_not_found")?;
+        let variables = body.unwrap_or_default().variables;
+        let outcome = state
+            .runtime()
+            .retry_incident(&auth.context(), id, step_id, variables, expected)
+            .await?;
+        Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
+    }
+    .await;
+    observe("retry_incident", &result);
     result
 }

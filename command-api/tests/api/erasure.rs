@@ -256,18 +256,7 @@ async fn only_an_admin_of_the_users_tenant_erases() {
     .await;
     assert_eq!(forbidden["code"], "forbidden");
 
-    let created = app
-        .post(
-            "/api/v1/tenants",
-            &app.admin.token,
-            json!({"id": "globex", "name": "Globex", "admin_email": "root@globex.test",
-                   "admin_password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let other_admin = app
-        .sign_in("root@globex.test", PASSWORD, Some("globex"))
-        .await;
+    let other_admin = app.other_tenant_admin().await;
     let hidden = problem(
         app.post(&erase_path(clerk.id), &other_admin.token, Value::Null)
             .await,

@@ -252,6 +252,22 @@ impl TestApp {
             .remove(0)
     }
 
+    /// The admin of a second tenant, `acme` (created by the default tenant's admin), signed
+    /// in: for checking that one tenant's resources are not found from another.
+    pub async fn other_tenant_admin(&self) -> User {
+        let created = self
+            .post(
+                "/api/v1/tenants",
+                &self.admin.token,
+                json!({"id": "acme", "name": "Acme", "admin_email": "boss@acme.test",
+                       "admin_password": "acme admin password"}),
+            )
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        self.sign_in("boss@acme.test", "acme admin password", Some("acme"))
+            .await
+    }
+
     /// Empties the identity read model and forgets its projector's checkpoint.
     pub async fn forget_identity_read_model(&self) {
         for sql in [

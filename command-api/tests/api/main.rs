@@ -7,6 +7,7 @@ mod documents;
 mod erasure;
 mod helpers;
 mod idempotency;
+mod incidents;
 mod openapi;
 mod purchase_order;
 mod tasks;

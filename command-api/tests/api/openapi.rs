@@ -21,6 +21,7 @@ async fn every_command_route_is_documented_with_bearer_security_and_problem_answ
         ("/api/v1/users/{id}/reactivate", "post"),
         ("/api/v1/users/{id}/notifications", "put"),
         ("/api/v1/users/{id}/sessions/revoke", "post"),
+        ("/api/v1/users/{id}/erase", "post"),
         ("/api/v1/users/{id}/two-factor", "post"),
         ("/api/v1/users/{id}/two-factor/confirm", "post"),
         ("/api/v1/users/{id}/two-factor/disable", "post"),
@@ -28,6 +29,10 @@ async fn every_command_route_is_documented_with_bearer_security_and_problem_answ
         ("/api/v1/workflow-definitions", "post"),
         ("/api/v1/workflow-instances", "post"),
         ("/api/v1/workflow-instances/{id}/cancel", "post"),
+        (
+            "/api/v1/workflow-instances/{id}/incidents/{step_id}/retry",
+            "post",
+        ),
         ("/api/v1/tasks", "post"),
         ("/api/v1/tasks/{id}/claim", "post"),
         ("/api/v1/tasks/{id}/release", "post"),

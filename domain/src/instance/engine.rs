@@ -59,6 +59,16 @@ impl<'d> Walk<'d> {
         self.events.push(event);
     }
 
+    /// Enter `step_id` again (within `scope`) once [`Walk::run`] runs: a path parked there by
+    /// an incident, which had passed any join already.
+    pub(super) fn resume(&mut self, step_id: String, scope: Vec<StepRef>) {
+        self.queue.push_back(Token {
+            target: step_id,
+            scope,
+            joined: true,
+        });
+    }
+
     /// Continue at `target` (within `scope`) once [`Walk::run`] runs.
     pub(super) fn go_to(&mut self, target: &str, scope: Vec<StepRef>) {
         self.queue.push_back(Token {
@@ -99,7 +109,10 @@ impl<'d> Walk<'d> {
             }
             self.visit(token);
         }
-        if self.state.status == InstanceStatus::Running && self.state.open.is_empty() {
+        if self.state.status == InstanceStatus::Running
+            && self.state.open.is_empty()
+            && self.state.incidents.is_empty()
+        {
             self.fail(
                 "the instance cannot go on: no step waits and no end was reached".to_owned(),
                 None,
@@ -146,11 +159,18 @@ impl<'d> Walk<'d> {
                         }
                         Ok(false) => {}
                         Err(e) => {
+                            // the path waits here for an operator; the others run on
                             let reason = format!(
                                 "decision {step_id}: rule {i} (`{}`) could not be evaluated: {e}",
                                 rule.when.as_str()
                             );
-                            self.fail(reason, Some(&step_id));
+                            self.emit(WorkflowInstanceEvent::IncidentRaised {
+                                step_id,
+                                activation,
+                                reason,
+                                scope: token.scope,
+                                raised_at: at,
+                            });
                             return;
                         }
                     }

@@ -14,11 +14,16 @@
 //!   get cancelled;
 //! - fail: the orchestrator (or an admin), while running.
 //!
-//! A decision rule that fails to evaluate, or gives no bool, fails the instance with the reason
-//! in `InstanceFailed`. Reaching an end step completes the instance at once, even while other
+//! - retry an incident: operators and admins (`incident.rs`).
+//!
+//! A decision rule that fails to evaluate, or gives no bool, raises an incident
+//! (`IncidentRaised`): that path waits for an operator to set variables and retry, the rest of
+//! the instance runs on. A step missing from the definition, a loop, or no step left waiting
+//! fails the instance with the reason in `InstanceFailed`. Reaching an end step completes the instance at once, even while other
 //! parallel branches still wait: those are listed in `InstanceCompleted` and cancelled.
 
 mod engine;
+mod incident;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +48,7 @@ use crate::document::{DocumentCommand, DocumentError, Documents};
 use crate::error::{ErrorKind, Issue, IssueCode, Rejection};
 use crate::text;
 use engine::Walk;
+pub use incident::Incident;
 
 /// What can be asked of a workflow instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +64,12 @@ pub enum InstanceCommand {
     Cancel { reason: String },
     /// Mark the instance failed (the runtime could not go on, e.g. a group did not resolve).
     Fail { reason: String },
+    /// Set `variables` and evaluate the decision of the incident(s) at `step_id` again.
+    RetryIncident {
+        definition: Arc<PublishedDefinition>,
+        step_id: String,
+        variables: Map<String, Value>,
+    },
     /// Attach or remove a document.
     Document(DocumentCommand),
 }
@@ -159,6 +171,8 @@ pub enum InstanceError {
         step_id: String,
         due_at: DateTime<Utc>,
     },
+    #[error("no incident waits at step {step_id}")]
+    NoIncident { step_id: String },
     #[error("the command is invalid: {}", crate::error::first_issue(.issues))]
     Invalid { issues: Vec<Issue> },
     #[error(transparent)]
@@ -184,7 +198,8 @@ impl Rejection for InstanceError {
             | Self::DefinitionMismatch { .. }
             | Self::UnknownActivation { .. }
             | Self::WrongStepKind { .. }
-            | Self::NotDue { .. } => ErrorKind::Conflict,
+            | Self::NotDue { .. }
+            | Self::NoIncident { .. } => ErrorKind::Conflict,
             Self::Invalid { .. } => ErrorKind::Validation,
             Self::Document(e) => e.kind(),
         }
@@ -200,6 +215,7 @@ impl Rejection for InstanceError {
             Self::UnknownActivation { .. } => "unknown_step_activation",
             Self::WrongStepKind { .. } => "wrong_step_kind",
             Self::NotDue { .. } => "timer_not_due",
+            Self::NoIncident { .. } => "no_incident",
             Self::Invalid { .. } => "invalid_command",
             Self::Document(e) => e.code(),
         }
@@ -271,6 +287,9 @@ pub struct WorkflowInstance {
     started_by: Option<Actor>,
     #[serde(default)]
     documents: Documents,
+    /// Added with incidents: snapshots taken before have none.
+    #[serde(default)]
+    incidents: Vec<Incident>,
 }
 
 impl WorkflowInstance {
@@ -376,6 +395,11 @@ impl WorkflowInstance {
             InstanceCommand::Cancel { reason } => self.cancel(caller, at, reason),
             InstanceCommand::Fail { reason } => self.fail(caller, at, reason),
             InstanceCommand::Document(command) => self.document(&caller, at, command),
+            InstanceCommand::RetryIncident {
+                definition,
+                step_id,
+                variables,
+            } => self.retry_incident(&caller, at, &definition, step_id, variables),
         }
     }
 
@@ -428,14 +452,7 @@ impl WorkflowInstance {
                 roles: "the orchestrator and admins",
             });
         }
-        if published.key() != self.definition_key || published.version != self.definition_version {
-            return Err(InstanceError::DefinitionMismatch {
-                expected_key: self.definition_key.clone(),
-                expected_version: self.definition_version,
-                found_key: published.key().to_owned(),
-                found_version: published.version,
-            });
-        }
+        self.check_definition(published)?;
         let (step_id, activation) = advance.step();
         let Some(open) = self
             .open
@@ -651,6 +668,19 @@ impl WorkflowInstance {
         }])
     }
 
+    /// Refuses a definition other than the one the instance runs on.
+    fn check_definition(&self, published: &PublishedDefinition) -> Result<(), InstanceError> {
+        if published.key() != self.definition_key || published.version != self.definition_version {
+            return Err(InstanceError::DefinitionMismatch {
+                expected_key: self.definition_key.clone(),
+                expected_version: self.definition_version,
+                found_key: published.key().to_owned(),
+                found_version: published.version,
+            });
+        }
+        Ok(())
+    }
+
     fn activated(&mut self, step_id: &str, activation: u32) {
         let count = self.activations.entry(step_id.to_owned()).or_default();
         *count = (*count).max(activation);
@@ -665,6 +695,7 @@ impl WorkflowInstance {
         self.status = status;
         self.open.clear();
         self.joins.clear();
+        self.incidents.clear();
         self.ended_at = Some(at);
     }
 }
@@ -855,6 +886,22 @@ impl Aggregate for WorkflowInstance {
                 self.failure = Some(reason);
                 self.end(InstanceStatus::Failed, failed_at);
             }
+            E::IncidentRaised {
+                step_id,
+                activation,
+                reason,
+                scope,
+                raised_at,
+            } => self.incident_raised(Incident {
+                step_id,
+                activation,
+                reason,
+                scope,
+                raised_at,
+            }),
+            E::IncidentRetried {
+                step_id, variables, ..
+            } => self.incident_retried(&step_id, variables),
             E::InstanceDocumentAttached {
                 document,
                 attached_by,

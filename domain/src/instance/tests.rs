@@ -178,25 +178,228 @@ fn the_default_route_is_taken_when_no_rule_holds() {
     assert!(matches!(&events[2], E::TimerStarted { fire_at, .. } if *fire_at == later(1)));
 }
 
+fn retry(step: &str, variables: Value) -> Command<InstanceCommand> {
+    Command::new(
+        operator(),
+        later(1),
+        InstanceCommand::RetryIncident {
+            definition: definition(),
+            step_id: step.into(),
+            variables: vars(variables),
+        },
+    )
+}
+
 #[test]
-fn a_rule_that_cannot_be_evaluated_fails_the_instance_with_the_reason() {
-    let events = Given::with(())
-        .given(vec![started(), task_activated("review", 1, vec![])])
-        .when(advance("review", 1, json!({"amount": "lots"})))
-        .inspect_result()
-        .unwrap();
-    let Some(E::InstanceFailed {
-        reason,
+fn a_rule_that_cannot_be_evaluated_raises_an_incident_and_its_path_waits_there() {
+    let (events, state) = history(vec![
+        start_command(operator()),
+        advance("review", 1, json!({"amount": "lots"})),
+    ]);
+    let Some(E::IncidentRaised {
         step_id,
-        open_children,
-        ..
+        activation,
+        reason,
+        scope,
+        raised_at,
     }) = events.last()
     else {
         panic!("{events:#?}");
     };
-    assert_eq!(step_id.as_deref(), Some("route"));
+    assert_eq!((step_id.as_str(), *activation), ("route", 1));
     assert!(reason.contains("amount > 100"), "{reason}");
-    assert!(open_children.is_empty());
+    assert!(scope.is_empty());
+    assert_eq!(*raised_at, T0);
+    assert!(!events.iter().any(|e| matches!(e, E::InstanceFailed { .. })));
+    assert_eq!(state.status(), InstanceStatus::Running);
+    assert!(state.open_steps().is_empty());
+    assert_eq!(state.incidents().len(), 1);
+    assert_eq!(state.activation_count("route"), 0);
+}
+
+#[test]
+fn an_operator_sets_variables_and_retries_and_the_walk_goes_on_from_the_decision() {
+    let (events, state) = history(vec![
+        start_command(operator()),
+        advance("review", 1, json!({"amount": "lots"})),
+        retry("route", json!({"amount": 5})),
+    ]);
+    let retried = events
+        .iter()
+        .position(|e| matches!(e, E::IncidentRetried { .. }))
+        .unwrap();
+    let after = &events[retried..];
+    assert!(
+        matches!(&after[0], E::IncidentRetried { step_id, variables, retried_by, .. }
+        if step_id == "route" && variables["amount"] == 5 && *retried_by == operator().actor)
+    );
+    assert!(
+        matches!(&after[1], E::DecisionTaken { step_id, activation: 1, next, .. }
+        if step_id == "route" && next == "small")
+    );
+    assert!(matches!(&after[2], E::TimerStarted { step_id, .. } if step_id == "small"));
+    assert!(state.incidents().is_empty());
+    assert_eq!(state.variables()["amount"], 5);
+
+    // still not evaluable: recorded, and the path waits again
+    let (events, state) = history(vec![
+        start_command(operator()),
+        advance("review", 1, json!({"amount": "lots"})),
+        retry("route", json!({"amount": "more"})),
+    ]);
+    let n = events.len();
+    assert!(matches!(&events[n - 2], E::IncidentRetried { .. }));
+    assert!(matches!(&events[n - 1], E::IncidentRaised { step_id, .. } if step_id == "route"));
+    assert_eq!(state.incidents().len(), 1);
+}
+
+#[test]
+fn retrying_needs_an_operator_an_incident_at_the_step_and_a_running_instance() {
+    let given = vec![
+        started(),
+        task_activated("review", 1, vec![]),
+        E::TaskStepCompleted {
+            step_id: "review".into(),
+            activation: 1,
+            task_id: step_child_id(ID, "review", 1),
+            output: vars(json!({"amount": "lots"})),
+            variables: vars(json!({"amount": "lots"})),
+            completed_by: Actor::User(Uuid::from_u128(5)),
+            completed_at: T0,
+        },
+        E::IncidentRaised {
+            step_id: "route".into(),
+            activation: 1,
+            reason: "decision route: rule 0 could not be evaluated".into(),
+            scope: vec![],
+            raised_at: T0,
+        },
+    ];
+    let refused = |command: Command<InstanceCommand>, given: Vec<E>| {
+        Given::with(())
+            .given(given)
+            .when(command)
+            .inspect_result()
+            .unwrap_err()
+    };
+    let mut by_member = retry("route", json!({"amount": 5}));
+    by_member.caller = member(Uuid::from_u128(7));
+    assert_eq!(refused(by_member, given.clone()).code(), "forbidden");
+    assert_eq!(
+        refused(retry("review", json!({})), given.clone()),
+        InstanceError::NoIncident {
+            step_id: "review".into()
+        }
+    );
+    let mut elsewhere_retry = retry("route", json!({}));
+    elsewhere_retry.caller = elsewhere(operator());
+    assert_eq!(
+        refused(elsewhere_retry, given.clone()),
+        InstanceError::NotFound
+    );
+    let mut cancelled = given;
+    cancelled.push(E::InstanceCancelled {
+        reason: "no longer needed".into(),
+        open_children: vec![],
+        cancelled_by: operator().actor,
+        cancelled_at: T0,
+    });
+    assert_eq!(
+        refused(retry("route", json!({"amount": 5})), cancelled).code(),
+        "instance_ended"
+    );
+}
+
+/// parallel p: branch d (a decision on x, to the join) and branch t (a task), joined at j.
+fn branching() -> Arc<PublishedDefinition> {
+    let value = json!({
+        "key": "flow", "name": "Flow", "start": "p",
+        "steps": {
+            "p": {"type": "parallel", "branches": ["d", "t"], "join": "j"},
+            "d": {"type": "decision", "rules": [{"when": "x > 1", "next": "j"}], "default": "j"},
+            "t": {"type": "task", "next": "j"},
+            "j": {"type": "task", "next": "done"},
+            "done": {"type": "end", "outcome": "ok"}
+        }
+    });
+    Arc::new(PublishedDefinition {
+        version: 3,
+        definition: Definition::from_value(&value).unwrap(),
+    })
+}
+
+#[test]
+fn an_incident_in_one_branch_leaves_the_others_running_and_its_retry_reaches_the_join() {
+    let start = Command::new(
+        operator(),
+        T0,
+        InstanceCommand::Start(StartInstance {
+            instance_id: ID,
+            definition: branching(),
+            business_key: None,
+            variables: Map::new(),
+        }),
+    );
+    let complete_t = Command::new(
+        orchestrator(),
+        later(2),
+        InstanceCommand::Advance {
+            definition: branching(),
+            advance: Advance::CompleteTask {
+                step_id: "t".into(),
+                activation: 1,
+                task_id: step_child_id(ID, "t", 1),
+                output: Map::new(),
+                completed_by: Actor::User(Uuid::from_u128(5)),
+            },
+        },
+    );
+    let retry_d = Command::new(
+        operator(),
+        later(1),
+        InstanceCommand::RetryIncident {
+            definition: branching(),
+            step_id: "d".into(),
+            variables: vars(json!({"x": 2})),
+        },
+    );
+    let (events, state) = history(vec![start]);
+    let parallel = StepRef {
+        step_id: "p".into(),
+        activation: 1,
+    };
+    assert!(events.iter().any(|e| matches!(e,
+        E::IncidentRaised { step_id, scope, .. } if step_id == "d" && *scope == [parallel.clone()])));
+    assert!(events.iter().any(|e| matches!(e,
+        E::TaskStepActivated { step_id, .. } if step_id == "t")));
+    assert_eq!(state.status(), InstanceStatus::Running);
+
+    let (events, state) = history(vec![
+        Command::new(
+            operator(),
+            T0,
+            InstanceCommand::Start(StartInstance {
+                instance_id: ID,
+                definition: branching(),
+                business_key: None,
+                variables: Map::new(),
+            }),
+        ),
+        retry_d,
+        complete_t,
+    ]);
+    let joined: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            E::BranchJoined { arrived, .. } => Some(*arrived),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined, [1, 2]);
+    assert!(events.iter().any(|e| matches!(e,
+        E::TaskStepActivated { step_id, scope, .. } if step_id == "j" && scope.is_empty())));
+    assert!(state.incidents().is_empty());
+    assert_eq!(state.status(), InstanceStatus::Running);
 }
 
 #[test]

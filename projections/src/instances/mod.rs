@@ -50,7 +50,8 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| INSTANCES_TABLE.upsert_sql())
 /// A step an instance waits on (an element of `open_steps`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenStep {
-    /// `task`, `approval`, `timer`, or `join` (a join waiting for parallel branches).
+    /// `task`, `approval`, `timer`, `join` (a join waiting for parallel branches), or
+    /// `incident` (a decision that could not be evaluated, waiting for an operator's retry).
     pub kind: String,
     pub step_id: String,
     pub activation: u32,
@@ -71,6 +72,9 @@ pub struct OpenStep {
     pub arrived: Option<u32>,
     #[serde(default)]
     pub expected: Option<u32>,
+    /// For an incident: why the decision could not be evaluated.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +231,7 @@ fn evolve(row: &mut Row, event: WorkflowInstanceEvent) {
                     parallel_step_id: Some(parallel.step_id),
                     arrived: Some(arrived),
                     expected: Some(expected),
+                    reason: None,
                 });
             }
         }
@@ -282,6 +287,7 @@ fn evolve(row: &mut Row, event: WorkflowInstanceEvent) {
             parallel_step_id: None,
             arrived: None,
             expected: None,
+            reason: None,
         }),
         E::TaskStepCompleted {
             task_id, variables, ..
@@ -293,6 +299,34 @@ fn evolve(row: &mut Row, event: WorkflowInstanceEvent) {
             row.open_steps.retain(|s| s.id != Some(approval_id));
         }
         E::TimerFired { timer_id, .. } => row.open_steps.retain(|s| s.id != Some(timer_id)),
+        E::IncidentRaised {
+            step_id,
+            activation,
+            reason,
+            raised_at,
+            ..
+        } => row.open_steps.push(OpenStep {
+            kind: "incident".into(),
+            step_id,
+            activation,
+            id: None,
+            name: None,
+            since: raised_at,
+            due_at: None,
+            parallel_step_id: None,
+            arrived: None,
+            expected: None,
+            reason: Some(reason),
+        }),
+        E::IncidentRetried {
+            step_id, variables, ..
+        } => {
+            row.open_steps
+                .retain(|s| !(s.kind == "incident" && s.step_id == step_id));
+            if let Value::Object(current) = &mut row.variables {
+                current.extend(variables);
+            }
+        }
         E::InstanceCompleted {
             outcome,
             completed_at,
@@ -348,5 +382,6 @@ fn child(
         parallel_step_id: None,
         arrived: None,
         expected: None,
+        reason: None,
     }
 }

@@ -350,7 +350,7 @@ async fn a_cancelled_order_cancels_its_task_in_the_inbox_and_counts_in_the_repor
 }
 
 #[tokio::test]
-async fn a_failed_order_names_its_failing_step() {
+async fn an_order_whose_decision_cannot_be_evaluated_shows_its_incident_until_retried() {
     let (db, rt) = setup().await;
     let pool = &db.pool;
     let po = Po::start(&rt, json!("a lot"), "PO-5").await;
@@ -358,11 +358,20 @@ async fn a_failed_order_names_its_failing_step() {
         .await;
     project(pool).await;
     let instance = row(pool, "workflow_instances", po.id).await;
-    assert_eq!(instance["status"], "failed");
-    assert_eq!(instance["failed_step"], "route");
-    assert!(instance["end_reason"].as_str().unwrap().contains("route"));
-    assert_eq!(report_day(pool, "2026-03-02").await["failed"], 1);
+    assert_eq!(instance["status"], "running");
+    let open = instance["open_steps"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{instance}");
+    assert_eq!(open[0]["kind"], "incident");
+    assert_eq!(open[0]["step_id"], "route");
+    assert!(
+        open[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("amount > 10000")
+    );
+    assert_eq!(report_day(pool, "2026-03-02").await["failed"], 0);
     assert_audit_complete(pool).await;
+    assert_rebuild_reproduces(pool).await;
 }
 
 #[tokio::test]

@@ -53,7 +53,9 @@ impl InstanceStatus {
 /// A step an instance waits on.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct OpenStep {
-    /// `task`, `approval`, `timer`, or `join` (waiting for parallel branches).
+    /// `task`, `approval`, `timer`, `join` (waiting for parallel branches), or `incident` (a
+    /// decision whose rules could not be evaluated, waiting for an operator to set variables
+    /// and retry it: `POST /api/v1/workflow-instances/{id}/incidents/{step_id}/retry`).
     pub kind: String,
     pub step_id: String,
     pub activation: u32,
@@ -71,6 +73,9 @@ pub struct OpenStep {
     pub arrived: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected: Option<u32>,
+    /// For an incident: why the decision could not be evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A workflow instance.
@@ -128,6 +133,9 @@ pub(crate) struct ListParams {
     status: Option<InstanceStatus>,
     definition_key: Option<String>,
     business_key: Option<String>,
+    /// `true`: only instances with an incident waiting for an operator; `false`: only those
+    /// without.
+    incident: Option<bool>,
     /// Started at or after (RFC 3339 or YYYY-MM-DD).
     #[param(value_type = Option<String>)]
     started_after: Option<Instant>,
@@ -191,6 +199,12 @@ async fn list_instances(
         if let Some(key) = &params.business_key {
             sql.push(" and business_key = ").push_bind(key.clone());
         }
+        match params.incident {
+            // as the partial index `workflow_instances_with_incidents` says it
+            Some(true) => sql.push(" and open_steps @> '[{\"kind\": \"incident\"}]'::jsonb"),
+            Some(false) => sql.push(" and not open_steps @> '[{\"kind\": \"incident\"}]'::jsonb"),
+            None => sql,
+        };
         if let Some(Instant(at)) = params.started_after {
             sql.push(" and started_at >= ").push_bind(at);
         }

@@ -4,6 +4,7 @@ mod audit;
 mod comments;
 mod consistency;
 mod documents;
+mod incidents;
 mod lists;
 mod metrics;
 mod paging;

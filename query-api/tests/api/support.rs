@@ -50,7 +50,7 @@ pub fn vars(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
 }
 
-fn ctx(caller: Caller, at: DateTime<Utc>) -> RequestContext {
+pub fn ctx(caller: Caller, at: DateTime<Utc>) -> RequestContext {
     RequestContext {
         caller,
         at,
