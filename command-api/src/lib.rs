@@ -6,10 +6,11 @@
 //! POST /api/v1/tenants                              admins of the default tenant
 //! POST /api/v1/users                                admins
 //! PUT  /api/v1/users/{id}/groups | /roles | /password
-//! POST /api/v1/users/{id}/deactivate | /reactivate
+//! POST /api/v1/users/{id}/deactivate | /reactivate | /erase   admins
 //! POST /api/v1/workflow-definitions                 designers (JSON or YAML)
 //! POST /api/v1/workflow-instances                   operators
 //! POST /api/v1/workflow-instances/{id}/cancel       operators
+//! POST /api/v1/workflow-instances/{id}/incidents/{step_id}/retry   operators
 //! POST /api/v1/tasks                                operators (ad-hoc tasks)
 //! POST /api/v1/tasks/{id}/claim | /release | /assign | /delegate | /complete | /comments
 //! POST /api/v1/approvals/{id}/decisions | /delegate

@@ -172,7 +172,7 @@ pub enum WorkflowInstanceEvent {
     /// ([`WorkflowInstanceEvent::IncidentRetried`]); the instance's other paths run on.
     IncidentRaised {
         step_id: String,
-        /// The activation the decision would have had (it counts once it is taken).
+        /// The decision's activation, reserved for the path: its retry is taken as this one.
         activation: u32,
         reason: String,
         scope: Vec<StepRef>,
@@ -187,8 +187,9 @@ pub enum WorkflowInstanceEvent {
         retried_by: Actor,
         retried_at: DateTime<Utc>,
     },
-    /// The instance cannot go on (a step missing from its definition, a loop, no step left
-    /// waiting); the tasks and approvals in `open_children` get cancelled.
+    /// The instance cannot go on (e.g. a step missing from its definition, more steps passed
+    /// without waiting than the engine allows, no step left waiting, or failed by the
+    /// orchestrator or an admin); the tasks and approvals in `open_children` get cancelled.
     InstanceFailed {
         reason: String,
         step_id: Option<String>,

@@ -409,10 +409,11 @@ fn compose(
     if let Some(due_at) = notification.due_at {
         body.push_str(&format!("  Due: {}\n", when(due_at)));
     }
+    // an incident names its instance and step: what the retry needs
     if let Some(instance) = notification
         .subject
         .workflow_instance_id
-        .filter(|_| noun != "workflow")
+        .filter(|_| noun != "workflow" || notification.kind == "instance.incident")
     {
         body.push_str(&format!("  Workflow instance: {instance}"));
         if let Some(step) = &notification.subject.step_id {
@@ -601,6 +602,23 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("Workflow instance:"), "{text}");
+
+        // an incident names the decision an operator retries
+        n.kind = "instance.incident".into();
+        n.outcome = Some("decision route: rule 0 could not be evaluated".into());
+        n.subject.step_id = Some("route".into());
+        let to = Mailbox::new(None, "carl@example.com".parse().unwrap());
+        let message = compose(&settings(None), &n, Some("PO-7"), &starter, to).unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(
+            text.contains("Subject: Waiting for an operator: PO-7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Reason: decision route: rule 0 could not be evaluated"),
+            "{text}"
+        );
+        assert!(text.contains("(step route)"), "{text}");
     }
 
     #[test]

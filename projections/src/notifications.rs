@@ -1,5 +1,6 @@
 //! The notifications reactor: tells people's systems (a mailer, a chat bot, an app's inbox)
-//! that someone has work to do, or that an instance they started has ended, by webhook.
+//! that someone has work to do, or that an instance they started has ended or waits on an
+//! incident, by webhook.
 //!
 //! A projector of the runtime (checkpoint `notifications`, one active worker by advisory lock,
 //! lag and failures in `/metrics` and `workledger status`) that writes no table: the task and
@@ -37,7 +38,8 @@ use uuid::Uuid;
 use crate::names::NOTIFICATIONS;
 use crate::projector::{EventFilter, ProjectionError, Projector, decode};
 
-/// The events that can ask someone to act, or tell them how what they started ended.
+/// The events that can ask someone to act, or tell them how what they started ended or that
+/// it waits on an incident.
 const NOTIFYING: [&str; 13] = [
     "TaskOpened",
     "TaskAssigned",
@@ -298,7 +300,7 @@ pub struct Before {
     pub awaiting: Vec<Uuid>,
     /// For a released or overdue task: the task as it was.
     pub task: Option<domain::task::Task>,
-    /// For an instance that ended: how it started.
+    /// For an instance event (an end, an incident): how the instance started.
     pub started: Option<Started>,
 }
 

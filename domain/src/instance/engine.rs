@@ -26,6 +26,9 @@ struct Token {
     scope: Vec<StepRef>,
     /// Set when a join fired: enter the join step itself.
     joined: bool,
+    /// The activation to enter the step as: a path parked by an incident keeps the one its
+    /// incident reserved. `None`: the step's next.
+    activation: Option<u32>,
 }
 
 pub(super) struct Walk<'d> {
@@ -59,13 +62,14 @@ impl<'d> Walk<'d> {
         self.events.push(event);
     }
 
-    /// Enter `step_id` again (within `scope`) once [`Walk::run`] runs: a path parked there by
-    /// an incident, which had passed any join already.
-    pub(super) fn resume(&mut self, step_id: String, scope: Vec<StepRef>) {
+    /// Enter `step_id` again, as `activation` (within `scope`), once [`Walk::run`] runs: a
+    /// path parked there by an incident, which had passed any join already.
+    pub(super) fn resume(&mut self, step_id: String, activation: u32, scope: Vec<StepRef>) {
         self.queue.push_back(Token {
             target: step_id,
             scope,
             joined: true,
+            activation: Some(activation),
         });
     }
 
@@ -75,6 +79,7 @@ impl<'d> Walk<'d> {
             target: target.to_owned(),
             scope,
             joined: false,
+            activation: None,
         });
     }
 
@@ -133,7 +138,9 @@ impl<'d> Walk<'d> {
             );
             return;
         };
-        let activation = self.state.activation_count(&step.id) + 1;
+        let activation = token
+            .activation
+            .unwrap_or_else(|| self.state.activation_count(&step.id) + 1);
         let step_id = step.id.clone();
         let at = self.at;
         let child_id = step_child_id(self.state.id.unwrap_or_default(), &step_id, activation);
@@ -285,6 +292,7 @@ impl<'d> Walk<'d> {
                 target: token.target.clone(),
                 scope,
                 joined: true,
+                activation: None,
             });
         }
         true

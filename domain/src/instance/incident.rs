@@ -19,7 +19,8 @@ use crate::definition::PublishedDefinition;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {
     pub step_id: String,
-    /// The activation the decision would have had.
+    /// The decision's activation, reserved when the incident was raised: the retried decision
+    /// is taken as this one.
     pub activation: u32,
     pub reason: String,
     /// The parallel branches the path runs in.
@@ -71,7 +72,7 @@ impl WorkflowInstance {
             retried_at: at,
         });
         for incident in waiting {
-            walk.resume(incident.step_id, incident.scope);
+            walk.resume(incident.step_id, incident.activation, incident.scope);
         }
         Ok(walk.run())
     }
@@ -82,6 +83,10 @@ impl WorkflowInstance {
     }
 
     pub(super) fn incident_raised(&mut self, incident: Incident) {
+        // raised again by a retry: the path keeps its place
+        self.activated(&incident.step_id, incident.activation);
+        self.incidents
+            .retain(|i| !(i.step_id == incident.step_id && i.activation == incident.activation));
         self.incidents.push(incident);
     }
 

@@ -214,7 +214,8 @@ fn a_rule_that_cannot_be_evaluated_raises_an_incident_and_its_path_waits_there()
     assert_eq!(state.status(), InstanceStatus::Running);
     assert!(state.open_steps().is_empty());
     assert_eq!(state.incidents().len(), 1);
-    assert_eq!(state.activation_count("route"), 0);
+    // the path keeps its activation: the retried decision is taken as route's first
+    assert_eq!(state.activation_count("route"), 1);
 }
 
 #[test]
@@ -844,4 +845,90 @@ fn scope_of_p() -> Vec<StepRef> {
         step_id: "p".into(),
         activation: 1,
     }]
+}
+
+#[test]
+fn two_paths_parked_at_one_decision_keep_their_own_activations_and_a_retry_resumes_both() {
+    // parallel p: branches a and b (tasks) both go through decision d, then join at j
+    let value = json!({
+        "key": "flow", "name": "Flow", "start": "p",
+        "steps": {
+            "p": {"type": "parallel", "branches": ["a", "b"], "join": "j"},
+            "a": {"type": "task", "next": "d"},
+            "b": {"type": "task", "next": "d"},
+            "d": {"type": "decision", "rules": [{"when": "x > 1", "next": "j"}], "default": "j"},
+            "j": {"type": "task", "next": "done"},
+            "done": {"type": "end", "outcome": "ok"}
+        }
+    });
+    let definition = Arc::new(PublishedDefinition {
+        version: 3,
+        definition: Definition::from_value(&value).unwrap(),
+    });
+    let complete = |step: &str| {
+        Command::new(
+            orchestrator(),
+            later(1),
+            InstanceCommand::Advance {
+                definition: definition.clone(),
+                advance: Advance::CompleteTask {
+                    step_id: step.into(),
+                    activation: 1,
+                    task_id: step_child_id(ID, step, 1),
+                    output: Map::new(),
+                    completed_by: Actor::User(Uuid::from_u128(5)),
+                },
+            },
+        )
+    };
+    let retry = Command::new(
+        operator(),
+        later(2),
+        InstanceCommand::RetryIncident {
+            definition: definition.clone(),
+            step_id: "d".into(),
+            variables: vars(json!({"x": 2})),
+        },
+    );
+    let (events, state) = history(vec![start_of(&definition), complete("a"), complete("b")]);
+    let raised: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            E::IncidentRaised { activation, .. } => Some(*activation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(raised, [1, 2]);
+    assert_eq!(state.incidents().len(), 2);
+
+    let (_, before) = history(vec![start_of(&definition), complete("a"), complete("b")]);
+    let mut after = before.clone();
+    let events = after.decide(retry).unwrap();
+    for event in &events {
+        after.apply(event.clone());
+    }
+    let taken: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            E::DecisionTaken { activation, .. } => Some(*activation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(taken, [1, 2]);
+    assert!(after.incidents().is_empty());
+    assert!(events.iter().any(|e| matches!(e,
+        E::TaskStepActivated { step_id, .. } if step_id == "j")));
+}
+
+fn start_of(definition: &Arc<PublishedDefinition>) -> Command<InstanceCommand> {
+    Command::new(
+        operator(),
+        T0,
+        InstanceCommand::Start(StartInstance {
+            instance_id: ID,
+            definition: definition.clone(),
+            business_key: None,
+            variables: Map::new(),
+        }),
+    )
 }

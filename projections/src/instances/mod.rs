@@ -39,6 +39,7 @@ const INSTANCES_TABLE: Table = Table {
         ("ended_at", "timestamptz"),
         ("end_reason", "text"),
         ("failed_step", "text"),
+        ("has_incident", "boolean"),
         ("version", "bigint"),
         ("updated_at", "timestamptz"),
     ],
@@ -93,6 +94,8 @@ struct Row {
     ended_at: Option<DateTime<Utc>>,
     end_reason: Option<String>,
     failed_step: Option<String>,
+    /// Whether an incident is among the open steps (its own column: see migration 0019).
+    has_incident: bool,
     version: i64,
     updated_at: DateTime<Utc>,
 }
@@ -169,6 +172,7 @@ async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), P
                     ended_at: None,
                     end_reason: None,
                     failed_step: None,
+                    has_incident: false,
                     version: event.sequence,
                     updated_at: meta.occurred_at,
                 },
@@ -184,6 +188,7 @@ async fn apply(tx: &mut PgConnection, events: &[&RecordedEvent]) -> Result<(), P
         row.version = event.sequence;
         row.updated_at = meta.occurred_at;
         evolve(row, decoded);
+        row.has_incident = row.open_steps.iter().any(|s| s.kind == "incident");
     }
     let rows: Vec<&Row> = state.values().collect();
     rows::write(tx, &UPSERT, &rows).await?;

@@ -201,8 +201,8 @@ async fn list_instances(
         }
         match params.incident {
             // as the partial index `workflow_instances_with_incidents` says it
-            Some(true) => sql.push(" and open_steps @> '[{\"kind\": \"incident\"}]'::jsonb"),
-            Some(false) => sql.push(" and not open_steps @> '[{\"kind\": \"incident\"}]'::jsonb"),
+            Some(true) => sql.push(" and has_incident"),
+            Some(false) => sql.push(" and not has_incident"),
             None => sql,
         };
         if let Some(Instant(at)) = params.started_after {
