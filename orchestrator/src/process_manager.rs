@@ -80,6 +80,8 @@ impl ProcessManager {
     /// Processes one batch; `Ok(None)` when there was nothing to read.
     pub async fn step(&self) -> Result<Option<LogPosition>, BatchError<ProcessError>> {
         let done = AtomicUsize::new(0);
+        // the incidents the batch reads, told of once it committed (a failed batch is read again)
+        let incidents = std::sync::Mutex::new(Vec::new());
         let runtime = &self.runtime;
         let stop_after = self.stop_after;
         // definitions and identity cause no reactions: pass over them without decoding
@@ -95,6 +97,13 @@ impl ProcessManager {
             &filter,
             async |tx: &mut PgConnection, events: &[RecordedEvent]| {
                 for event in events {
+                    if event.event_type == "IncidentRaised" {
+                        let step = &event.payload["IncidentRaised"]["step_id"];
+                        incidents
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((event.aggregate_id.clone(), step.as_str().map(str::to_owned)));
+                    }
                     react_to(runtime, tx, event, &done, stop_after).await?;
                 }
                 Ok(())
@@ -104,6 +113,13 @@ impl ProcessManager {
         if let Ok(Some(position)) = &result {
             metrics::gauge!("workledger_projector_position", "projector" => PROCESS_MANAGER)
                 .set(position.global_position as f64);
+            let incidents = incidents.into_inner().unwrap_or_else(|e| e.into_inner());
+            metrics::counter!("workledger_incidents_raised_total")
+                .increment(incidents.len() as u64);
+            for (instance_id, step_id) in incidents {
+                tracing::warn!(%instance_id, step_id = step_id.unwrap_or_default(),
+                    "a decision could not be evaluated: the path waits for an operator's retry");
+            }
         }
         result
     }
