@@ -312,8 +312,11 @@ impl Identity {
             )
             .await?;
         // after the event: the aggregate decided who may; a failure here is answered as one
-        // and a retry sets the password (and records the change again)
-        store::set_password(&self.inner.pool, user_id, &hash).await?;
+        // and a retry sets the password (and records the change again). An erasure that came
+        // in between wins: nothing of the person is stored again.
+        if !store::replace_password(&self.inner.pool, user_id, &hash).await? {
+            tracing::info!(user_id = %user_id, "the user was erased meanwhile: no password stored");
+        }
         self.project(executed.position).await;
         Ok(Outcome {
             id,

@@ -1,7 +1,7 @@
 //! Queries on the identity tables that are not the projector's: sign-in lookups, email
 //! claims, credentials, membership checks.
 
-use sqlx::{PgConnection, PgExecutor, Row};
+use sqlx::{PgConnection, PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
 use crate::auth::sessions::{Principal, parse_roles};
@@ -92,6 +92,30 @@ pub async fn set_password<'c>(
     .execute(executor)
     .await?;
     Ok(())
+}
+
+/// Replaces the password hash of an existing user, unless they were erased meanwhile:
+/// `false` then, and nothing is stored. The user's row is locked as the identity projector's
+/// erasure locks it, so a hash stored just before an erasure is deleted by it and none is
+/// stored just after.
+pub async fn replace_password(
+    pool: &PgPool,
+    user_id: Uuid,
+    hash: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let erased: Option<bool> = sqlx::query_scalar(
+        "select erased_at is not null from identity_users where user_id = $1 for share",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if erased == Some(true) {
+        return Ok(false);
+    }
+    set_password(&mut *tx, user_id, hash).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Claims `email_key` in `tenant_id` for `user_id`; `false` when another user holds it.

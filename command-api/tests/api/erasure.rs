@@ -316,3 +316,35 @@ async fn a_process_started_after_an_erasure_still_refuses_the_erased_users_token
     assert!(later.token_keys().verify(&clerk.token).is_err());
     later.token_keys().verify(&app.admin.token).unwrap();
 }
+
+#[tokio::test]
+async fn a_password_change_that_lands_after_an_erasure_stores_no_hash() {
+    use command_api::identity::store::replace_password;
+    let app = spawn().await;
+    let clerk = app.user(&["member"], &["clerks"]).await;
+    let kept = app.user(&["member"], &["clerks"]).await;
+    deactivate(&app, &clerk).await;
+    let erased = app
+        .post(&erase_path(clerk.id), &app.admin.token, Value::Null)
+        .await;
+    assert_eq!(erased.status(), StatusCode::OK);
+    // as a password change decided before the erasure and stored after it would
+    assert!(
+        !replace_password(&app.db.pool, clerk.id, "$argon2id$late")
+            .await
+            .unwrap()
+    );
+    assert!(
+        replace_password(&app.db.pool, kept.id, "$argon2id$new")
+            .await
+            .unwrap()
+    );
+    let hashes: Vec<(Uuid, String)> = sqlx::query_as(
+        "select user_id, password_hash from identity_credentials where user_id = any($1)",
+    )
+    .bind(vec![clerk.id, kept.id])
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(hashes, [(kept.id, "$argon2id$new".to_owned())]);
+}
