@@ -52,7 +52,8 @@ pub enum Command {
     /// Only the background workers: orchestrator, timers, projectors (plus operations routes
     /// for probes and metrics), for scaling out.
     Project,
-    /// Each projector's position, lag and error, and the log's size.
+    /// Each projector's position, lag and error, the log's size, and how many instances wait
+    /// on an incident.
     #[command(
         after_help = "Examples:\n  workledger status\n  workledger status --format json\n\n\
         Exit code 4 when a projector is failing (for scripts and health checks)."

@@ -262,6 +262,19 @@ async fn status_lists_every_projector_with_its_lag_and_fails_on_a_stopped_one() 
         );
     }
     assert!(text.contains("5 events in the log"));
+    assert!(text.contains("0 instances wait on an incident"), "{text}");
+    sqlx::query(
+        "insert into workflow_instances (id, tenant_id, definition_key, definition_version, \
+             status, variables, open_steps, started_at, started_by, version, updated_at, \
+             has_incident) \
+         values (gen_random_uuid(), 'default', 'po', 1, 'running', '{}', \
+                 '[{\"kind\": \"incident\"}]', now(), 'service:test', 2, now(), true)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let text = stdout(&workledger(&db, &["status"]));
+    assert!(text.contains("1 instances wait on an incident"), "{text}");
 
     sqlx::query(
         "insert into projector_status (name, error, error_tx_id, error_position, failed_since, attempts) \
@@ -273,6 +286,7 @@ async fn status_lists_every_projector_with_its_lag_and_fails_on_a_stopped_one() 
     let failing = workledger(&db, &["status", "--format", "json"]);
     assert_eq!(failing.status.code(), Some(4));
     let body: serde_json::Value = serde_json::from_slice(&failing.stdout).unwrap();
+    assert_eq!(body["instances_with_incidents"], 1);
     let tasks = body["projectors"]
         .as_array()
         .unwrap()

@@ -1,4 +1,5 @@
-//! `workledger status`: each projector's position, lag and error; the log's size.
+//! `workledger status`: each projector's position, lag and error; the log's size; how many
+//! instances wait on an incident (an operator's retry).
 
 use std::io::Write;
 
@@ -17,11 +18,20 @@ pub async fn run(pool: &PgPool, format: StatusFormat) -> anyhow::Result<()> {
     let events: i64 = sqlx::query_scalar("select count(*) from events")
         .fetch_one(pool)
         .await?;
+    // through the partial index of the instances that have one (migration 0019)
+    let incidents: i64 =
+        sqlx::query_scalar("select count(*) from workflow_instances where has_incident")
+            .fetch_one(pool)
+            .await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match format {
         StatusFormat::Json => {
-            let body = serde_json::json!({"events": events, "projectors": statuses});
+            let body = serde_json::json!({
+                "events": events,
+                "instances_with_incidents": incidents,
+                "projectors": statuses,
+            });
             serde_json::to_writer_pretty(&mut out, &body)?;
             writeln!(out)?;
         }
@@ -53,6 +63,10 @@ pub async fn run(pool: &PgPool, format: StatusFormat) -> anyhow::Result<()> {
                 )?;
             }
             writeln!(out, "\n{events} events in the log")?;
+            writeln!(
+                out,
+                "{incidents} instances wait on an incident (GET /api/v1/workflow-instances?incident=true)"
+            )?;
         }
     }
     out.flush()?;
