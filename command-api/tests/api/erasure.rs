@@ -35,6 +35,15 @@ async fn deactivate(app: &TestApp, user: &User) {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+/// Deactivates `user`, then erases them as the admin.
+async fn deactivate_and_erase(app: &TestApp, user: &User) {
+    deactivate(app, user).await;
+    let erased = app
+        .post(&erase_path(user.id), &app.admin.token, Value::Null)
+        .await;
+    assert_eq!(erased.status(), StatusCode::OK);
+}
+
 fn erase_path(user: Uuid) -> String {
     format!("/api/v1/users/{user}/erase")
 }
@@ -216,11 +225,7 @@ async fn an_active_user_is_not_erased_and_an_erased_one_not_twice() {
             .unwrap();
     assert!(key.is_some(), "the refused erasure kept the key");
 
-    deactivate(&app, &clerk).await;
-    let erased = app
-        .post(&erase_path(clerk.id), &app.admin.token, Value::Null)
-        .await;
-    assert_eq!(erased.status(), StatusCode::OK);
+    deactivate_and_erase(&app, &clerk).await;
     let twice = problem(
         app.post(&erase_path(clerk.id), &app.admin.token, Value::Null)
             .await,
@@ -272,11 +277,7 @@ async fn an_identity_read_model_rebuilt_after_an_erasure_keeps_the_person_forgot
     let app = spawn().await;
     let clerk = app.user(&["member"], &["clerks"]).await;
     let kept = app.user(&["member"], &["clerks"]).await;
-    deactivate(&app, &clerk).await;
-    let erased = app
-        .post(&erase_path(clerk.id), &app.admin.token, Value::Null)
-        .await;
-    assert_eq!(erased.status(), StatusCode::OK);
+    deactivate_and_erase(&app, &clerk).await;
     app.forget_identity_read_model().await;
     app.run_identity_projector_until(&format!(
         "select exists (select from identity_users where user_id = '{}' and erased_at is not null)",
@@ -307,11 +308,7 @@ async fn an_identity_read_model_rebuilt_after_an_erasure_keeps_the_person_forgot
 async fn a_process_started_after_an_erasure_still_refuses_the_erased_users_tokens() {
     let app = spawn().await;
     let clerk = app.user(&["member"], &["clerks"]).await;
-    deactivate(&app, &clerk).await;
-    let erased = app
-        .post(&erase_path(clerk.id), &app.admin.token, Value::Null)
-        .await;
-    assert_eq!(erased.status(), StatusCode::OK);
+    deactivate_and_erase(&app, &clerk).await;
     let later = crate::auth::another_instance(&app).await;
     assert!(later.token_keys().verify(&clerk.token).is_err());
     later.token_keys().verify(&app.admin.token).unwrap();
@@ -323,11 +320,7 @@ async fn a_password_change_that_lands_after_an_erasure_stores_no_hash() {
     let app = spawn().await;
     let clerk = app.user(&["member"], &["clerks"]).await;
     let kept = app.user(&["member"], &["clerks"]).await;
-    deactivate(&app, &clerk).await;
-    let erased = app
-        .post(&erase_path(clerk.id), &app.admin.token, Value::Null)
-        .await;
-    assert_eq!(erased.status(), StatusCode::OK);
+    deactivate_and_erase(&app, &clerk).await;
     // as a password change decided before the erasure and stored after it would
     assert!(
         !replace_password(&app.db.pool, clerk.id, "$argon2id$late")

@@ -331,16 +331,6 @@ fn branching() -> Arc<PublishedDefinition> {
 
 #[test]
 fn an_incident_in_one_branch_leaves_the_others_running_and_its_retry_reaches_the_join() {
-    let start = Command::new(
-        operator(),
-        T0,
-        InstanceCommand::Start(StartInstance {
-            instance_id: ID,
-            definition: branching(),
-            business_key: None,
-            variables: Map::new(),
-        }),
-    );
     let complete_t = Command::new(
         orchestrator(),
         later(2),
@@ -364,7 +354,7 @@ fn an_incident_in_one_branch_leaves_the_others_running_and_its_retry_reaches_the
             variables: vars(json!({"x": 2})),
         },
     );
-    let (events, state) = history(vec![start]);
+    let (events, state) = history(vec![start_of(&branching())]);
     let parallel = StepRef {
         step_id: "p".into(),
         activation: 1,
@@ -375,20 +365,7 @@ fn an_incident_in_one_branch_leaves_the_others_running_and_its_retry_reaches_the
         E::TaskStepActivated { step_id, .. } if step_id == "t")));
     assert_eq!(state.status(), InstanceStatus::Running);
 
-    let (events, state) = history(vec![
-        Command::new(
-            operator(),
-            T0,
-            InstanceCommand::Start(StartInstance {
-                instance_id: ID,
-                definition: branching(),
-                business_key: None,
-                variables: Map::new(),
-            }),
-        ),
-        retry_d,
-        complete_t,
-    ]);
+    let (events, state) = history(vec![start_of(&branching()), retry_d, complete_t]);
     let joined: Vec<u32> = events
         .iter()
         .filter_map(|e| match e {
