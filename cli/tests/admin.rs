@@ -482,17 +482,7 @@ async fn an_operator_turns_off_the_two_factor_sign_in_of_a_user_who_lost_their_p
 
 /// A personal field as stored (sealed, DESIGN §2), opened with its person's key.
 async fn opened(db: &TestDatabase, stored: &str) -> String {
-    assert!(
-        stored.starts_with(event_schemas::personal::SEALED_PREFIX),
-        "not sealed: {stored}"
-    );
-    let mut conn = db.pool.acquire().await.unwrap();
-    let owner = event_schemas::personal::Sealed::parse(stored)
-        .unwrap()
-        .subject;
-    event_store::personal::open_all(&mut conn, "default", owner, &[stored])
+    db.opened("default", stored)
         .await
-        .unwrap()
-        .remove(0)
         .expect("the key opens it")
 }

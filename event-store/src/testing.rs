@@ -40,6 +40,18 @@ fn now_secs() -> u64 {
 }
 
 impl TestDatabase {
+    /// A personal field as stored in an event of `tenant_id`, checked to be sealed (DESIGN §2),
+    /// opened with its person's key: `None` once they were erased.
+    pub async fn opened(&self, tenant_id: &str, stored: &str) -> Option<String> {
+        let sealed = event_schemas::personal::Sealed::parse(stored)
+            .unwrap_or_else(|| panic!("not sealed: {stored}"));
+        let mut conn = self.pool.acquire().await.expect("a connection");
+        crate::personal::open_all(&mut conn, tenant_id, sealed.subject, &[stored])
+            .await
+            .expect("the keys are read")
+            .remove(0)
+    }
+
     /// Creates and migrates a new database; panics with the cause when Postgres is not there.
     pub async fn new() -> Self {
         Self::with_pool_size(16).await

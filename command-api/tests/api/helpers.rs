@@ -238,18 +238,7 @@ impl TestApp {
     /// sealed, as its person's key opens it (`None` once they were erased).
     pub async fn opened(&self, stored: &Value) -> Option<String> {
         let stored = stored.as_str().expect("a personal field is a string");
-        assert!(
-            stored.starts_with(event_schemas::personal::SEALED_PREFIX),
-            "not sealed: {stored}"
-        );
-        let mut conn = self.db.pool.acquire().await.unwrap();
-        let owner = event_schemas::personal::Sealed::parse(stored)
-            .unwrap()
-            .subject;
-        event_store::personal::open_all(&mut conn, "default", owner, &[stored])
-            .await
-            .unwrap()
-            .remove(0)
+        self.db.opened("default", stored).await
     }
 
     /// The admin of a second tenant, `acme` (created by the default tenant's admin), signed

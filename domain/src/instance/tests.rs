@@ -98,11 +98,22 @@ fn task_activated(step: &str, activation: u32, scope: Vec<StepRef>) -> E {
 }
 
 fn advance(step: &str, activation: u32, output: Value) -> Command<InstanceCommand> {
+    advance_on(definition(), step, activation, output, T0)
+}
+
+/// The orchestrator completing `step`'s task at `at` on the instance of `definition`.
+fn advance_on(
+    definition: Arc<PublishedDefinition>,
+    step: &str,
+    activation: u32,
+    output: Value,
+    at: DateTime<Utc>,
+) -> Command<InstanceCommand> {
     Command::new(
         orchestrator(),
-        T0,
+        at,
         InstanceCommand::Advance {
-            definition: definition(),
+            definition,
             advance: Advance::CompleteTask {
                 step_id: step.into(),
                 activation,
@@ -179,11 +190,21 @@ fn the_default_route_is_taken_when_no_rule_holds() {
 }
 
 fn retry(step: &str, variables: Value) -> Command<InstanceCommand> {
+    retry_on(definition(), step, variables, later(1))
+}
+
+/// An operator retrying the incident at `step` at `at`, with `variables` set.
+fn retry_on(
+    definition: Arc<PublishedDefinition>,
+    step: &str,
+    variables: Value,
+    at: DateTime<Utc>,
+) -> Command<InstanceCommand> {
     Command::new(
         operator(),
-        later(1),
+        at,
         InstanceCommand::RetryIncident {
-            definition: definition(),
+            definition,
             step_id: step.into(),
             variables: vars(variables),
         },
@@ -331,29 +352,8 @@ fn branching() -> Arc<PublishedDefinition> {
 
 #[test]
 fn an_incident_in_one_branch_leaves_the_others_running_and_its_retry_reaches_the_join() {
-    let complete_t = Command::new(
-        orchestrator(),
-        later(2),
-        InstanceCommand::Advance {
-            definition: branching(),
-            advance: Advance::CompleteTask {
-                step_id: "t".into(),
-                activation: 1,
-                task_id: step_child_id(ID, "t", 1),
-                output: Map::new(),
-                completed_by: Actor::User(Uuid::from_u128(5)),
-            },
-        },
-    );
-    let retry_d = Command::new(
-        operator(),
-        later(1),
-        InstanceCommand::RetryIncident {
-            definition: branching(),
-            step_id: "d".into(),
-            variables: vars(json!({"x": 2})),
-        },
-    );
+    let complete_t = advance_on(branching(), "t", 1, json!({}), later(2));
+    let retry_d = retry_on(branching(), "d", json!({"x": 2}), later(1));
     let (events, state) = history(vec![start_of(&branching())]);
     let parallel = StepRef {
         step_id: "p".into(),
@@ -842,31 +842,8 @@ fn two_paths_parked_at_one_decision_keep_their_own_activations_and_a_retry_resum
         version: 3,
         definition: Definition::from_value(&value).unwrap(),
     });
-    let complete = |step: &str| {
-        Command::new(
-            orchestrator(),
-            later(1),
-            InstanceCommand::Advance {
-                definition: definition.clone(),
-                advance: Advance::CompleteTask {
-                    step_id: step.into(),
-                    activation: 1,
-                    task_id: step_child_id(ID, step, 1),
-                    output: Map::new(),
-                    completed_by: Actor::User(Uuid::from_u128(5)),
-                },
-            },
-        )
-    };
-    let retry = Command::new(
-        operator(),
-        later(2),
-        InstanceCommand::RetryIncident {
-            definition: definition.clone(),
-            step_id: "d".into(),
-            variables: vars(json!({"x": 2})),
-        },
-    );
+    let complete = |step: &str| advance_on(definition.clone(), step, 1, json!({}), later(1));
+    let retry = retry_on(definition.clone(), "d", json!({"x": 2}), later(2));
     let (events, state) = history(vec![start_of(&definition), complete("a"), complete("b")]);
     let raised: Vec<u32> = events
         .iter()
