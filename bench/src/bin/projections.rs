@@ -45,8 +45,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(about = "Projector catch-up and `workledger replay --all` over a generated log")]
 struct Args {
-    /// Server to benchmark on (a database named --database is dropped and created there).
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    /// Server to benchmark on (a database named --database is dropped and created there). Its
+    /// query string carries over to that database's URL: no TLS on loopback by default, as
+    /// the other benchmarks talk to the local Postgres (bench/*.sh).
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
     server: String,
     #[arg(long, default_value = "workledger_bench_projections")]
     database: String,
@@ -201,11 +206,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn database(args: &Args) -> anyhow::Result<String> {
-    let base = args
-        .server
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .unwrap_or(&args.server);
+    let (server, query) = match args.server.split_once('?') {
+        Some((server, query)) => (server, format!("?{query}")),
+        None => (args.server.as_str(), String::new()),
+    };
+    let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(server);
     let admin = PgPool::connect(&args.server)
         .await
         .context("connect to --server")?;
@@ -226,7 +231,7 @@ async fn database(args: &Args) -> anyhow::Result<String> {
             .await?;
     }
     admin.close().await;
-    Ok(format!("{base}/{}", args.database))
+    Ok(format!("{base}/{}{query}", args.database))
 }
 
 /// Empties the read models and their checkpoints (and any rebuild left behind).
