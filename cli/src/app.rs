@@ -242,6 +242,7 @@ fn command_settings(config: &Config) -> CommandSettings {
         document_limit: config.document_limit,
         trusted_proxy_hops: config.trusted_proxy_hops,
         command_connections: config.db_command_connections,
+        append_writers: config.db_append_writers,
         login_throttle: ThrottleSettings {
             max_failures_per_account: config.login_max_failures_per_account,
             max_failures_per_address: config.login_max_failures_per_address,

@@ -42,6 +42,9 @@ pub struct Config {
     /// `WORKLEDGER_DB_COMMAND_CONNECTIONS`: the connections the command path keeps outside the
     /// pool, and so how many statements it runs at once.
     pub db_command_connections: usize,
+    /// `WORKLEDGER_DB_APPEND_WRITERS`: how many append statements the command path runs at
+    /// once (appends arriving meanwhile go to Postgres together).
+    pub db_append_writers: usize,
     /// `WORKLEDGER_REQUEST_TIMEOUT`: e.g. `30s`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -163,6 +166,7 @@ struct Defaults {
     log_format: LogFormat,
     db_max_connections: u32,
     db_command_connections: usize,
+    db_append_writers: usize,
     request_timeout: &'static str,
     body_limit: usize,
     document_limit: usize,
@@ -199,6 +203,7 @@ const DEFAULTS: Defaults = Defaults {
     log_format: LogFormat::Auto,
     db_max_connections: 32,
     db_command_connections: event_store::connections::KEPT_CONNECTIONS,
+    db_append_writers: event_store::connections::APPEND_WRITERS,
     request_timeout: "30s",
     body_limit: 1024 * 1024,
     document_limit: 25 * 1024 * 1024,
@@ -281,6 +286,11 @@ impl Config {
         if !(1..=1000).contains(&self.db_command_connections) {
             return Err(ConfigError::Invalid(
                 "WORKLEDGER_DB_COMMAND_CONNECTIONS must be between 1 and 1000".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.db_append_writers) {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_DB_APPEND_WRITERS must be between 1 and 1000".into(),
             ));
         }
         if self.body_limit < 1024 {
@@ -668,6 +678,7 @@ mod tests {
             assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
             assert_eq!(config.request_timeout, Duration::from_secs(30));
             assert_eq!(config.db_command_connections, 16);
+            assert_eq!(config.db_append_writers, 2);
             Ok(())
         });
     }
@@ -679,9 +690,11 @@ mod tests {
             jail.set_env("WORKLEDGER_LOG", "warn");
             jail.set_env("WORKLEDGER_REQUEST_TIMEOUT", "5s");
             jail.set_env("WORKLEDGER_DB_COMMAND_CONNECTIONS", "4");
+            jail.set_env("WORKLEDGER_DB_APPEND_WRITERS", "3");
             jail.set_env("DATABASE_URL", "postgres://u@db:5432/wl");
             let config = Config::load(Some(Path::new("wl.toml"))).unwrap();
             assert_eq!(config.db_command_connections, 4);
+            assert_eq!(config.db_append_writers, 3);
             assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
             assert_eq!(config.log, "warn");
             assert_eq!(config.request_timeout, Duration::from_secs(5));
@@ -710,16 +723,18 @@ mod tests {
             assert!(error.contains("WORKLEDGER_REQUEST_TIMEOUT"), "{error}");
             Ok(())
         });
-        for connections in ["0", "1001", "many"] {
-            Jail::expect_with(|jail| {
-                jail.set_env("WORKLEDGER_DB_COMMAND_CONNECTIONS", connections);
-                let error = load_in(jail).unwrap_err().to_string();
-                assert!(
-                    error.contains("WORKLEDGER_DB_COMMAND_CONNECTIONS"),
-                    "{error}"
-                );
-                Ok(())
-            });
+        for variable in [
+            "WORKLEDGER_DB_COMMAND_CONNECTIONS",
+            "WORKLEDGER_DB_APPEND_WRITERS",
+        ] {
+            for value in ["0", "1001", "many"] {
+                Jail::expect_with(|jail| {
+                    jail.set_env(variable, value);
+                    let error = load_in(jail).unwrap_err().to_string();
+                    assert!(error.contains(variable), "{error}");
+                    Ok(())
+                });
+            }
         }
         Jail::expect_with(|jail| {
             jail.set_env("WORKLEDGER_CORS_ORIGINS", "example.com");

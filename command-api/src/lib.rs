@@ -113,7 +113,11 @@ impl CommandApi {
             .watch_revocations(pool.clone(), settings.access_token_ttl)
             .await
             .map_err(BuildError::Revocations)?;
-        let connections = Connections::with_limit(pool.clone(), settings.command_connections);
+        let connections = Connections::with_limits(
+            pool.clone(),
+            settings.command_connections,
+            settings.append_writers,
+        );
         let runtime = Arc::new(Runtime::on(
             connections.clone(),
             notifier.clone(),

@@ -43,6 +43,9 @@ pub struct CommandSettings {
     /// `WORKLEDGER_DB_COMMAND_CONNECTIONS`: the connections the command path keeps outside the
     /// pool (see `event_store::Connections`), and so how many statements it runs at once.
     pub command_connections: usize,
+    /// `WORKLEDGER_DB_APPEND_WRITERS`: how many append statements the command path runs at
+    /// once; appends arriving meanwhile go to Postgres together (`event_store::group`).
+    pub append_writers: usize,
 }
 
 impl Default for CommandSettings {
@@ -60,6 +63,7 @@ impl Default for CommandSettings {
             password_hashing: PasswordHashing::default(),
             identity_projection_wait: Duration::from_secs(5),
             command_connections: event_store::connections::KEPT_CONNECTIONS,
+            append_writers: event_store::connections::APPEND_WRITERS,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Events of several aggregates, of any types, appended in one statement: a command and the
 //! cascade it triggered commit together, in one transaction and one round trip, instead of one
-//! commit per aggregate.
+//! commit per aggregate. Every append of the command path goes through here (the repository's
+//! too), and through [`crate::group`], which puts the appends of commands that arrive together
+//! into one statement.
 //!
 //! Each aggregate's events are checked as a single append's are: its next sequence numbers must
 //! still be free (the primary key), or nothing at all is appended and the caller learns of the
@@ -10,22 +12,30 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use cqrs_es::persist::SerializedEvent;
 use event_schemas::LogPosition;
 use event_schemas::metadata::EVENT_ID;
 use serde_json::Value;
 use sqlx::Row;
 use uuid::Uuid;
 
-use cqrs_es::persist::{PersistenceError, SerializedEvent};
-
-use crate::connections::Connections;
+use crate::connections::{Connections, session_ended};
+use crate::group;
 use crate::notify::AppendNotifier;
 use crate::personal::seal_event;
-use crate::repository::{append, capture_position};
+
+// one event of one aggregate, no snapshot (a comment, say): a plain `values` insert costs
+// Postgres less than the `unnest` below
+const APPEND_ONE: &str = "\
+insert into events
+    (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+values ($1, $2, $3, $4, $5, $6, $7)
+returning tx_id::text::bigint as tx_id, global_position";
 
 // the events in staging order (`with ordinality`), and the snapshots of the aggregates whose
 // new version crossed a multiple of the snapshot size; the snapshot is a cache: the newest
-// wins and it never fails the append
+// wins and it never fails the append. Identity values are drawn as the rows are inserted, so
+// the positions in ascending order are the events in staging order.
 const APPEND: &str = "\
 with appended as (
     insert into events
@@ -44,8 +54,7 @@ snapshot as (
     set last_sequence = excluded.last_sequence, current_snapshot = excluded.current_snapshot,
         payload = excluded.payload
     where snapshots.last_sequence < excluded.last_sequence)
-select tx_id::text::bigint as tx_id, global_position
-from appended order by global_position desc limit 1";
+select tx_id::text::bigint as tx_id, global_position from appended order by global_position";
 
 /// Why [`Appends::commit`] appended nothing.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +132,23 @@ impl Appends {
         self.metadata.push(Value::Object(map));
     }
 
+    /// Stages one of cqrs-es's events, whose `metadata` already carries its `event_id` (the
+    /// repository's).
+    pub(crate) fn push_serialized(
+        &mut self,
+        aggregate_type: &'static str,
+        event: &SerializedEvent,
+        metadata: Value,
+    ) {
+        self.aggregate_types.push(aggregate_type);
+        self.aggregate_ids.push(event.aggregate_id.clone());
+        self.sequences.push(event.sequence as i64);
+        self.event_types.push(event.event_type.clone());
+        self.event_versions.push(event.event_version.clone());
+        self.payloads.push(event.payload.clone());
+        self.metadata.push(metadata);
+    }
+
     /// Stages an aggregate's snapshot as of `last_sequence` (cqrs-es's `current_snapshot`
     /// counter with it).
     pub(crate) fn push_snapshot(
@@ -144,10 +170,12 @@ impl Appends {
 
     /// Appends every staged event (and snapshot) in one statement, wakes the log readers, and
     /// answers where the last event landed in the log (the consistency token). Nothing staged:
-    /// nothing is sent, and `None`.
+    /// nothing is sent, and `None`. Personal data is sealed first (`crate::personal`); the
+    /// statement may carry other commands' appends too ([`crate::group`]), but commits,
+    /// conflicts and fails for this one exactly as if it ran alone.
     #[tracing::instrument(name = "append_together", skip_all, fields(events = self.len()))]
     pub async fn commit(
-        self,
+        mut self,
         connections: &Connections,
         notifier: &AppendNotifier,
     ) -> Result<Option<LogPosition>, AppendError> {
@@ -162,10 +190,9 @@ impl Appends {
             }
         }
         let started = Instant::now();
-        let result = if self.one_aggregate() {
-            self.send_one(connections).await
-        } else {
-            self.send(connections).await
+        let result = match self.seal(connections).await {
+            Ok(()) => group::append(connections, self).await,
+            Err(error) => Err(error),
         };
         let outcome = match &result {
             Ok(_) => "ok",
@@ -184,66 +211,8 @@ impl Appends {
         result
     }
 
-    /// Whether every staged event is of one aggregate.
-    fn one_aggregate(&self) -> bool {
-        let same = |i: usize| {
-            self.aggregate_types[i] == self.aggregate_types[0]
-                && self.aggregate_ids[i] == self.aggregate_ids[0]
-        };
-        (1..self.len()).all(same) && self.snapshots.len() <= 1
-    }
-
-    /// One aggregate's events (a command whose cascade touched nothing else, such as a
-    /// comment): the repository's own append, whose plain `values` insert of one event costs
-    /// Postgres less than the `unnest` of several aggregates' columns.
-    async fn send_one(self, connections: &Connections) -> Result<Option<LogPosition>, AppendError> {
-        let aggregate_type = self.aggregate_types[0];
-        let snapshot = self
-            .snapshots
-            .into_iter()
-            .next()
-            .map(|s| (s.aggregate_id, s.payload, s.current_snapshot as usize));
-        let events: Vec<SerializedEvent> = self
-            .aggregate_ids
-            .into_iter()
-            .zip(self.sequences)
-            .zip(self.event_types.into_iter().zip(self.event_versions))
-            .zip(self.payloads)
-            .map(|(((id, sequence), (event_type, version)), payload)| {
-                SerializedEvent::new(
-                    id,
-                    sequence as usize,
-                    aggregate_type.to_owned(),
-                    event_type,
-                    version,
-                    payload,
-                    Value::Null,
-                )
-            })
-            .collect();
-        let appended = append(
-            connections,
-            aggregate_type,
-            &events,
-            &self.metadata,
-            snapshot,
-        );
-        match capture_position(appended).await {
-            (Ok(()), position) => Ok(position),
-            (Err(PersistenceError::OptimisticLockError), _) => Err(AppendError::Conflict),
-            (
-                Err(
-                    PersistenceError::ConnectionError(e)
-                    | PersistenceError::DeserializationError(e)
-                    | PersistenceError::UnknownError(e),
-                ),
-                _,
-            ) => Err(AppendError::Store(e)),
-        }
-    }
-
-    async fn send(mut self, connections: &Connections) -> Result<Option<LogPosition>, AppendError> {
-        // personal fields are stored sealed with their person's key (`crate::personal`)
+    /// Seals the personal fields of every staged event with their person's key.
+    async fn seal(&mut self, connections: &Connections) -> Result<(), AppendError> {
         for i in 0..self.len() {
             seal_event(
                 connections,
@@ -256,59 +225,117 @@ impl Appends {
             .await
             .map_err(|e| AppendError::Store(Box::new(e)))?;
         }
-        let snapshots = &self.snapshots;
-        let query = sqlx::query(APPEND)
-            .bind(&self.aggregate_types)
-            .bind(&self.aggregate_ids)
-            .bind(&self.sequences)
-            .bind(&self.event_types)
-            .bind(&self.event_versions)
-            .bind(&self.payloads)
-            .bind(&self.metadata)
-            .bind(
-                snapshots
-                    .iter()
-                    .map(|s| s.aggregate_type)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                snapshots
-                    .iter()
-                    .map(|s| s.aggregate_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                snapshots
-                    .iter()
-                    .map(|s| s.last_sequence)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                snapshots
-                    .iter()
-                    .map(|s| s.current_snapshot)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(snapshots.iter().map(|s| &s.payload).collect::<Vec<_>>());
-        let store = |e: sqlx::Error| AppendError::Store(Box::new(e));
-        let mut conn = connections.acquire().await.map_err(store)?;
-        let answer = query.fetch_optional(&mut *conn).await;
-        conn.keep_after(&answer);
-        match answer {
-            Ok(Some(row)) => Ok(Some(LogPosition {
-                tx_id: row.try_get::<i64, _>("tx_id").map_err(store)? as u64,
-                global_position: row.try_get("global_position").map_err(store)?,
-            })),
-            Ok(None) => Ok(None),
-            // another command appended one of the aggregates' next sequence numbers first; or
-            // two commands whose cascades touch the same aggregates in opposite orders waited
-            // on each other and Postgres ended this one (a deadlock): rolled back either way
-            Err(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("23505" | "40P01" | "40001")) =>
-            {
-                Err(AppendError::Conflict)
+        Ok(())
+    }
+}
+
+/// How a statement carrying one or more commands' appends ended.
+#[derive(Debug)]
+pub(crate) enum Inserted {
+    /// Committed: every event's position, in staging order (the parts one after another).
+    Committed(Vec<LogPosition>),
+    /// Postgres refused the statement and rolled it back (a taken sequence number, a
+    /// deadlock, a constraint): nothing of it was appended.
+    Refused(sqlx::Error),
+    /// The statement did not answer (no connection, or the connection failed on the way): it
+    /// may have committed.
+    Failed(sqlx::Error),
+}
+
+/// Appends `parts` (sealed) in one statement, in one transaction.
+pub(crate) async fn insert(connections: &Connections, parts: &[&Appends]) -> Inserted {
+    let events: usize = parts.iter().map(|p| p.len()).sum();
+    let query = match parts {
+        [one] if one.len() == 1 && one.snapshots.is_empty() => sqlx::query(APPEND_ONE)
+            .bind(one.aggregate_types[0])
+            .bind(&one.aggregate_ids[0])
+            .bind(one.sequences[0])
+            .bind(&one.event_types[0])
+            .bind(&one.event_versions[0])
+            .bind(&one.payloads[0])
+            .bind(&one.metadata[0]),
+        _ => {
+            let snapshots = || parts.iter().flat_map(|p| &p.snapshots);
+            sqlx::query(APPEND)
+                .bind(strings(parts, |p| &p.aggregate_types))
+                .bind(strings(parts, |p| &p.aggregate_ids))
+                .bind(
+                    parts
+                        .iter()
+                        .flat_map(|p| p.sequences.iter().copied())
+                        .collect::<Vec<i64>>(),
+                )
+                .bind(strings(parts, |p| &p.event_types))
+                .bind(strings(parts, |p| &p.event_versions))
+                .bind(parts.iter().flat_map(|p| &p.payloads).collect::<Vec<_>>())
+                .bind(parts.iter().flat_map(|p| &p.metadata).collect::<Vec<_>>())
+                .bind(snapshots().map(|s| s.aggregate_type).collect::<Vec<_>>())
+                .bind(
+                    snapshots()
+                        .map(|s| s.aggregate_id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(snapshots().map(|s| s.last_sequence).collect::<Vec<_>>())
+                .bind(snapshots().map(|s| s.current_snapshot).collect::<Vec<_>>())
+                .bind(snapshots().map(|s| &s.payload).collect::<Vec<_>>())
+        }
+    };
+    let mut conn = match connections.acquire().await {
+        Ok(conn) => conn,
+        Err(error) => return Inserted::Failed(error),
+    };
+    let answer = query.fetch_all(&mut *conn).await;
+    conn.keep_after(&answer);
+    match answer {
+        Ok(rows) => {
+            let positions: Result<Vec<LogPosition>, sqlx::Error> = rows
+                .iter()
+                .map(|row| {
+                    Ok(LogPosition {
+                        tx_id: row.try_get::<i64, _>("tx_id")? as u64,
+                        global_position: row.try_get("global_position")?,
+                    })
+                })
+                .collect();
+            match positions {
+                Ok(positions) if positions.len() == events => Inserted::Committed(positions),
+                Ok(positions) => Inserted::Failed(sqlx::Error::Protocol(format!(
+                    "the append answered {} positions for {events} events",
+                    positions.len()
+                ))),
+                Err(error) => Inserted::Failed(error),
             }
-            Err(e) => Err(store(e)),
+        }
+        Err(error @ sqlx::Error::Database(_)) if !session_ended(&error) => Inserted::Refused(error),
+        Err(error) => Inserted::Failed(error),
+    }
+}
+
+/// One text column of every part, one part after another.
+fn strings<'a, S: AsRef<str> + 'a>(
+    parts: &[&'a Appends],
+    column: impl Fn(&'a Appends) -> &'a Vec<S>,
+) -> Vec<&'a str> {
+    parts
+        .iter()
+        .flat_map(|p| column(p).iter().map(AsRef::as_ref))
+        .collect()
+}
+
+/// What one command learns of a statement that carried only its appends.
+pub(crate) fn alone(inserted: Inserted) -> Result<Option<LogPosition>, AppendError> {
+    match inserted {
+        Inserted::Committed(positions) => Ok(positions.last().copied()),
+        // another command appended one of the aggregates' next sequence numbers first; or two
+        // commands whose cascades touch the same aggregates in opposite orders waited on each
+        // other and Postgres ended this one (a deadlock): rolled back either way
+        Inserted::Refused(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("23505" | "40P01" | "40001")) =>
+        {
+            Err(AppendError::Conflict)
+        }
+        Inserted::Refused(error) | Inserted::Failed(error) => {
+            Err(AppendError::Store(Box::new(error)))
         }
     }
 }

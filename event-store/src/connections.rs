@@ -32,12 +32,19 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::group::Group;
 use crate::personal::PersonalKeys;
 
 /// How many connections one [`Connections`] keeps out of the pool by default
 /// (`WORKLEDGER_DB_COMMAND_CONNECTIONS`), and so how many
 /// statements its command path runs at once.
 pub const KEPT_CONNECTIONS: usize = 16;
+
+/// How many append statements the command path runs at once by default
+/// (`WORKLEDGER_DB_APPEND_WRITERS`; [`crate::group`]). Fewer statements carrying more commands
+/// each cost Postgres less: on two cores, 2 gave the most commands a second (1, 2, 4 and 8
+/// were measured: docs/benchmarks.md).
+pub const APPEND_WRITERS: usize = 2;
 
 /// How long a kept connection may sit idle before it is pinged when next taken.
 pub const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -58,6 +65,8 @@ struct Kept {
     idle_check: Duration,
     /// The keys appends seal personal data with.
     keys: PersonalKeys,
+    /// Appends waiting to go to Postgres together.
+    group: Group,
 }
 
 /// A connection for one statement: give it back with [`Lease::keep`] once the statement has
@@ -76,12 +85,22 @@ impl Connections {
 
     /// Keeps at most `limit` connections (at least 1).
     pub fn with_limit(pool: PgPool, limit: usize) -> Self {
-        Self::with_idle_check(pool, limit, IDLE_CHECK)
+        Self::with_limits(pool, limit, APPEND_WRITERS)
+    }
+
+    /// Keeps at most `limit` connections (at least 1) and runs at most `writers` append
+    /// statements at once (at least 1, at most `limit`).
+    pub fn with_limits(pool: PgPool, limit: usize, writers: usize) -> Self {
+        Self::configured(pool, limit, writers, IDLE_CHECK)
     }
 
     /// Keeps at most `limit` connections (at least 1), pinging one that sat idle longer than
     /// `idle_check` before handing it out.
     pub fn with_idle_check(pool: PgPool, limit: usize, idle_check: Duration) -> Self {
+        Self::configured(pool, limit, APPEND_WRITERS, idle_check)
+    }
+
+    fn configured(pool: PgPool, limit: usize, writers: usize, idle_check: Duration) -> Self {
         assert!(limit > 0, "the command path needs at least one connection");
         Self {
             pool,
@@ -90,12 +109,18 @@ impl Connections {
                 places: Arc::new(Semaphore::new(limit)),
                 idle_check,
                 keys: PersonalKeys::default(),
+                group: Group::new(writers.min(limit)),
             }),
         }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The appends of this command path waiting to go to Postgres together.
+    pub(crate) fn group(&self) -> &Group {
+        &self.kept.group
     }
 
     /// The keys this command path seals personal data with (remembered across its appends).

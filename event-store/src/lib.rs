@@ -5,6 +5,7 @@
 //!   `event_id` and wakes the log readers.
 //! - [`execute`]: the command path: expected versions, lost races, consistency tokens.
 //! - [`appends`]: a command and its cascade appended together, across aggregates.
+//! - [`group`]: group commit: the appends of commands that arrive together, in one statement.
 //! - [`log`]: the gap-free global log reader, ordered by `(tx_id, global_position)`.
 //! - [`connections`]: connections the command path keeps between statements.
 //! - [`checkpoint`]: named readers' positions, advanced in the same transaction as their effects.
@@ -16,6 +17,7 @@ pub mod checkpoint;
 pub mod connections;
 pub mod database;
 pub mod execute;
+pub mod group;
 pub mod log;
 pub mod notify;
 pub mod personal;

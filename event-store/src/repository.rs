@@ -9,9 +9,9 @@
 //! - for a commit that crosses a snapshot boundary, postgres-es records the snapshot as covering
 //!   the commit's last event although cqrs-es built it only up to the boundary;
 //! - cqrs-es gives all events of one commit the same metadata map, so each event's own
-//!   `event_id` is stamped here.
-
-use std::time::Instant;
+//!   `event_id` is stamped here;
+//! - ours seals personal data and joins the group commit ([`crate::appends`],
+//!   [`crate::group`]), as every append of the command path does.
 
 use cqrs_es::Aggregate;
 use cqrs_es::persist::{
@@ -20,15 +20,14 @@ use cqrs_es::persist::{
 };
 use event_schemas::LogPosition;
 use event_schemas::metadata::EVENT_ID;
-use event_schemas::personal::has_personal_data;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::appends::{AppendError, Appends};
 use crate::connections::Connections;
 use crate::notify::AppendNotifier;
-use crate::personal::seal_event;
 
 tokio::task_local! {
     /// Set by an append within [`capture_position`]: where its last event landed in the log.
@@ -105,140 +104,6 @@ impl EventRepository {
     }
 }
 
-const INSERT_ONE: &str = "insert into events \
-     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-     values ($1, $2, $3, $4, $5, $6, $7) \
-     returning tx_id::text::bigint as tx_id, global_position";
-
-const INSERT_MANY: &str = "insert into events \
-     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-     select $1, $2, e.* from unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
-     as e(sequence, event_type, event_version, payload, metadata) \
-     returning tx_id::text::bigint as tx_id, global_position";
-
-/// Appends `events` (all of one aggregate) with their `metadata` and, when given, the
-/// aggregate's new snapshot, in one statement.
-pub(crate) async fn append(
-    connections: &Connections,
-    aggregate_type: &str,
-    events: &[SerializedEvent],
-    metadata: &[Value],
-    snapshot: Option<(String, Value, usize)>,
-) -> Result<(), PersistenceError> {
-    // personal fields are stored sealed with their person's key (`crate::personal`)
-    let mut sealed: Vec<Option<Value>> = Vec::with_capacity(events.len());
-    for (event, metadata) in events.iter().zip(metadata) {
-        if !has_personal_data(aggregate_type, &event.event_type) {
-            sealed.push(None);
-            continue;
-        }
-        let mut payload = event.payload.clone();
-        seal_event(
-            connections,
-            aggregate_type,
-            &event.aggregate_id,
-            &event.event_type,
-            metadata,
-            &mut payload,
-        )
-        .await
-        .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
-        sealed.push(Some(payload));
-    }
-    let payload = |i: usize| sealed[i].as_ref().unwrap_or(&events[i].payload);
-    let first = &events[0];
-    let insert = if events.len() == 1 {
-        INSERT_ONE
-    } else {
-        INSERT_MANY
-    };
-    let sql = match snapshot {
-        None => insert.to_owned(),
-        // the snapshot is a cache: keep the newest, never fail the append over it
-        Some(_) => format!(
-            "with appended as ({insert}), \
-             snapshot as (insert into snapshots \
-                 (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-                 values ($1, $2, $8, $9, $10) \
-                 on conflict (aggregate_type, aggregate_id) do update \
-                 set last_sequence = excluded.last_sequence, \
-                     current_snapshot = excluded.current_snapshot, payload = excluded.payload \
-                 where snapshots.last_sequence < excluded.last_sequence) \
-             select tx_id, global_position from appended"
-        ),
-    };
-    let mut query = sqlx::query(&sql)
-        .bind(aggregate_type)
-        .bind(&first.aggregate_id);
-    query = if events.len() == 1 {
-        query
-            .bind(first.sequence as i64)
-            .bind(&first.event_type)
-            .bind(&first.event_version)
-            .bind(payload(0))
-            .bind(&metadata[0])
-    } else {
-        query
-            .bind(events.iter().map(|e| e.sequence as i64).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_version.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind((0..events.len()).map(payload).collect::<Vec<_>>())
-            .bind(metadata.iter().collect::<Vec<_>>())
-    };
-    if let Some((_, payload, current_snapshot)) = snapshot {
-        // cqrs-es builds a snapshot up to the last multiple of the snapshot size in the commit
-        let last = events[events.len() - 1].sequence;
-        let covered = last - last % SNAPSHOT_EVERY;
-        query = query
-            .bind(covered as i64)
-            .bind(current_snapshot as i64)
-            .bind(payload);
-    }
-    let mut conn = connections
-        .acquire()
-        .await
-        .map_err(|e| PersistenceError::ConnectionError(Box::new(e)))?;
-    let answer = query.fetch_all(&mut *conn).await;
-    conn.keep_after(&answer);
-    match answer {
-        Ok(rows) => {
-            let last = rows
-                .iter()
-                .filter_map(|row| {
-                    Some(LogPosition {
-                        tx_id: row.try_get::<i64, _>("tx_id").ok()? as u64,
-                        global_position: row.try_get("global_position").ok()?,
-                    })
-                })
-                .max();
-            if let Some(position) = last {
-                // the command path reads it back as the consistency token
-                let _ = LAST_APPEND.try_with(|cell| cell.set(Some(position)));
-            }
-            Ok(())
-        }
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-            // another command appended this aggregate's next sequence first
-            Err(PersistenceError::OptimisticLockError)
-        }
-        Err(e @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut)) => {
-            Err(PersistenceError::ConnectionError(Box::new(e)))
-        }
-        Err(e) => Err(PersistenceError::UnknownError(Box::new(e))),
-    }
-}
-
-/// The event's metadata with its own id, keeping everything else of the commit's metadata.
 fn stamped_metadata(event: &SerializedEvent) -> Value {
     let mut metadata = event.metadata.clone();
     match &mut metadata {
@@ -284,29 +149,25 @@ impl PersistedEventRepository for EventRepository {
         if events.is_empty() {
             return Ok(());
         }
-        let metadata: Vec<Value> = events.iter().map(stamped_metadata).collect();
-        let started = Instant::now();
-        let result = append(
-            &self.connections,
-            A::TYPE,
-            events,
-            &metadata,
-            snapshot_update,
-        )
-        .await;
-        let outcome = match &result {
-            Ok(()) => "ok",
-            Err(PersistenceError::OptimisticLockError) => "conflict",
-            Err(_) => "error",
-        };
-        metrics::histogram!("workledger_append_duration_seconds", "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-        if result.is_ok() {
-            metrics::counter!("workledger_events_appended_total", "aggregate_type" => A::TYPE)
-                .increment(events.len() as u64);
-            self.notifier.notify();
+        let mut appends = Appends::new();
+        for event in events {
+            appends.push_serialized(A::TYPE, event, stamped_metadata(event));
         }
-        result
+        if let Some((aggregate_id, payload, current_snapshot)) = snapshot_update {
+            let last = events[events.len() - 1].sequence;
+            let covered = last - last % SNAPSHOT_EVERY;
+            appends.push_snapshot(A::TYPE, &aggregate_id, covered, current_snapshot, payload);
+        }
+        match appends.commit(&self.connections, &self.notifier).await {
+            Ok(position) => {
+                if let Some(position) = position {
+                    let _ = LAST_APPEND.try_with(|cell| cell.set(Some(position)));
+                }
+                Ok(())
+            }
+            Err(AppendError::Conflict) => Err(PersistenceError::OptimisticLockError),
+            Err(AppendError::Store(error)) => Err(PersistenceError::UnknownError(error)),
+        }
     }
 
     async fn stream_events<A: Aggregate>(

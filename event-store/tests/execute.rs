@@ -423,3 +423,88 @@ async fn plans_across_snapshot_boundaries_keep_the_exact_state() {
         "the snapshot is the state at its sequence"
     );
 }
+
+/// An executor whose command path runs one append statement at a time, so that appends
+/// committed together queue behind it and go to Postgres as one group.
+fn grouping_executor(db: &TestDatabase) -> Executor<Counter> {
+    let connections = event_store::connections::Connections::with_limits(db.pool.clone(), 4, 1);
+    Executor::on(connections, AppendNotifier::disabled(), vec![])
+}
+
+#[tokio::test]
+async fn appends_committed_together_share_one_statement_and_each_learns_its_own_position() {
+    let db = TestDatabase::new().await;
+    let executor = grouping_executor(&db);
+    let mut staged = Vec::new();
+    for i in 0..40 {
+        let mut appends = Appends::new();
+        plan_all(&executor, &mut appends, &format!("g{i}"), &[1, 2], true).await;
+        staged.push(appends);
+    }
+    let answers = futures::future::join_all(
+        staged
+            .into_iter()
+            .map(|appends| appends.commit(executor.connections(), executor.notifier())),
+    )
+    .await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let position = answer.unwrap();
+        let id = format!("g{i}");
+        assert_eq!(
+            position,
+            GlobalLog::position_of(&db.pool, "Counter", &id, 2)
+                .await
+                .unwrap(),
+            "{id} is answered with its own last event"
+        );
+        let first = GlobalLog::position_of(&db.pool, "Counter", &id, 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            first.global_position + 1,
+            position.unwrap().global_position,
+            "{id}'s events are next to each other in the log"
+        );
+    }
+    let (events, transactions): (i64, i64) =
+        sqlx::query_as("select count(*), count(distinct tx_id) from events")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(events, 80);
+    assert!(
+        transactions < 40,
+        "the queued appends went to Postgres together ({transactions} transactions)"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_race_in_a_group_fails_only_the_command_that_lost_it() {
+    let db = TestDatabase::new().await;
+    let executor = grouping_executor(&db);
+    executor
+        .execute("x", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    // two plans for x's next sequence number, with a plan for y between them
+    let mut first = Appends::new();
+    plan_all(&executor, &mut first, "x", &[2], false).await;
+    let mut other = Appends::new();
+    plan_all(&executor, &mut other, "y", &[5], true).await;
+    let mut second = Appends::new();
+    plan_all(&executor, &mut second, "x", &[3], false).await;
+    let (connections, notifier) = (executor.connections(), executor.notifier());
+    let (first, other, second) = tokio::join!(
+        first.commit(connections, notifier),
+        other.commit(connections, notifier),
+        second.commit(connections, notifier),
+    );
+    assert!(first.unwrap().is_some());
+    assert!(other.unwrap().is_some());
+    assert!(matches!(second, Err(AppendError::Conflict)), "{second:?}");
+    let fresh = executor_fresh(&db);
+    assert_eq!(fresh.load("x").await.unwrap().0.value, 3, "1 + 2, not + 3");
+    assert_eq!(fresh.load("y").await.unwrap().0.value, 5);
+    assert_eq!(event_count(&db).await, 3);
+}
