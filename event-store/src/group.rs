@@ -4,7 +4,7 @@
 //! A single-row insert costs Postgres far more in its statement and its commit than in the
 //! row (pgbench's single insert into `events` runs at a third of the rows per second of the
 //! same insert four rows at a time). So the command path runs at most a few append statements
-//! at once ([`Connections::with_writers`]); appends that arrive while all of those are busy
+//! at once ([`Connections::with_limits`]); appends that arrive while all of those are busy
 //! wait in a queue, and the next statement takes everything queued (up to [`MAX_EVENTS`]).
 //! A command alone on a quiet system goes straight to Postgres as before: nothing waits for a
 //! group to fill.
@@ -12,19 +12,23 @@
 //! Each command still commits, conflicts and fails as if it ran alone:
 //! - its events are contiguous in the statement, in staging order, and it is answered only
 //!   once the statement committed, with the position of its own last event;
+//! - two commands on one aggregate never share a statement: the later one waits for the next;
 //! - when Postgres refuses a statement of several commands (one of them lost a race for a
-//!   sequence number, a deadlock, a constraint), the statement rolled back whole and each
-//!   command is then appended alone, so only the one at fault learns of the refusal;
+//!   sequence number to another process, a deadlock, a constraint), the statement rolled back
+//!   whole; it is halved and each half sent again, down to the command at fault alone, so
+//!   only that one learns of the refusal and the others still go together;
 //! - when the statement does not answer (the connection failed on the way), every command in
 //!   it is told the store failed, as a command alone would be: it may have committed.
 //!
 //! The writers are tasks of their own, so a request that is given up (its client went away)
 //! never cancels a statement that carries other commands' appends.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use event_schemas::LogPosition;
+use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::appends::{AppendError, Appends, Inserted, alone, insert};
@@ -70,17 +74,29 @@ impl Group {
     }
 
     /// The next statement's appends: everything queued, up to [`MAX_EVENTS`] events (at least
-    /// one append, however large). Empty when the queue is: the writer has stopped then.
+    /// one append, however large), in the order they came. An append to an aggregate another
+    /// one taken already appends to stays queued for a later statement: the second would lose
+    /// the race for the sequence number anyway, and would take the whole statement with it.
+    /// Empty when nothing is queued: the writer has stopped then.
     fn take(&self) -> Vec<(Appends, Reply)> {
         let mut state = lock(&self.state);
         let mut taken = Vec::new();
         let mut events = 0;
-        while let Some((appends, _)) = state.queue.front() {
+        // hashes of the aggregates taken (two that collide only put one off)
+        let mut touched: HashSet<u64> = HashSet::new();
+        let mut i = 0;
+        while let Some((appends, _)) = state.queue.get(i) {
             if !taken.is_empty() && events + appends.len() > MAX_EVENTS {
                 break;
             }
+            let aggregates: Vec<u64> = appends.aggregates().map(hash).collect();
+            if aggregates.iter().any(|a| touched.contains(a)) {
+                i += 1;
+                continue;
+            }
+            touched.extend(aggregates);
             events += appends.len();
-            taken.extend(state.queue.pop_front());
+            taken.extend(state.queue.remove(i));
         }
         if taken.is_empty() {
             state.writing -= 1;
@@ -96,7 +112,12 @@ pub(crate) async fn append(
 ) -> Result<Option<LogPosition>, AppendError> {
     let (reply, answer) = oneshot::channel();
     if connections.group().enqueue(appends, reply) {
-        tokio::spawn(write(connections.clone()));
+        // the place is the writer's from here: given back however the task ends, even if it
+        // never runs
+        tokio::spawn(write(Place {
+            connections: connections.clone(),
+            released: false,
+        }));
     }
     answer.await.unwrap_or_else(|_| {
         Err(AppendError::Store(
@@ -105,68 +126,92 @@ pub(crate) async fn append(
     })
 }
 
-/// A writer: statements one after another until nothing is queued.
-async fn write(connections: Connections) {
-    // a writer that panicked must not keep its place: the next append starts another
-    struct Place<'a>(&'a Connections, bool);
-    impl Drop for Place<'_> {
-        fn drop(&mut self) {
-            if !self.1 {
-                lock(&self.0.group().state).writing -= 1;
-            }
-        }
-    }
-    let mut place = Place(&connections, false);
-    loop {
-        let taken = connections.group().take();
-        if taken.is_empty() {
-            // `take` gave the place back
-            place.1 = true;
+/// A writer's place among the [`Group`]'s writers.
+struct Place {
+    connections: Connections,
+    /// Given back by [`Group::take`] finding nothing queued.
+    released: bool,
+}
+
+impl Drop for Place {
+    /// A writer that stopped early (it panicked, or its runtime shut down before it ran) gives
+    /// its place back; when no other writer is left to take what is queued, those appends are
+    /// told the store failed rather than left waiting.
+    fn drop(&mut self) {
+        if self.released {
             return;
         }
-        metrics::histogram!("workledger_append_group_size").record(taken.len() as f64);
-        write_group(&connections, taken).await;
+        let abandoned = {
+            let mut state = lock(&self.connections.group().state);
+            state.writing -= 1;
+            if state.writing == 0 {
+                std::mem::take(&mut state.queue)
+            } else {
+                VecDeque::new()
+            }
+        };
+        if !abandoned.is_empty() {
+            tracing::error!(
+                commands = abandoned.len(),
+                "an append writer stopped early; the appends it left are failed"
+            );
+        }
     }
 }
 
-/// One statement for `taken`, then each its answer.
-async fn write_group(connections: &Connections, taken: Vec<(Appends, Reply)>) {
-    let (appends, mut replies): (Vec<Appends>, Vec<Reply>) = taken.into_iter().unzip();
-    let parts: Vec<&Appends> = appends.iter().collect();
-    if parts.len() == 1 {
-        let answer = alone(insert(connections, &parts).await);
-        if let Some(reply) = replies.pop() {
-            let _ = reply.send(answer);
+/// A writer: statements one after another until nothing is queued.
+async fn write(mut place: Place) {
+    loop {
+        let taken = place.connections.group().take();
+        if taken.is_empty() {
+            place.released = true;
+            return;
         }
-        return;
+        metrics::histogram!("workledger_append_group_size").record(taken.len() as f64);
+        write_group(&place.connections, taken).await;
     }
-    match insert(connections, &parts).await {
-        Inserted::Committed(positions) => {
-            let mut end = 0;
-            for (part, reply) in parts.iter().zip(replies) {
-                end += part.len();
-                let _ = reply.send(Ok(Some(positions[end - 1])));
+}
+
+/// Appends `group` in one statement and answers each command. A group Postgres refused is
+/// halved until the commands at fault stand alone, so that the others still go together.
+fn write_group(connections: &Connections, group: Vec<(Appends, Reply)>) -> BoxFuture<'_, ()> {
+    Box::pin(async move {
+        let parts: Vec<&Appends> = group.iter().map(|(appends, _)| appends).collect();
+        let inserted = insert(connections, &parts).await;
+        match inserted {
+            Inserted::Committed(positions) => {
+                let mut end = 0;
+                for (appends, reply) in group {
+                    end += appends.len();
+                    let _ = reply.send(Ok(Some(positions[end - 1])));
+                }
+            }
+            Inserted::Refused(error) if group.len() > 1 => {
+                tracing::debug!(%error, commands = group.len(), "a group's append was refused; halving it");
+                metrics::counter!("workledger_append_groups_split_total").increment(1);
+                let mut first = group;
+                let second = first.split_off(first.len() / 2);
+                write_group(connections, first).await;
+                write_group(connections, second).await;
+            }
+            Inserted::Failed(error) if group.len() > 1 => {
+                let error = Arc::new(error);
+                for (_, reply) in group {
+                    let _ = reply.send(Err(AppendError::Store(Box::new(Shared(error.clone())))));
+                }
+            }
+            inserted => {
+                if let Some((_, reply)) = group.into_iter().next() {
+                    let _ = reply.send(alone(inserted));
+                }
             }
         }
-        Inserted::Refused(error) => {
-            tracing::debug!(%error, commands = parts.len(), "a group's append was refused; appending each alone");
-            metrics::counter!("workledger_append_groups_split_total").increment(1);
-            for (part, reply) in parts.iter().zip(replies) {
-                let _ = reply.send(alone(insert(connections, &[part]).await));
-            }
-        }
-        Inserted::Failed(error) => {
-            let error = std::sync::Arc::new(error);
-            for reply in replies {
-                let _ = reply.send(Err(AppendError::Store(Box::new(Shared(error.clone())))));
-            }
-        }
-    }
+    })
 }
 
 /// One store error told to every command of a statement.
 #[derive(Debug)]
-struct Shared(std::sync::Arc<sqlx::Error>);
+struct Shared(Arc<sqlx::Error>);
 
 impl std::fmt::Display for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,6 +223,12 @@ impl std::error::Error for Shared {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
     }
+}
+
+/// An aggregate's hash, for [`Group::take`].
+fn hash(aggregate: (&str, &str)) -> u64 {
+    static STATE: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+    STATE.hash_one(aggregate)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

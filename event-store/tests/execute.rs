@@ -480,29 +480,74 @@ async fn appends_committed_together_share_one_statement_and_each_learns_its_own_
 }
 
 #[tokio::test]
-async fn a_lost_race_in_a_group_fails_only_the_command_that_lost_it() {
+async fn a_group_with_a_lost_race_fails_only_that_command_and_the_rest_still_go_together() {
+    let db = TestDatabase::new().await;
+    let ours = grouping_executor(&db);
+    let theirs = executor_fresh(&db);
+    ours.execute("x", 1, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    // another process takes x's next sequence number; ours still has x at version 1 cached
+    theirs
+        .execute("x", 2, &typed_metadata(), None, &())
+        .await
+        .unwrap();
+    let mut staged = Vec::new();
+    for (id, assume_new) in [("a", true), ("b", true), ("x", false), ("d", true)] {
+        let mut appends = Appends::new();
+        plan_all(&ours, &mut appends, id, &[3], assume_new).await;
+        staged.push(appends);
+    }
+    let answers = futures::future::join_all(
+        staged
+            .into_iter()
+            .map(|appends| appends.commit(ours.connections(), ours.notifier())),
+    )
+    .await;
+    let [a, b, x, d] = <[_; 4]>::try_from(answers).unwrap();
+    assert!(matches!(x, Err(AppendError::Conflict)), "{x:?}");
+    let (a, b, d) = (
+        a.unwrap().unwrap(),
+        b.unwrap().unwrap(),
+        d.unwrap().unwrap(),
+    );
+    assert_eq!(
+        a.tx_id, b.tx_id,
+        "the half without the lost race went together"
+    );
+    assert_ne!(a.tx_id, d.tx_id);
+    assert_eq!(executor_fresh(&db).load("x").await.unwrap().0.value, 3);
+    assert_eq!(event_count(&db).await, 5, "x's two, a's, b's and d's");
+}
+
+#[tokio::test]
+async fn two_commands_on_one_aggregate_never_share_a_statement() {
     let db = TestDatabase::new().await;
     let executor = grouping_executor(&db);
     executor
         .execute("x", 1, &typed_metadata(), None, &())
         .await
         .unwrap();
-    // two plans for x's next sequence number, with a plan for y between them
-    let mut first = Appends::new();
-    plan_all(&executor, &mut first, "x", &[2], false).await;
-    let mut other = Appends::new();
-    plan_all(&executor, &mut other, "y", &[5], true).await;
-    let mut second = Appends::new();
-    plan_all(&executor, &mut second, "x", &[3], false).await;
-    let (connections, notifier) = (executor.connections(), executor.notifier());
-    let (first, other, second) = tokio::join!(
-        first.commit(connections, notifier),
-        other.commit(connections, notifier),
-        second.commit(connections, notifier),
-    );
-    assert!(first.unwrap().is_some());
-    assert!(other.unwrap().is_some());
+    // two plans for x's next sequence number, with one for y between them
+    let mut staged = Vec::new();
+    for (id, by, assume_new) in [("x", 2, false), ("y", 5, true), ("x", 3, false)] {
+        let mut appends = Appends::new();
+        plan_all(&executor, &mut appends, id, &[by], assume_new).await;
+        staged.push(appends);
+    }
+    let answers = futures::future::join_all(
+        staged
+            .into_iter()
+            .map(|appends| appends.commit(executor.connections(), executor.notifier())),
+    )
+    .await;
+    let [first, other, second] = <[_; 3]>::try_from(answers).unwrap();
     assert!(matches!(second, Err(AppendError::Conflict)), "{second:?}");
+    let (first, other) = (first.unwrap().unwrap(), other.unwrap().unwrap());
+    assert_eq!(
+        first.tx_id, other.tx_id,
+        "the second plan for x waited for the next statement instead of failing this one"
+    );
     let fresh = executor_fresh(&db);
     assert_eq!(fresh.load("x").await.unwrap().0.value, 3, "1 + 2, not + 3");
     assert_eq!(fresh.load("y").await.unwrap().0.value, 5);
