@@ -431,22 +431,36 @@ fn grouping_executor(db: &TestDatabase) -> Executor<Counter> {
     Executor::on(connections, AppendNotifier::disabled(), vec![])
 }
 
-#[tokio::test]
-async fn appends_committed_together_share_one_statement_and_each_learns_its_own_position() {
-    let db = TestDatabase::new().await;
-    let executor = grouping_executor(&db);
+/// Plans each of `plans` (aggregate, commands, whether it is new) into appends of its own,
+/// then commits them all at once on `executor`'s command path.
+async fn commit_together(
+    executor: &Executor<Counter>,
+    plans: &[(&str, &[u64], bool)],
+) -> Vec<Result<Option<event_store::LogPosition>, AppendError>> {
     let mut staged = Vec::new();
-    for i in 0..40 {
+    for (id, commands, assume_new) in plans {
         let mut appends = Appends::new();
-        plan_all(&executor, &mut appends, &format!("g{i}"), &[1, 2], true).await;
+        plan_all(executor, &mut appends, id, commands, *assume_new).await;
         staged.push(appends);
     }
-    let answers = futures::future::join_all(
+    futures::future::join_all(
         staged
             .into_iter()
             .map(|appends| appends.commit(executor.connections(), executor.notifier())),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn appends_committed_together_share_one_statement_and_each_learns_its_own_position() {
+    let db = TestDatabase::new().await;
+    let executor = grouping_executor(&db);
+    let ids: Vec<String> = (0..40).map(|i| format!("g{i}")).collect();
+    let plans: Vec<(&str, &[u64], bool)> = ids
+        .iter()
+        .map(|id| (id.as_str(), &[1, 2][..], true))
+        .collect();
+    let answers = commit_together(&executor, &plans).await;
     for (i, answer) in answers.into_iter().enumerate() {
         let position = answer.unwrap();
         let id = format!("g{i}");
@@ -492,16 +506,14 @@ async fn a_group_with_a_lost_race_fails_only_that_command_and_the_rest_still_go_
         .execute("x", 2, &typed_metadata(), None, &())
         .await
         .unwrap();
-    let mut staged = Vec::new();
-    for (id, assume_new) in [("a", true), ("b", true), ("x", false), ("d", true)] {
-        let mut appends = Appends::new();
-        plan_all(&ours, &mut appends, id, &[3], assume_new).await;
-        staged.push(appends);
-    }
-    let answers = futures::future::join_all(
-        staged
-            .into_iter()
-            .map(|appends| appends.commit(ours.connections(), ours.notifier())),
+    let answers = commit_together(
+        &ours,
+        &[
+            ("a", &[3], true),
+            ("b", &[3], true),
+            ("x", &[3], false),
+            ("d", &[3], true),
+        ],
     )
     .await;
     let [a, b, x, d] = <[_; 4]>::try_from(answers).unwrap();
@@ -529,16 +541,9 @@ async fn two_commands_on_one_aggregate_never_share_a_statement() {
         .await
         .unwrap();
     // two plans for x's next sequence number, with one for y between them
-    let mut staged = Vec::new();
-    for (id, by, assume_new) in [("x", 2, false), ("y", 5, true), ("x", 3, false)] {
-        let mut appends = Appends::new();
-        plan_all(&executor, &mut appends, id, &[by], assume_new).await;
-        staged.push(appends);
-    }
-    let answers = futures::future::join_all(
-        staged
-            .into_iter()
-            .map(|appends| appends.commit(executor.connections(), executor.notifier())),
+    let answers = commit_together(
+        &executor,
+        &[("x", &[2], false), ("y", &[5], true), ("x", &[3], false)],
     )
     .await;
     let [first, other, second] = <[_; 3]>::try_from(answers).unwrap();
