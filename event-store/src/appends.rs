@@ -106,6 +106,35 @@ impl Appends {
         self.sequences.is_empty()
     }
 
+    /// Notes in `committed` the last sequence number each aggregate reached with these events.
+    pub(crate) fn note_committed(&self, committed: &mut HashMap<(&'static str, String), i64>) {
+        for ((ty, id), sequence) in self
+            .aggregate_types
+            .iter()
+            .zip(&self.aggregate_ids)
+            .zip(&self.sequences)
+        {
+            let last = committed.entry((ty, id.clone())).or_insert(*sequence);
+            *last = (*last).max(*sequence);
+        }
+    }
+
+    /// Whether one of these events takes a sequence number already in `committed`: sequence
+    /// numbers are dense, so Postgres would refuse it.
+    pub(crate) fn lost_to(&self, committed: &HashMap<(&'static str, String), i64>) -> bool {
+        !committed.is_empty()
+            && self
+                .aggregate_types
+                .iter()
+                .zip(&self.aggregate_ids)
+                .zip(&self.sequences)
+                .any(|((ty, id), sequence)| {
+                    committed
+                        .get(&(*ty, id.clone()))
+                        .is_some_and(|last| sequence <= last)
+                })
+    }
+
     /// The aggregates of the staged events (type, id), once per event.
     pub(crate) fn aggregates(&self) -> impl Iterator<Item = (&str, &str)> {
         self.aggregate_types

@@ -25,8 +25,11 @@ mod plan;
 
 pub use plan::Planned;
 
-/// How often a command that lost an optimistic race is decided again on the new state.
-const RACE_RETRIES: usize = 5;
+/// How often a command that lost an optimistic race is decided again on the new state. One
+/// command per aggregate commits per append statement (`crate::group`), so a burst of
+/// commands on one aggregate goes through one a round: the budget covers bursts of about this
+/// many.
+const RACE_RETRIES: usize = 16;
 
 /// Aggregates kept in memory per aggregate type.
 pub const CACHED_AGGREGATES: usize = 10_000;

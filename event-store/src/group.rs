@@ -12,7 +12,11 @@
 //! Each command still commits, conflicts and fails as if it ran alone:
 //! - its events are contiguous in the statement, in staging order, and it is answered only
 //!   once the statement committed, with the position of its own last event;
-//! - two commands on one aggregate never share a statement: the later one waits for the next;
+//! - two commands on one aggregate are never in one statement, nor in two under way at once:
+//!   the later one waits for the next (two writers' statements waiting on each other's rows
+//!   would deadlock, and Postgres finds a deadlock only after a second); once a statement
+//!   committed, a queued command that takes a sequence number it wrote gets its conflict
+//!   straight away;
 //! - when Postgres refuses a statement of several commands (one of them lost a race for a
 //!   sequence number to another process, a deadlock, a constraint), the statement rolled back
 //!   whole; it is halved and each half sent again, down to the command at fault alone, so
@@ -23,7 +27,7 @@
 //! The writers are tasks of their own, so a request that is given up (its client went away)
 //! never cancels a statement that carries other commands' appends.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -50,7 +54,33 @@ pub(crate) struct Group {
 struct State {
     queue: VecDeque<(Appends, Reply)>,
     writing: usize,
+    /// The aggregates of the statements under way (hashes, each with how many of those
+    /// statements append to it: two that collide only put one off).
+    in_flight: HashMap<u64, usize>,
 }
+
+impl State {
+    /// `aggregates` are no longer in flight for one statement.
+    fn release(&mut self, aggregates: &[u64]) {
+        for aggregate in aggregates {
+            if let Some(n) = self.in_flight.get_mut(aggregate) {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_flight.remove(aggregate);
+                }
+            }
+        }
+    }
+}
+
+/// The appends of one statement, and the aggregates it holds in flight.
+struct Taken {
+    appends: Vec<(Appends, Reply)>,
+    aggregates: Vec<u64>,
+}
+
+/// The last sequence number each aggregate reached in the statements just committed.
+type Committed = HashMap<(&'static str, String), i64>;
 
 impl Group {
     /// A group commit with at most `writers` statements at once (at least 1).
@@ -74,15 +104,16 @@ impl Group {
     }
 
     /// The next statement's appends: everything queued, up to [`MAX_EVENTS`] events (at least
-    /// one append, however large), in the order they came. An append to an aggregate another
-    /// one taken already appends to stays queued for a later statement: the second would lose
-    /// the race for the sequence number anyway, and would take the whole statement with it.
-    /// Empty when nothing is queued: the writer has stopped then.
-    fn take(&self) -> Vec<(Appends, Reply)> {
+    /// one append, however large), in the order they came. An append to an aggregate that
+    /// another append taken, or a statement under way, already appends to stays queued for a
+    /// later statement: the two would race for the same sequence number, and the loser would
+    /// take its whole statement with it. Nothing taken when nothing can be: the writer has
+    /// stopped then (a writer with a statement under way takes what waits for it).
+    fn take(&self) -> Taken {
         let mut state = lock(&self.state);
+        let state = &mut *state;
         let mut taken = Vec::new();
         let mut events = 0;
-        // hashes of the aggregates taken (two that collide only put one off)
         let mut touched: HashSet<u64> = HashSet::new();
         let mut i = 0;
         while let Some((appends, _)) = state.queue.get(i) {
@@ -90,7 +121,10 @@ impl Group {
                 break;
             }
             let aggregates: Vec<u64> = appends.aggregates().map(hash).collect();
-            if aggregates.iter().any(|a| touched.contains(a)) {
+            if aggregates
+                .iter()
+                .any(|a| touched.contains(a) || state.in_flight.contains_key(a))
+            {
                 i += 1;
                 continue;
             }
@@ -101,7 +135,36 @@ impl Group {
         if taken.is_empty() {
             state.writing -= 1;
         }
-        taken
+        for aggregate in &touched {
+            *state.in_flight.entry(*aggregate).or_default() += 1;
+        }
+        Taken {
+            appends: taken,
+            aggregates: touched.into_iter().collect(),
+        }
+    }
+
+    /// A statement is over: its aggregates are no longer in flight, and an append still queued
+    /// that takes a sequence number the statement committed is answered with the conflict it
+    /// would meet in Postgres, without going there.
+    fn finish(&self, aggregates: &[u64], committed: &Committed) {
+        let lost: Vec<Reply> = {
+            let mut state = lock(&self.state);
+            state.release(aggregates);
+            let mut lost = Vec::new();
+            let mut i = 0;
+            while let Some((appends, _)) = state.queue.get(i) {
+                if appends.lost_to(committed) {
+                    lost.extend(state.queue.remove(i).map(|(_, reply)| reply));
+                } else {
+                    i += 1;
+                }
+            }
+            lost
+        };
+        for reply in lost {
+            let _ = reply.send(Err(AppendError::Conflict));
+        }
     }
 }
 
@@ -117,6 +180,7 @@ pub(crate) async fn append(
         tokio::spawn(write(Place {
             connections: connections.clone(),
             released: false,
+            in_flight: Vec::new(),
         }));
     }
     answer.await.unwrap_or_else(|_| {
@@ -131,18 +195,21 @@ struct Place {
     connections: Connections,
     /// Given back by [`Group::take`] finding nothing queued.
     released: bool,
+    /// The aggregates of the writer's statement under way.
+    in_flight: Vec<u64>,
 }
 
 impl Drop for Place {
     /// A writer that stopped early (it panicked, or its runtime shut down before it ran) gives
-    /// its place back; when no other writer is left to take what is queued, those appends are
-    /// told the store failed rather than left waiting.
+    /// its place and its aggregates back; when no other writer is left to take what is
+    /// queued, those appends are told the store failed rather than left waiting.
     fn drop(&mut self) {
         if self.released {
             return;
         }
         let abandoned = {
             let mut state = lock(&self.connections.group().state);
+            state.release(&self.in_flight);
             state.writing -= 1;
             if state.writing == 0 {
                 std::mem::take(&mut state.queue)
@@ -162,19 +229,33 @@ impl Drop for Place {
 /// A writer: statements one after another until nothing is queued.
 async fn write(mut place: Place) {
     loop {
-        let taken = place.connections.group().take();
-        if taken.is_empty() {
+        let Taken {
+            appends,
+            aggregates,
+        } = place.connections.group().take();
+        if appends.is_empty() {
             place.released = true;
             return;
         }
-        metrics::histogram!("workledger_append_group_size").record(taken.len() as f64);
-        write_group(&place.connections, taken).await;
+        place.in_flight = aggregates;
+        metrics::histogram!("workledger_append_group_size").record(appends.len() as f64);
+        let mut committed = Committed::new();
+        write_group(&place.connections, appends, &mut committed).await;
+        place
+            .connections
+            .group()
+            .finish(&std::mem::take(&mut place.in_flight), &committed);
     }
 }
 
-/// Appends `group` in one statement and answers each command. A group Postgres refused is
-/// halved until the commands at fault stand alone, so that the others still go together.
-fn write_group(connections: &Connections, group: Vec<(Appends, Reply)>) -> BoxFuture<'_, ()> {
+/// Appends `group` in one statement and answers each command, noting in `committed` what it
+/// appended. A group Postgres refused is halved until the commands at fault stand alone, so
+/// that the others still go together.
+fn write_group<'a>(
+    connections: &'a Connections,
+    group: Vec<(Appends, Reply)>,
+    committed: &'a mut Committed,
+) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         let parts: Vec<&Appends> = group.iter().map(|(appends, _)| appends).collect();
         let inserted = insert(connections, &parts).await;
@@ -183,6 +264,7 @@ fn write_group(connections: &Connections, group: Vec<(Appends, Reply)>) -> BoxFu
                 let mut end = 0;
                 for (appends, reply) in group {
                     end += appends.len();
+                    appends.note_committed(committed);
                     let _ = reply.send(Ok(Some(positions[end - 1])));
                 }
             }
@@ -191,8 +273,8 @@ fn write_group(connections: &Connections, group: Vec<(Appends, Reply)>) -> BoxFu
                 metrics::counter!("workledger_append_groups_split_total").increment(1);
                 let mut first = group;
                 let second = first.split_off(first.len() / 2);
-                write_group(connections, first).await;
-                write_group(connections, second).await;
+                write_group(connections, first, committed).await;
+                write_group(connections, second, committed).await;
             }
             Inserted::Failed(error) if group.len() > 1 => {
                 let error = Arc::new(error);
@@ -201,8 +283,12 @@ fn write_group(connections: &Connections, group: Vec<(Appends, Reply)>) -> BoxFu
                 }
             }
             inserted => {
-                if let Some((_, reply)) = group.into_iter().next() {
-                    let _ = reply.send(alone(inserted));
+                if let Some((appends, reply)) = group.into_iter().next() {
+                    let answer = alone(inserted);
+                    if answer.is_ok() {
+                        appends.note_committed(committed);
+                    }
+                    let _ = reply.send(answer);
                 }
             }
         }
