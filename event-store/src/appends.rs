@@ -108,31 +108,19 @@ impl Appends {
 
     /// Notes in `committed` the last sequence number each aggregate reached with these events.
     pub(crate) fn note_committed(&self, committed: &mut HashMap<(&'static str, String), i64>) {
-        for ((ty, id), sequence) in self
-            .aggregate_types
-            .iter()
-            .zip(&self.aggregate_ids)
-            .zip(&self.sequences)
-        {
-            let last = committed.entry((ty, id.clone())).or_insert(*sequence);
-            *last = (*last).max(*sequence);
+        for (ty, id, sequence) in self.events() {
+            let last = committed.entry((ty, id.to_owned())).or_insert(sequence);
+            *last = (*last).max(sequence);
         }
     }
 
-    /// Whether one of these events takes a sequence number already in `committed`: sequence
-    /// numbers are dense, so Postgres would refuse it.
-    pub(crate) fn lost_to(&self, committed: &HashMap<(&'static str, String), i64>) -> bool {
-        !committed.is_empty()
-            && self
-                .aggregate_types
-                .iter()
-                .zip(&self.aggregate_ids)
-                .zip(&self.sequences)
-                .any(|((ty, id), sequence)| {
-                    committed
-                        .get(&(*ty, id.clone()))
-                        .is_some_and(|last| sequence <= last)
-                })
+    /// The staged events' aggregates and sequence numbers.
+    pub(crate) fn events(&self) -> impl Iterator<Item = (&'static str, &str, i64)> {
+        self.aggregate_types
+            .iter()
+            .zip(&self.aggregate_ids)
+            .zip(&self.sequences)
+            .map(|((ty, id), sequence)| (*ty, id.as_str(), *sequence))
     }
 
     /// The aggregates of the staged events (type, id), once per event.

@@ -57,6 +57,50 @@ struct State {
     /// The aggregates of the statements under way (hashes, each with how many of those
     /// statements append to it: two that collide only put one off).
     in_flight: HashMap<u64, usize>,
+    /// The last sequence numbers the latest statements committed.
+    recent: Recent,
+}
+
+/// How many aggregates [`Recent`] remembers.
+const RECENT: usize = 4096;
+
+/// The last sequence number of the aggregates the latest statements appended to, the oldest
+/// forgotten first: a command decided on a state older than that loses its race for sure.
+#[derive(Debug, Default)]
+struct Recent {
+    last: HashMap<(&'static str, String), (i64, u64)>,
+    /// The aggregates in the order they were noted, each with its stamp then.
+    order: VecDeque<((&'static str, String), u64)>,
+    stamp: u64,
+}
+
+impl Recent {
+    fn note(&mut self, committed: Committed) {
+        for (aggregate, sequence) in committed {
+            self.stamp += 1;
+            let last = self.last.entry(aggregate.clone()).or_insert((sequence, 0));
+            *last = (last.0.max(sequence), self.stamp);
+            self.order.push_back((aggregate, self.stamp));
+        }
+        while self.order.len() > RECENT {
+            if let Some((aggregate, stamp)) = self.order.pop_front()
+                && self.last.get(&aggregate).is_some_and(|(_, s)| *s == stamp)
+            {
+                self.last.remove(&aggregate);
+            }
+        }
+    }
+
+    /// Whether `appends` takes a sequence number a statement committed: sequence numbers
+    /// are dense, so Postgres would refuse it.
+    fn lost(&self, appends: &Appends) -> bool {
+        !self.last.is_empty()
+            && appends.events().any(|(ty, id, sequence)| {
+                self.last
+                    .get(&(ty, id.to_owned()))
+                    .is_some_and(|(last, _)| sequence <= *last)
+            })
+    }
 }
 
 impl State {
@@ -110,13 +154,18 @@ impl Group {
     /// take its whole statement with it. Nothing taken when nothing can be: the writer has
     /// stopped then (a writer with a statement under way takes what waits for it).
     fn take(&self) -> Taken {
-        let mut state = lock(&self.state);
-        let state = &mut *state;
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
         let mut taken = Vec::new();
+        let mut lost = Vec::new();
         let mut events = 0;
         let mut touched: HashSet<u64> = HashSet::new();
         let mut i = 0;
         while let Some((appends, _)) = state.queue.get(i) {
+            if state.recent.lost(appends) {
+                lost.extend(state.queue.remove(i).map(|(_, reply)| reply));
+                continue;
+            }
             if !taken.is_empty() && events + appends.len() > MAX_EVENTS {
                 break;
             }
@@ -138,6 +187,8 @@ impl Group {
         for aggregate in &touched {
             *state.in_flight.entry(*aggregate).or_default() += 1;
         }
+        drop(guard);
+        answer_lost(lost);
         Taken {
             appends: taken,
             aggregates: touched.into_iter().collect(),
@@ -147,14 +198,15 @@ impl Group {
     /// A statement is over: its aggregates are no longer in flight, and an append still queued
     /// that takes a sequence number the statement committed is answered with the conflict it
     /// would meet in Postgres, without going there.
-    fn finish(&self, aggregates: &[u64], committed: &Committed) {
+    fn finish(&self, aggregates: &[u64], committed: Committed) {
         let lost: Vec<Reply> = {
             let mut state = lock(&self.state);
             state.release(aggregates);
+            state.recent.note(committed);
             let mut lost = Vec::new();
             let mut i = 0;
             while let Some((appends, _)) = state.queue.get(i) {
-                if appends.lost_to(committed) {
+                if state.recent.lost(appends) {
                     lost.extend(state.queue.remove(i).map(|(_, reply)| reply));
                 } else {
                     i += 1;
@@ -162,9 +214,18 @@ impl Group {
             }
             lost
         };
-        for reply in lost {
-            let _ = reply.send(Err(AppendError::Conflict));
-        }
+        answer_lost(lost);
+    }
+}
+
+/// Tells commands that lost their race to a committed statement.
+fn answer_lost(lost: Vec<Reply>) {
+    if !lost.is_empty() {
+        metrics::counter!("workledger_append_conflicts_foreseen_total")
+            .increment(lost.len() as u64);
+    }
+    for reply in lost {
+        let _ = reply.send(Err(AppendError::Conflict));
     }
 }
 
@@ -244,7 +305,7 @@ async fn write(mut place: Place) {
         place
             .connections
             .group()
-            .finish(&std::mem::take(&mut place.in_flight), &committed);
+            .finish(&std::mem::take(&mut place.in_flight), committed);
     }
 }
 
