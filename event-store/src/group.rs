@@ -121,6 +121,8 @@ impl State {
 struct Taken {
     appends: Vec<(Appends, Reply)>,
     aggregates: Vec<u64>,
+    /// Appends that lost their race to a committed statement, to be told so.
+    lost: Vec<Reply>,
 }
 
 /// The last sequence number each aggregate reached in the statements just committed.
@@ -160,6 +162,9 @@ impl Group {
         let mut lost = Vec::new();
         let mut events = 0;
         let mut touched: HashSet<u64> = HashSet::new();
+        // the aggregates of appends left queued: a later append to one of them waits too,
+        // rather than going first again and again
+        let mut reserved: HashSet<u64> = HashSet::new();
         let mut i = 0;
         while let Some((appends, _)) = state.queue.get(i) {
             if state.recent.lost(appends) {
@@ -170,10 +175,10 @@ impl Group {
                 break;
             }
             let aggregates: Vec<u64> = appends.aggregates().map(hash).collect();
-            if aggregates
-                .iter()
-                .any(|a| touched.contains(a) || state.in_flight.contains_key(a))
-            {
+            if aggregates.iter().any(|a| {
+                touched.contains(a) || reserved.contains(a) || state.in_flight.contains_key(a)
+            }) {
+                reserved.extend(aggregates);
                 i += 1;
                 continue;
             }
@@ -187,11 +192,10 @@ impl Group {
         for aggregate in &touched {
             *state.in_flight.entry(*aggregate).or_default() += 1;
         }
-        drop(guard);
-        answer_lost(lost);
         Taken {
             appends: taken,
             aggregates: touched.into_iter().collect(),
+            lost,
         }
     }
 
@@ -293,11 +297,14 @@ async fn write(mut place: Place) {
         let Taken {
             appends,
             aggregates,
+            lost,
         } = place.connections.group().take();
         if appends.is_empty() {
             place.released = true;
+            answer_lost(lost);
             return;
         }
+        answer_lost(lost);
         place.in_flight = aggregates;
         metrics::histogram!("workledger_append_group_size").record(appends.len() as f64);
         let mut committed = Committed::new();
