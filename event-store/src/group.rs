@@ -68,7 +68,8 @@ const RECENT: usize = 4096;
 /// forgotten first: a command decided on a state older than that loses its race for sure.
 #[derive(Debug, Default)]
 struct Recent {
-    last: HashMap<(&'static str, String), (i64, u64)>,
+    /// By aggregate type, then id: each aggregate's last sequence number, and its stamp.
+    last: HashMap<&'static str, HashMap<String, (i64, u64)>>,
     /// The aggregates in the order they were noted, each with its stamp then.
     order: VecDeque<((&'static str, String), u64)>,
     stamp: u64,
@@ -76,17 +77,23 @@ struct Recent {
 
 impl Recent {
     fn note(&mut self, committed: Committed) {
-        for (aggregate, sequence) in committed {
+        for ((ty, id), sequence) in committed {
             self.stamp += 1;
-            let last = self.last.entry(aggregate.clone()).or_insert((sequence, 0));
+            let last = self
+                .last
+                .entry(ty)
+                .or_default()
+                .entry(id.clone())
+                .or_insert((sequence, 0));
             *last = (last.0.max(sequence), self.stamp);
-            self.order.push_back((aggregate, self.stamp));
+            self.order.push_back(((ty, id), self.stamp));
         }
         while self.order.len() > RECENT {
-            if let Some((aggregate, stamp)) = self.order.pop_front()
-                && self.last.get(&aggregate).is_some_and(|(_, s)| *s == stamp)
+            if let Some(((ty, id), stamp)) = self.order.pop_front()
+                && let Some(ids) = self.last.get_mut(ty)
+                && ids.get(&id).is_some_and(|(_, s)| *s == stamp)
             {
-                self.last.remove(&aggregate);
+                ids.remove(&id);
             }
         }
     }
@@ -97,7 +104,8 @@ impl Recent {
         !self.last.is_empty()
             && appends.events().any(|(ty, id, sequence)| {
                 self.last
-                    .get(&(ty, id.to_owned()))
+                    .get(ty)
+                    .and_then(|ids| ids.get(id))
                     .is_some_and(|(last, _)| sequence <= *last)
             })
     }
@@ -387,4 +395,59 @@ fn hash(aggregate: (&str, &str)) -> u64 {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::{Appends, Committed, RECENT, Recent};
+
+    fn append(id: &str, sequence: usize) -> Appends {
+        let mut appends = Appends::new();
+        let payload = serde_json::json!({});
+        appends.push(
+            "task",
+            id,
+            sequence,
+            "Commented".into(),
+            "1".into(),
+            payload,
+            &HashMap::new(),
+        );
+        appends
+    }
+
+    fn committed(ids: impl IntoIterator<Item = (String, i64)>) -> Committed {
+        ids.into_iter()
+            .map(|(id, seq)| (("task", id), seq))
+            .collect()
+    }
+
+    #[test]
+    fn a_sequence_number_at_or_below_a_committed_one_is_lost_and_a_later_one_is_not() {
+        let mut recent = Recent::default();
+        recent.note(committed([("a".to_owned(), 3)]));
+        assert!(recent.lost(&append("a", 2)));
+        assert!(recent.lost(&append("a", 3)));
+        assert!(!recent.lost(&append("a", 4)));
+        assert!(!recent.lost(&append("b", 1)), "another aggregate");
+    }
+
+    #[test]
+    fn the_oldest_aggregates_are_forgotten_and_one_noted_again_is_kept() {
+        let mut recent = Recent::default();
+        recent.note(committed([
+            ("first".to_owned(), 1),
+            ("again".to_owned(), 1),
+        ]));
+        recent.note(committed((0..RECENT - 2).map(|i| (format!("x{i}"), 1))));
+        recent.note(committed([("again".to_owned(), 2)]));
+        recent.note(committed([("last".to_owned(), 1)]));
+        assert!(!recent.lost(&append("first", 1)), "forgotten");
+        assert!(recent.lost(&append("again", 2)), "noted again, so kept");
+        assert!(recent.lost(&append("last", 1)));
+        let remembered: usize = recent.last.values().map(HashMap::len).sum();
+        assert!(remembered <= RECENT, "{remembered}");
+    }
 }
