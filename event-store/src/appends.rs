@@ -123,14 +123,6 @@ impl Appends {
             .map(|((ty, id), sequence)| (*ty, id.as_str(), *sequence))
     }
 
-    /// The aggregates of the staged events (type, id), once per event.
-    pub(crate) fn aggregates(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.aggregate_types
-            .iter()
-            .copied()
-            .zip(self.aggregate_ids.iter().map(String::as_str))
-    }
-
     /// Stages one event; `metadata` gets an `event_id` of its own.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn push(

@@ -182,7 +182,7 @@ impl Group {
             if !taken.is_empty() && events + appends.len() > MAX_EVENTS {
                 break;
             }
-            let aggregates: Vec<u64> = appends.aggregates().map(hash).collect();
+            let aggregates: Vec<u64> = appends.events().map(|(ty, id, _)| hash((ty, id))).collect();
             if aggregates.iter().any(|a| {
                 touched.contains(a) || reserved.contains(a) || state.in_flight.contains_key(a)
             }) {
