@@ -14,6 +14,7 @@ use axum::Router;
 use axum::http::HeaderValue;
 use command_api::{CommandApi, CommandSettings, ThrottleSettings};
 use event_store::database::PoolSettings;
+use event_store::master_key;
 use event_store::{AppendNotifier, LogWaiter, connect, migrate};
 use orchestrator::{ProcessManager, Runtime, TimerWorker};
 use projections::email::EmailNotifier;
@@ -91,6 +92,12 @@ impl Application {
     /// always served.
     pub async fn build_with(config: Config, roles: Roles) -> anyhow::Result<Self> {
         let pool = open_database(&config).await?;
+        if config.master_key.is_none() {
+            tracing::warn!(
+                "WORKLEDGER_MASTER_KEY is not set: personal data keys and two-factor secrets \
+                 are stored unwrapped, so a copy of the database opens them (docs/operations.md)"
+            );
+        }
         let notifier = AppendNotifier::spawn(pool.clone());
         let commands = CommandApi::build(pool.clone(), notifier, command_settings(&config))
             .await
@@ -319,7 +326,26 @@ pub async fn open_database(config: &Config) -> anyhow::Result<PgPool> {
     migrate(&pool)
         .await
         .with_context(|| format!("database {}", config.database_display()))?;
+    install_master_key(config, &pool).await?;
     Ok(pool)
+}
+
+/// Installs the configured master key (`event_store::master_key`) once it is known to open
+/// every stored secret: a wrong or missing key stops the process here, with the fix, rather
+/// than fail on a person's data later.
+async fn install_master_key(config: &Config, pool: &PgPool) -> anyhow::Result<()> {
+    let keys = config.master_keys()?;
+    let mut conn = pool.acquire().await.context("database")?;
+    master_key::check(&mut conn, keys.as_ref())
+        .await
+        .context("reading the stored secrets' master key ids")?
+        .context(
+            "the stored personal data keys or two-factor secrets were wrapped with another \
+             master key: set WORKLEDGER_MASTER_KEY (and WORKLEDGER_MASTER_KEY_PREVIOUS during a \
+             rotation) as the processes that wrote them had it",
+        )?;
+    master_key::install(keys);
+    Ok(())
 }
 
 /// The routes, documented in one OpenAPI document, behind Workledger's middleware.

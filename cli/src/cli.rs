@@ -489,4 +489,24 @@ pub enum AdminCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Wrap every stored personal data key and two-factor secret with WORKLEDGER_MASTER_KEY:
+    /// those stored before a master key was configured, and those wrapped with a key
+    /// WORKLEDGER_MASTER_KEY_PREVIOUS names (a rotation). Safe while Workledger runs; run it
+    /// again after an interruption.
+    #[command(name = "wrap-secrets", after_help = WRAP_HELP)]
+    WrapSecrets,
 }
+
+const WRAP_HELP: &str = "\
+Exit codes:
+  0  done (every stored secret is wrapped with WORKLEDGER_MASTER_KEY)
+  1  failed (one line says why, e.g. WORKLEDGER_MASTER_KEY is not set)
+  2  bad usage
+
+Examples:
+  # first time: generate a key, keep it in your secret store, configure every process with it
+  export WORKLEDGER_MASTER_KEY=$(openssl rand -base64 32)
+  workledger admin wrap-secrets
+  # rotation: the new key, the old one beside it until this has run
+  export WORKLEDGER_MASTER_KEY=<new> WORKLEDGER_MASTER_KEY_PREVIOUS=<old>
+  workledger admin wrap-secrets";

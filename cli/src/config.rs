@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use event_store::master_key::{MasterKey, MasterKeyError, MasterKeys};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use projections::kafka::{KafkaSecurity, SASL_MECHANISMS, SaslLogin, SecurityProtocol};
@@ -67,6 +68,13 @@ pub struct Config {
     /// `WORKLEDGER_JWT_SECRET`: signs access tokens (32+ bytes); when unset, a secret is
     /// generated once and kept in the database, shared by every instance.
     pub jwt_secret: Option<SecretString>,
+    /// `WORKLEDGER_MASTER_KEY`: 32 bytes in base64 that wrap the personal data keys and
+    /// two-factor secrets stored in Postgres (`event_store::master_key`); when unset they are
+    /// stored unwrapped.
+    pub master_key: Option<SecretString>,
+    /// `WORKLEDGER_MASTER_KEY_PREVIOUS`: during a rotation, the keys replaced (comma-separated),
+    /// still opening what they wrapped until `workledger admin wrap-secrets` has run.
+    pub master_key_previous: Option<SecretString>,
     /// `WORKLEDGER_ADMIN_EMAIL`: on first start with no users, the admin of tenant `default`.
     pub admin_email: Option<String>,
     /// `WORKLEDGER_ADMIN_PASSWORD`: that admin's password (12 to 256 characters).
@@ -303,6 +311,7 @@ impl Config {
                 "WORKLEDGER_DOCUMENT_LIMIT must be at least 1024 bytes".into(),
             ));
         }
+        self.master_keys()?;
         if let Some(secret) = &self.jwt_secret
             && secret.expose_secret().len() < 32
         {
@@ -625,6 +634,34 @@ impl Config {
     }
 
     /// The database, for logs: host and name, never credentials.
+    /// The master keys (`WORKLEDGER_MASTER_KEY`, `WORKLEDGER_MASTER_KEY_PREVIOUS`); `None`
+    /// when no master key is configured.
+    pub fn master_keys(&self) -> Result<Option<MasterKeys>, ConfigError> {
+        let invalid = |e: MasterKeyError| ConfigError::Invalid(e.to_string());
+        let Some(current) = &self.master_key else {
+            if self.master_key_previous.is_some() {
+                return Err(ConfigError::Invalid(
+                    "WORKLEDGER_MASTER_KEY_PREVIOUS needs WORKLEDGER_MASTER_KEY (the new key)"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let current = MasterKey::from_base64(current.expose_secret(), "WORKLEDGER_MASTER_KEY")
+            .map_err(invalid)?;
+        let previous = match &self.master_key_previous {
+            Some(keys) => keys
+                .expose_secret()
+                .split(',')
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| MasterKey::from_base64(k, "WORKLEDGER_MASTER_KEY_PREVIOUS"))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?,
+            None => Vec::new(),
+        };
+        Ok(Some(MasterKeys::new(current, previous)))
+    }
+
     pub fn database_display(&self) -> String {
         match PgConnectOptions::from_str(self.database_url.expose_secret()) {
             Ok(o) => format!(
@@ -736,6 +773,35 @@ mod tests {
                 });
             }
         }
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "WORKLEDGER_MASTER_KEY_PREVIOUS",
+                "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            );
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(
+                error.contains("WORKLEDGER_MASTER_KEY_PREVIOUS needs"),
+                "{error}"
+            );
+            assert!(!error.contains("AQEB"), "{error}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "WORKLEDGER_MASTER_KEY",
+                "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+            );
+            jail.set_env(
+                "WORKLEDGER_MASTER_KEY_PREVIOUS",
+                "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=,short",
+            );
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(
+                error.contains("WORKLEDGER_MASTER_KEY_PREVIOUS must be 32 bytes"),
+                "{error}"
+            );
+            Ok(())
+        });
         Jail::expect_with(|jail| {
             jail.set_env("WORKLEDGER_CORS_ORIGINS", "example.com");
             let error = load_in(jail).unwrap_err().to_string();

@@ -486,3 +486,135 @@ async fn opened(db: &TestDatabase, stored: &str) -> String {
         .await
         .expect("the key opens it")
 }
+
+fn workledger_with(db: &TestDatabase, keys: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_workledger"));
+    command
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .env("WORKLEDGER_LOG", "warn")
+        .env("TEST_PASSWORD", "correct horse battery staple")
+        .env_remove("WORKLEDGER_MASTER_KEY")
+        .env_remove("WORKLEDGER_MASTER_KEY_PREVIOUS");
+    for (name, value) in keys {
+        command.env(name, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+/// The error of a run that exited with `code` (1: failed; 3: a configuration error).
+fn failed(output: &Output, code: i32) -> String {
+    assert_eq!(output.status.code(), Some(code), "{output:?}");
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// The key ids (bytes 5-12 of a wrapped key) of the stored personal data keys; `None` for
+/// one stored unwrapped.
+async fn stored_key_ids(db: &TestDatabase) -> Vec<Option<Vec<u8>>> {
+    sqlx::query_scalar(
+        "select case when octet_length(key) = 72 then substr(key, 5, 8) end \
+         from personal_keys where key is not null order by user_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn stored_secrets_are_wrapped_with_the_master_key_rotated_and_a_wrong_key_refused() {
+    let db = TestDatabase::new().await;
+    let old = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let new = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let create_user = |email: &'static str| {
+        [
+            "admin",
+            "create-user",
+            "--tenant",
+            "default",
+            "--email",
+            email,
+            "--name",
+            "Bob",
+            "--roles",
+            "member",
+            "--password-env",
+            "TEST_PASSWORD",
+        ]
+    };
+    // before any master key: stored as they are
+    ok(&workledger_with(&db, &[], &create_user("bob@example.com")));
+    assert_eq!(stored_key_ids(&db).await, [None]);
+
+    // with one: new keys wrapped, the old one still read; wrap-secrets wraps the rest
+    let with_old = [("WORKLEDGER_MASTER_KEY", old)];
+    ok(&workledger_with(
+        &db,
+        &with_old,
+        &create_user("carol@example.com"),
+    ));
+    let ids = stored_key_ids(&db).await;
+    assert_eq!(ids.iter().filter(|id| id.is_some()).count(), 1, "{ids:?}");
+    let out = ok(&workledger_with(&db, &with_old, &["admin", "wrap-secrets"]));
+    assert!(out.contains("wrapped 1 personal data keys"), "{out}");
+    let ids = stored_key_ids(&db).await;
+    let old_id = ids[0].clone().expect("wrapped");
+    assert!(ids.iter().all(|id| id.as_ref() == Some(&old_id)), "{ids:?}");
+    let users = ok(&workledger_with(
+        &db,
+        &with_old,
+        &["admin", "users", "--tenant", "default"],
+    ));
+    assert!(users.contains("bob@example.com") && users.contains("carol@example.com"));
+
+    // without the key, or with another one, nothing starts
+    for keys in [vec![], vec![("WORKLEDGER_MASTER_KEY", new)]] {
+        let error = failed(
+            &workledger_with(&db, &keys, &["admin", "users", "--tenant", "default"]),
+            1,
+        );
+        assert!(error.contains("WORKLEDGER_MASTER_KEY"), "{error}");
+    }
+    // a malformed key is named, its value never printed
+    let error = failed(
+        &workledger_with(
+            &db,
+            &[("WORKLEDGER_MASTER_KEY", "c2hvcnQ=")],
+            &["admin", "users", "--tenant", "default"],
+        ),
+        3,
+    );
+    assert!(
+        error.contains("WORKLEDGER_MASTER_KEY") && !error.contains("c2hvcnQ="),
+        "{error}"
+    );
+    let error = failed(&workledger_with(&db, &[], &["admin", "wrap-secrets"]), 1);
+    assert!(error.contains("WORKLEDGER_MASTER_KEY"), "{error}");
+
+    // rotation: the new key with the old one beside it, then the new key alone
+    let rotating = [
+        ("WORKLEDGER_MASTER_KEY", new),
+        ("WORKLEDGER_MASTER_KEY_PREVIOUS", old),
+    ];
+    let out = ok(&workledger_with(&db, &rotating, &["admin", "wrap-secrets"]));
+    assert!(out.contains("wrapped 2 personal data keys"), "{out}");
+    let ids = stored_key_ids(&db).await;
+    assert!(
+        ids.iter()
+            .all(|id| id.is_some() && id.as_ref() != Some(&old_id)),
+        "{ids:?}"
+    );
+    let with_new = [("WORKLEDGER_MASTER_KEY", new)];
+    ok(&workledger_with(
+        &db,
+        &with_new,
+        &create_user("dan@example.com"),
+    ));
+    let users = ok(&workledger_with(
+        &db,
+        &with_new,
+        &["admin", "users", "--tenant", "default"],
+    ));
+    assert!(users.contains("bob@example.com") && users.contains("dan@example.com"));
+    let out = ok(&workledger_with(&db, &with_new, &["admin", "wrap-secrets"]));
+    assert!(out.contains("wrapped 0 personal data keys"), "{out}");
+}

@@ -19,6 +19,7 @@ pub mod database;
 pub mod execute;
 pub mod group;
 pub mod log;
+pub mod master_key;
 pub mod notify;
 pub mod personal;
 pub mod repository;

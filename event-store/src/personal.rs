@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use event_schemas::personal::{PersonalKey, Unsealed, unseal};
 use lru::LruCache;
+
+use crate::master_key;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -39,6 +41,8 @@ pub enum SealError {
     Failed(#[from] event_schemas::personal::SealFailed),
     #[error("reading or creating a personal data key failed")]
     Store(#[from] sqlx::Error),
+    #[error("a personal data key does not open")]
+    Key(#[from] crate::master_key::MasterKeyError),
 }
 
 /// The sealing side of the key store, with the keys it used remembered.
@@ -72,6 +76,7 @@ impl PersonalKeys {
             return Ok(key.clone());
         }
         let fresh = PersonalKey::generate();
+        let owner = master_key::personal_key_owner(tenant_id, user_id);
         // two appends for one new person at once: one key wins, both seal with it
         sqlx::query(
             "insert into personal_keys (tenant_id, user_id, key) values ($1, $2, $3) \
@@ -79,7 +84,7 @@ impl PersonalKeys {
         )
         .bind(tenant_id)
         .bind(user_id)
-        .bind(&fresh.as_bytes()[..])
+        .bind(master_key::wrap(&fresh.as_bytes()[..], &owner))
         .execute(pool)
         .await?;
         let stored: Option<Vec<u8>> = sqlx::query_scalar(
@@ -89,9 +94,10 @@ impl PersonalKeys {
         .bind(user_id)
         .fetch_one(pool)
         .await?;
-        let key = stored
-            .as_deref()
-            .and_then(PersonalKey::from_bytes)
+        let Some(stored) = stored else {
+            return Err(SealError::Erased(user_id));
+        };
+        let key = PersonalKey::from_bytes(&master_key::unwrap(&stored, &owner)?)
             .ok_or(SealError::Erased(user_id))?;
         self.lock().put(id, (key.clone(), Instant::now()));
         Ok(key)
@@ -129,15 +135,21 @@ impl Keys {
         .fetch_all(conn)
         .await?;
         let mut keys = Self::default();
-        for (id, key) in rows {
-            match key.as_deref().and_then(PersonalKey::from_bytes) {
-                Some(key) => {
-                    keys.open.insert(id, key);
-                }
-                None => {
-                    keys.erased.insert(id);
-                }
-            }
+        for (id, stored) in rows {
+            let Some(stored) = stored else {
+                keys.erased.insert(id);
+                continue;
+            };
+            // a key that does not open is an error, never taken for an erasure (the master
+            // key was checked at start, so this is a row altered in the database)
+            let bytes = master_key::unwrap(&stored, &master_key::personal_key_owner(tenant_id, id))
+                .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+            let key = PersonalKey::from_bytes(&bytes).ok_or_else(|| {
+                sqlx::Error::Decode(
+                    format!("the personal data key of user {id} is not 32 bytes").into(),
+                )
+            })?;
+            keys.open.insert(id, key);
         }
         Ok(keys)
     }

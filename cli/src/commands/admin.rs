@@ -260,6 +260,18 @@ pub async fn run(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
             format,
         } => list_users(pool, &mut out, &tenant, email, group, format).await?,
         AdminCommand::Tenants { format } => list_tenants(pool, &mut out, format).await?,
+        AdminCommand::WrapSecrets => {
+            let keys = event_store::master_key::installed()
+                .context("WORKLEDGER_MASTER_KEY is not set: there is no key to wrap with")?;
+            let mut conn = pool.acquire().await?;
+            let wrapped = event_store::master_key::wrap_stored(&mut conn, keys).await??;
+            writeln!(
+                out,
+                "wrapped {} personal data keys and {} two-factor secrets with the master key; \
+                 every stored secret is wrapped with it now",
+                wrapped.personal_keys, wrapped.two_factor_secrets
+            )?;
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 use chrono::Utc;
 use domain::Command;
 use domain::identity::UserCommand;
+use event_store::master_key;
 use orchestrator::{Outcome, RequestContext};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{PgPool, Row};
@@ -53,6 +54,13 @@ impl SecondFactor {
     }
 }
 
+/// `user_id`'s stored authenticator key, opened with the master key when it is wrapped
+/// (`event_store::master_key`).
+fn open_secret(user_id: Uuid, stored: &[u8]) -> Result<Vec<u8>, sqlx::Error> {
+    master_key::unwrap(stored, &master_key::two_factor_owner(user_id))
+        .map_err(|error| sqlx::Error::Decode(Box::new(error)))
+}
+
 /// Checks `code` as the second factor of `user_id` at `unix_seconds`, using it up: each TOTP
 /// code works once (the step is recorded atomically, so two concurrent sign-ins with one code
 /// cannot both pass) and so does each recovery code.
@@ -71,6 +79,7 @@ pub async fn second_factor(
     let Some(secret) = secret else {
         return Ok(SecondFactor::NotEnrolled);
     };
+    let secret = open_secret(user_id, &secret)?;
     let Some(code) = code.map(ExposeSecret::expose_secret) else {
         return Ok(SecondFactor::Required);
     };
@@ -185,7 +194,10 @@ impl Identity {
              where identity_two_factor.confirmed_at is null",
         )
         .bind(user_id)
-        .bind(key.bytes())
+        .bind(master_key::wrap(
+            key.bytes(),
+            &master_key::two_factor_owner(user_id),
+        ))
         .execute(&self.inner.pool)
         .await?;
         if stored.rows_affected() == 0 {
@@ -227,6 +239,7 @@ impl Identity {
         let Some(secret) = secret else {
             return Err(IdentityError::TwoFactorNotStarted);
         };
+        let secret = open_secret(user_id, &secret)?;
         let Some(step) =
             TotpKey::from_bytes(secret).verify(code.expose_secret(), Utc::now().timestamp())
         else {
