@@ -94,8 +94,9 @@ impl Application {
         let pool = open_database(&config).await?;
         if config.master_key.is_none() {
             tracing::warn!(
-                "WORKLEDGER_MASTER_KEY is not set: personal data keys and two-factor secrets \
-                 are stored unwrapped, so a copy of the database opens them (docs/operations.md)"
+                "WORKLEDGER_MASTER_KEY is not set: personal data keys, two-factor secrets and \
+                 the generated token signing secret are stored unwrapped, so a copy of the \
+                 database opens them (docs/operations.md)"
             );
         }
         let notifier = AppendNotifier::spawn(pool.clone());
@@ -340,7 +341,7 @@ async fn install_master_key(config: &Config, pool: &PgPool) -> anyhow::Result<()
         .await
         .context("reading the stored secrets' master key ids")?
         .context(
-            "the stored personal data keys or two-factor secrets were wrapped with another \
+            "stored secrets (personal data keys, two-factor or signing secrets) were wrapped with another \
              master key: set WORKLEDGER_MASTER_KEY (and WORKLEDGER_MASTER_KEY_PREVIOUS during a \
              rotation) as the processes that wrote them had it",
         )?;

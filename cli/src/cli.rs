@@ -489,7 +489,8 @@ pub enum AdminCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
-    /// Wrap every stored personal data key and two-factor secret with WORKLEDGER_MASTER_KEY:
+    /// Wrap every stored personal data key, two-factor secret and generated token signing
+    /// secret with WORKLEDGER_MASTER_KEY:
     /// those stored before a master key was configured, and those wrapped with a key
     /// WORKLEDGER_MASTER_KEY_PREVIOUS names (a rotation). Safe while Workledger runs; run it
     /// again after an interruption.

@@ -2,6 +2,7 @@
 
 use std::process::{Command, Output};
 
+use event_store::master_key::{MasterKey, MasterKeys};
 use event_store::testing::TestDatabase;
 
 fn workledger(db: &TestDatabase, args: &[&str]) -> Output {
@@ -541,9 +542,15 @@ async fn stored_secrets_are_wrapped_with_the_master_key_rotated_and_a_wrong_key_
             "TEST_PASSWORD",
         ]
     };
-    // before any master key: stored as they are
+    // before any master key: stored as they are (and a signing secret a server generated)
     ok(&workledger_with(&db, &[], &create_user("bob@example.com")));
     assert_eq!(stored_key_ids(&db).await, [None]);
+    let signing = vec![7u8; 64];
+    sqlx::query("insert into auth_secrets (name, secret) values ('access_token_signing_key', $1)")
+        .bind(&signing)
+        .execute(&db.pool)
+        .await
+        .unwrap();
 
     // with one: new keys wrapped, the old one still read; wrap-secrets wraps the rest
     let with_old = [("WORKLEDGER_MASTER_KEY", old)];
@@ -555,7 +562,22 @@ async fn stored_secrets_are_wrapped_with_the_master_key_rotated_and_a_wrong_key_
     let ids = stored_key_ids(&db).await;
     assert_eq!(ids.iter().filter(|id| id.is_some()).count(), 1, "{ids:?}");
     let out = ok(&workledger_with(&db, &with_old, &["admin", "wrap-secrets"]));
-    assert!(out.contains("wrapped 1 personal data keys"), "{out}");
+    assert!(
+        out.contains("wrapped 1 personal data keys, 0 two-factor secrets and 1 server secrets"),
+        "{out}"
+    );
+    let stored: Vec<u8> = sqlx::query_scalar("select secret from auth_secrets")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let old_keys = MasterKeys::new(MasterKey::from_base64(old, "test").unwrap(), Vec::new());
+    assert!(old_keys.is_current(&stored));
+    let owner = event_store::master_key::signing_secret_owner("access_token_signing_key");
+    assert_eq!(
+        old_keys.unwrap(&stored, &owner).unwrap(),
+        signing,
+        "the same secret, wrapped"
+    );
     let ids = stored_key_ids(&db).await;
     let old_id = ids[0].clone().expect("wrapped");
     assert!(ids.iter().all(|id| id.as_ref() == Some(&old_id)), "{ids:?}");
@@ -596,7 +618,10 @@ async fn stored_secrets_are_wrapped_with_the_master_key_rotated_and_a_wrong_key_
         ("WORKLEDGER_MASTER_KEY_PREVIOUS", old),
     ];
     let out = ok(&workledger_with(&db, &rotating, &["admin", "wrap-secrets"]));
-    assert!(out.contains("wrapped 2 personal data keys"), "{out}");
+    assert!(
+        out.contains("wrapped 2 personal data keys, 0 two-factor secrets and 1 server secrets"),
+        "{out}"
+    );
     let ids = stored_key_ids(&db).await;
     assert!(
         ids.iter()

@@ -39,6 +39,22 @@ async fn stored_secrets_are_wrapped_with_the_master_key_and_still_serve() {
         .unwrap();
     assert_eq!(email, ann.email);
 
+    // the generated access-token signing secret too (the test app has one configured: a
+    // server without one generates it), and it reads back the same
+    let generated = command_api::load_keys(&app.db.pool, None).await.unwrap();
+    let again = command_api::load_keys(&app.db.pool, None).await.unwrap();
+    let post = reqwest::Method::POST;
+    assert_eq!(
+        generated.fingerprints.of(&post, "/x", b"{}"),
+        again.fingerprints.of(&post, "/x", b"{}")
+    );
+    let signing: Vec<u8> = sqlx::query_scalar("select secret from auth_secrets")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(signing.len(), 64 + 40);
+    assert!(keys.is_current(&signing));
+
     // her authenticator key is stored wrapped too, and signs her in
     let path = format!("/api/v1/users/{}/two-factor", ann.id);
     let response = app

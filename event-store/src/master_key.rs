@@ -1,14 +1,18 @@
 //! The master key that wraps the secrets Workledger keeps in Postgres: the per-person keys that
-//! seal personal data (`personal_keys`) and the two-factor authenticator keys
-//! (`identity_two_factor`). With one configured (`WORKLEDGER_MASTER_KEY`), a copy of the
-//! database alone (a dump, a backup, a replica, a stolen disk) opens neither personal data nor
-//! anyone's second factor: the key lives only in the processes' configuration.
+//! seal personal data (`personal_keys`), the two-factor authenticator keys
+//! (`identity_two_factor`) and the generated access-token signing secret (`auth_secrets`, when
+//! `WORKLEDGER_JWT_SECRET` is not set). With one configured (`WORKLEDGER_MASTER_KEY`), a copy
+//! of the database alone (a dump, a backup, a replica, a stolen disk) opens no personal data,
+//! no one's second factor, and mints no token: the key lives only in the processes'
+//! configuration.
 //!
 //! - A wrapped secret is `WLK1 ‖ key id (8 bytes) ‖ nonce (12) ‖ AES-256-GCM ciphertext ‖ tag
 //!   (16)`, the secret's owner (table, tenant, user) being the associated data: a wrapped key
 //!   copied onto another person's row does not open.
-//! - Secrets stored before a master key was configured stay readable as they are (they are at
-//!   most 32 bytes, a wrapped one at least 40), and `workledger admin wrap-secrets` wraps them.
+//! - Secrets stored before a master key was configured stay readable as they are (random bytes
+//!   that do not start with `WLK1`: the keys are at most 32 bytes, a wrapped secret at least
+//!   40, and a generated signing secret is never made with that start), and `workledger admin
+//!   wrap-secrets` wraps them.
 //! - Rotation: configure the new key, keep the old one in `WORKLEDGER_MASTER_KEY_PREVIOUS` and
 //!   run `workledger admin wrap-secrets`: every secret is then wrapped with the new key.
 //! - The key is installed once per process, at start ([`install`]), after a check that it opens
@@ -24,7 +28,8 @@ use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
-const MAGIC: &[u8; 4] = b"WLK1";
+/// What every wrapped secret starts with.
+pub const MAGIC: &[u8; 4] = b"WLK1";
 const ID_LEN: usize = 8;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -197,6 +202,11 @@ pub fn personal_key_owner(tenant_id: &str, user_id: uuid::Uuid) -> Vec<u8> {
     format!("personal_keys\0{tenant_id}\0{user_id}").into_bytes()
 }
 
+/// The associated data of a generated server secret (`auth_secrets`).
+pub fn signing_secret_owner(name: &str) -> Vec<u8> {
+    format!("auth_secrets\0{name}").into_bytes()
+}
+
 /// The associated data of a two-factor secret.
 pub fn two_factor_owner(user_id: uuid::Uuid) -> Vec<u8> {
     format!("identity_two_factor\0{user_id}").into_bytes()
@@ -214,6 +224,9 @@ pub async fn check(
          where octet_length(key) >= $1 and substr(key, 1, 4) = $2 \
          union \
          select distinct substr(secret, 5, 8) from identity_two_factor \
+         where octet_length(secret) >= $1 and substr(secret, 1, 4) = $2 \
+         union \
+         select distinct substr(secret, 5, 8) from auth_secrets \
          where octet_length(secret) >= $1 and substr(secret, 1, 4) = $2",
     )
     .bind(OVERHEAD as i32)
@@ -238,6 +251,7 @@ pub async fn check(
 pub struct Wrapped {
     pub personal_keys: u64,
     pub two_factor_secrets: u64,
+    pub server_secrets: u64,
 }
 
 /// Wraps every stored secret that is not wrapped with the current key yet (stored before a
@@ -295,6 +309,27 @@ pub async fn wrap_stored(
         .execute(&mut *conn)
         .await?;
         done.two_factor_secrets += result.rows_affected();
+    }
+    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as("select name, secret from auth_secrets")
+        .fetch_all(&mut *conn)
+        .await?;
+    for (name, stored) in rows {
+        if keys.is_current(&stored) {
+            continue;
+        }
+        let owner = signing_secret_owner(&name);
+        let secret = match keys.unwrap(&stored, &owner) {
+            Ok(secret) => secret,
+            Err(error) => return Ok(Err(error)),
+        };
+        let result =
+            sqlx::query("update auth_secrets set secret = $3 where name = $1 and secret = $2")
+                .bind(&name)
+                .bind(&stored)
+                .bind(keys.wrap(&secret, &owner))
+                .execute(&mut *conn)
+                .await?;
+        done.server_secrets += result.rows_affected();
     }
     Ok(Ok(done))
 }

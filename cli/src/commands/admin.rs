@@ -267,9 +267,9 @@ pub async fn run(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
             let wrapped = event_store::master_key::wrap_stored(&mut conn, keys).await??;
             writeln!(
                 out,
-                "wrapped {} personal data keys and {} two-factor secrets with the master key; \
-                 every stored secret is wrapped with it now",
-                wrapped.personal_keys, wrapped.two_factor_secrets
+                "wrapped {} personal data keys, {} two-factor secrets and {} server secrets with \
+                 the master key; every stored secret is wrapped with it now",
+                wrapped.personal_keys, wrapped.two_factor_secrets, wrapped.server_secrets
             )?;
         }
     }

@@ -2,6 +2,7 @@
 //! access tokens and keys the fingerprints of idempotent requests.
 
 use api_common::TokenKeys;
+use event_store::master_key;
 use rand::RngCore;
 use rand::rngs::OsRng;
 use secrecy::{ExposeSecret, SecretString};
@@ -20,6 +21,8 @@ pub enum KeyError {
     Database(#[from] sqlx::Error),
     #[error("the stored signing secret is not usable: {0}")]
     Stored(&'static str),
+    #[error("the stored signing secret does not open")]
+    Wrapped(#[from] master_key::MasterKeyError),
 }
 
 /// The keys made from the secret.
@@ -42,25 +45,31 @@ impl Keys {
 
 /// The keys from `configured` (`WORKLEDGER_JWT_SECRET`, at least 32 bytes) when given;
 /// otherwise from the secret stored in the database, generated (64 random bytes) on first
-/// start. Every instance on the same database agrees on it, and tokens survive restarts. A
-/// configured secret keeps the database's readers from minting tokens.
+/// start (stored wrapped with the master key when one is configured: `event_store::master_key`).
+/// Every instance on the same database agrees on it, and tokens survive restarts. A configured
+/// secret, or a master key, keeps the database's readers from minting tokens.
 pub async fn load_keys(pool: &PgPool, configured: Option<&SecretString>) -> Result<Keys, KeyError> {
     if let Some(secret) = configured {
         return Keys::from_secret(secret.expose_secret().as_bytes()).map_err(KeyError::Configured);
     }
     let mut fresh = vec![0u8; 64];
     OsRng.fill_bytes(&mut fresh);
+    // never one that could be taken for a wrapped secret
+    while fresh.starts_with(master_key::MAGIC) {
+        OsRng.fill_bytes(&mut fresh);
+    }
+    let owner = master_key::signing_secret_owner(SIGNING_SECRET);
     // first instance wins; everyone reads the winner's secret
     sqlx::query(
         "insert into auth_secrets (name, secret) values ($1, $2) on conflict (name) do nothing",
     )
     .bind(SIGNING_SECRET)
-    .bind(&fresh)
+    .bind(master_key::wrap(&fresh, &owner))
     .execute(pool)
     .await?;
     let stored: Vec<u8> = sqlx::query_scalar("select secret from auth_secrets where name = $1")
         .bind(SIGNING_SECRET)
         .fetch_one(pool)
         .await?;
-    Keys::from_secret(&stored).map_err(KeyError::Stored)
+    Keys::from_secret(&master_key::unwrap(&stored, &owner)?).map_err(KeyError::Stored)
 }
