@@ -345,7 +345,10 @@ async fn install_master_key(config: &Config, pool: &PgPool) -> anyhow::Result<()
              master key: set WORKLEDGER_MASTER_KEY (and WORKLEDGER_MASTER_KEY_PREVIOUS during a \
              rotation) as the processes that wrote them had it",
         )?;
-    master_key::install(keys);
+    anyhow::ensure!(
+        master_key::install(keys),
+        "this process runs with other master keys already"
+    );
     Ok(())
 }
 

@@ -570,11 +570,14 @@ async fn stored_secrets_are_wrapped_with_the_master_key_rotated_and_a_wrong_key_
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    let old_keys = MasterKeys::new(MasterKey::from_base64(old, "test").unwrap(), Vec::new());
+    let old_keys = MasterKeys::new(
+        Some(MasterKey::from_base64(old, "test").unwrap()),
+        Vec::new(),
+    );
     assert!(old_keys.is_current(&stored));
     let owner = event_store::master_key::signing_secret_owner("access_token_signing_key");
     assert_eq!(
-        old_keys.unwrap(&stored, &owner).unwrap(),
+        *old_keys.unwrap(&stored, &owner).unwrap(),
         signing,
         "the same secret, wrapped"
     );
@@ -642,4 +645,34 @@ async fn stored_secrets_are_wrapped_with_the_master_key_rotated_and_a_wrong_key_
     assert!(users.contains("bob@example.com") && users.contains("dan@example.com"));
     let out = ok(&workledger_with(&db, &with_new, &["admin", "wrap-secrets"]));
     assert!(out.contains("wrapped 0 personal data keys"), "{out}");
+    // a process given the key only to open (the first step of turning one on, or of a
+    // rotation) reads what is wrapped and wraps nothing new
+    let opening = [("WORKLEDGER_MASTER_KEY_PREVIOUS", new)];
+    let users = ok(&workledger_with(
+        &db,
+        &opening,
+        &["admin", "users", "--tenant", "default"],
+    ));
+    assert!(users.contains("dan@example.com"));
+    ok(&workledger_with(
+        &db,
+        &opening,
+        &create_user("erin@example.com"),
+    ));
+    assert_eq!(
+        stored_key_ids(&db)
+            .await
+            .iter()
+            .filter(|id| id.is_none())
+            .count(),
+        1
+    );
+    let error = failed(
+        &workledger_with(&db, &opening, &["admin", "wrap-secrets"]),
+        1,
+    );
+    assert!(
+        error.contains("WORKLEDGER_MASTER_KEY is not set"),
+        "{error}"
+    );
 }

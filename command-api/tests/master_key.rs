@@ -15,7 +15,7 @@ use helpers::{PASSWORD, spawn};
 
 #[tokio::test]
 async fn stored_secrets_are_wrapped_with_the_master_key_and_still_serve() {
-    let keys = MasterKeys::new(MasterKey::from_bytes(&[42; 32]), Vec::new());
+    let keys = MasterKeys::new(Some(MasterKey::from_bytes(&[42; 32])), Vec::new());
     assert!(master_key::install(Some(keys.clone())));
     let app = spawn().await;
     let ann = app.user(&["member"], &[]).await;

@@ -27,6 +27,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
+use zeroize::Zeroizing;
 
 /// What every wrapped secret starts with.
 pub const MAGIC: &[u8; 4] = b"WLK1";
@@ -97,23 +98,47 @@ impl MasterKey {
     }
 }
 
-/// The configured master key and, during a rotation, the previous ones.
+/// The configured master key (`current`, which wraps) and the others that only open: the
+/// replaced key during a rotation, or the next key while not every process has it yet.
 #[derive(Debug, Clone)]
 pub struct MasterKeys {
-    current: MasterKey,
+    current: Option<MasterKey>,
     previous: Vec<MasterKey>,
 }
 
 impl MasterKeys {
-    pub fn new(current: MasterKey, previous: Vec<MasterKey>) -> Self {
+    pub fn new(current: Option<MasterKey>, previous: Vec<MasterKey>) -> Self {
         Self { current, previous }
     }
 
-    /// `secret` wrapped with the current key, for `owner` (the associated data).
+    /// Whether new secrets are wrapped (a current key is configured).
+    pub fn wraps(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Whether these are the same keys as `other` (by key id).
+    pub fn same_as(&self, other: &MasterKeys) -> bool {
+        let ids = |keys: &MasterKeys| {
+            (
+                keys.current.as_ref().map(|k| k.id),
+                keys.previous.iter().map(|k| k.id).collect::<Vec<_>>(),
+            )
+        };
+        ids(self) == ids(other)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &MasterKey> {
+        self.current.iter().chain(&self.previous)
+    }
+
+    /// `secret` wrapped with the current key, for `owner` (the associated data); as it is
+    /// when no current key is configured.
     pub fn wrap(&self, secret: &[u8], owner: &[u8]) -> Vec<u8> {
+        let Some(current) = &self.current else {
+            return secret.to_vec();
+        };
         let nonce = Aes256Gcm::generate_nonce(OsRng);
-        let sealed = self
-            .current
+        let sealed = current
             .cipher
             .encrypt(
                 &nonce,
@@ -125,7 +150,7 @@ impl MasterKeys {
             .expect("AES-GCM encrypts any secret of this size");
         let mut out = Vec::with_capacity(OVERHEAD + secret.len());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.current.id);
+        out.extend_from_slice(&current.id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         out
@@ -133,17 +158,23 @@ impl MasterKeys {
 
     /// Whether `stored` is wrapped with the current key already.
     pub fn is_current(&self, stored: &[u8]) -> bool {
-        wrapped_id(stored) == Some(&self.current.id[..])
+        self.current
+            .as_ref()
+            .is_some_and(|current| wrapped_id(stored) == Some(&current.id[..]))
     }
 
     /// `stored` opened: a wrapped secret with whichever configured key it names, a secret
     /// stored before wrapping as it is.
-    pub fn unwrap(&self, stored: &[u8], owner: &[u8]) -> Result<Vec<u8>, MasterKeyError> {
+    pub fn unwrap(
+        &self,
+        stored: &[u8],
+        owner: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, MasterKeyError> {
         let Some(id) = wrapped_id(stored) else {
-            return Ok(stored.to_vec());
+            return Ok(Zeroizing::new(stored.to_vec()));
         };
-        let key = std::iter::once(&self.current)
-            .chain(&self.previous)
+        let key = self
+            .all()
             .find(|k| k.id[..] == *id)
             .ok_or(MasterKeyError::Unknown)?;
         let nonce_at = MAGIC.len() + ID_LEN;
@@ -156,6 +187,7 @@ impl MasterKeys {
                     aad: owner,
                 },
             )
+            .map(Zeroizing::new)
             .map_err(|_| MasterKeyError::Altered)
     }
 }
@@ -170,9 +202,16 @@ fn wrapped_id(stored: &[u8]) -> Option<&[u8]> {
 static INSTALLED: OnceLock<Option<MasterKeys>> = OnceLock::new();
 
 /// Makes `keys` this process's master keys (`None`: secrets are stored as they are). Once per
-/// process; a second call changes nothing and says so.
+/// process: a second call with the same keys changes nothing; `false` when it brought other
+/// keys (they are not installed).
 pub fn install(keys: Option<MasterKeys>) -> bool {
-    INSTALLED.set(keys).is_ok()
+    let same = |installed: &Option<MasterKeys>| match (installed, &keys) {
+        (Some(a), Some(b)) => a.same_as(b),
+        (None, None) => true,
+        _ => false,
+    };
+    let installed = INSTALLED.get_or_init(|| keys.clone());
+    same(installed)
 }
 
 /// This process's master keys, if any were installed.
@@ -189,11 +228,11 @@ pub fn wrap(secret: &[u8], owner: &[u8]) -> Vec<u8> {
 }
 
 /// `stored` (for `owner`) opened with the installed keys.
-pub fn unwrap(stored: &[u8], owner: &[u8]) -> Result<Vec<u8>, MasterKeyError> {
+pub fn unwrap(stored: &[u8], owner: &[u8]) -> Result<Zeroizing<Vec<u8>>, MasterKeyError> {
     match installed() {
         Some(keys) => keys.unwrap(stored, owner),
         None if wrapped_id(stored).is_some() => Err(MasterKeyError::Unknown),
-        None => Ok(stored.to_vec()),
+        None => Ok(Zeroizing::new(stored.to_vec())),
     }
 }
 
@@ -233,13 +272,7 @@ pub async fn check(
     .bind(&MAGIC[..])
     .fetch_all(conn)
     .await?;
-    let known = |id: &[u8]| {
-        keys.is_some_and(|keys| {
-            std::iter::once(&keys.current)
-                .chain(&keys.previous)
-                .any(|k| k.id[..] == *id)
-        })
-    };
+    let known = |id: &[u8]| keys.is_some_and(|keys| keys.all().any(|k| k.id[..] == *id));
     Ok(match ids.iter().all(|id| known(id)) {
         true => Ok(()),
         false => Err(MasterKeyError::Unknown),
@@ -339,7 +372,7 @@ mod tests {
     use super::*;
 
     fn master(byte: u8) -> MasterKeys {
-        MasterKeys::new(MasterKey::from_bytes(&[byte; 32]), Vec::new())
+        MasterKeys::new(Some(MasterKey::from_bytes(&[byte; 32])), Vec::new())
     }
 
     #[test]
@@ -348,7 +381,7 @@ mod tests {
         let wrapped = keys.wrap(&[7u8; 32], b"alice");
         assert_eq!(wrapped.len(), 32 + OVERHEAD);
         assert!(!wrapped.windows(32).any(|w| w == [7u8; 32]), "not in clear");
-        assert_eq!(keys.unwrap(&wrapped, b"alice").unwrap(), vec![7u8; 32]);
+        assert_eq!(*keys.unwrap(&wrapped, b"alice").unwrap(), vec![7u8; 32]);
         assert_eq!(keys.unwrap(&wrapped, b"bob"), Err(MasterKeyError::Altered));
         let mut flipped = wrapped.clone();
         *flipped.last_mut().unwrap() ^= 1;
@@ -371,7 +404,7 @@ mod tests {
             b"WLK1".repeat(8),
         ] {
             assert!(!keys.is_current(&clear));
-            assert_eq!(keys.unwrap(&clear, b"alice").unwrap(), clear);
+            assert_eq!(*keys.unwrap(&clear, b"alice").unwrap(), clear);
         }
     }
 
@@ -380,12 +413,18 @@ mod tests {
         let old = master(1);
         let wrapped = old.wrap(b"secret", b"alice");
         let rotated = MasterKeys::new(
-            MasterKey::from_bytes(&[2; 32]),
+            Some(MasterKey::from_bytes(&[2; 32])),
             vec![MasterKey::from_bytes(&[1; 32])],
         );
         assert!(!rotated.is_current(&wrapped));
-        assert_eq!(rotated.unwrap(&wrapped, b"alice").unwrap(), b"secret");
+        assert_eq!(*rotated.unwrap(&wrapped, b"alice").unwrap(), b"secret");
         assert!(rotated.is_current(&rotated.wrap(b"secret", b"alice")));
+        // before a rotation or the first key, every process learns the next key as one that
+        // only opens: it writes as before and reads what others wrap with the next key
+        let learning = MasterKeys::new(None, vec![MasterKey::from_bytes(&[1; 32])]);
+        assert!(!learning.wraps());
+        assert_eq!(learning.wrap(b"secret", b"alice"), b"secret");
+        assert_eq!(*learning.unwrap(&wrapped, b"alice").unwrap(), b"secret");
     }
 
     #[test]

@@ -97,8 +97,12 @@ impl PersonalKeys {
         let Some(stored) = stored else {
             return Err(SealError::Erased(user_id));
         };
-        let key = PersonalKey::from_bytes(&master_key::unwrap(&stored, &owner)?)
-            .ok_or(SealError::Erased(user_id))?;
+        let key =
+            PersonalKey::from_bytes(&master_key::unwrap(&stored, &owner)?).ok_or_else(|| {
+                SealError::Store(sqlx::Error::Decode(
+                    format!("the personal data key of user {user_id} is not 32 bytes").into(),
+                ))
+            })?;
         self.lock().put(id, (key.clone(), Instant::now()));
         Ok(key)
     }

@@ -262,6 +262,7 @@ pub async fn run(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Tenants { format } => list_tenants(pool, &mut out, format).await?,
         AdminCommand::WrapSecrets => {
             let keys = event_store::master_key::installed()
+                .filter(|keys| keys.wraps())
                 .context("WORKLEDGER_MASTER_KEY is not set: there is no key to wrap with")?;
             let mut conn = pool.acquire().await?;
             let wrapped = event_store::master_key::wrap_stored(&mut conn, keys).await??;

@@ -58,6 +58,7 @@ impl SecondFactor {
 /// (`event_store::master_key`).
 fn open_secret(user_id: Uuid, stored: &[u8]) -> Result<Vec<u8>, sqlx::Error> {
     master_key::unwrap(stored, &master_key::two_factor_owner(user_id))
+        .map(|secret| secret.to_vec())
         .map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
 
