@@ -92,7 +92,7 @@ impl Application {
     /// always served.
     pub async fn build_with(config: Config, roles: Roles) -> anyhow::Result<Self> {
         let pool = open_database(&config).await?;
-        if config.master_key.is_none() {
+        if !config.master_keys()?.is_some_and(|keys| keys.wraps()) {
             tracing::warn!(
                 "WORKLEDGER_MASTER_KEY is not set: personal data keys, two-factor secrets and \
                  the generated token signing secret are stored unwrapped, so a copy of the \

@@ -638,9 +638,11 @@ impl Config {
     /// when neither is configured.
     pub fn master_keys(&self) -> Result<Option<MasterKeys>, ConfigError> {
         let invalid = |e: MasterKeyError| ConfigError::Invalid(e.to_string());
+        // set but empty (`WORKLEDGER_MASTER_KEY=` from a compose file) is unset
         let current = self
             .master_key
             .as_ref()
+            .filter(|key| !key.expose_secret().trim().is_empty())
             .map(|key| MasterKey::from_base64(key.expose_secret(), "WORKLEDGER_MASTER_KEY"))
             .transpose()
             .map_err(invalid)?;
@@ -777,6 +779,10 @@ mod tests {
             // a key that only opens: allowed (the first step of turning one on)
             let keys = load_in(jail).unwrap().master_keys().unwrap().unwrap();
             assert!(!keys.wraps());
+            // an empty one is none
+            jail.set_env("WORKLEDGER_MASTER_KEY", "");
+            jail.set_env("WORKLEDGER_MASTER_KEY_PREVIOUS", " ");
+            assert!(load_in(jail).unwrap().master_keys().unwrap().is_none());
             Ok(())
         });
         Jail::expect_with(|jail| {
