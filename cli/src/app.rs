@@ -331,9 +331,9 @@ pub async fn open_database(config: &Config) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
-/// Installs the configured master key (`event_store::master_key`) once it is known to open
-/// every stored secret: a wrong or missing key stops the process here, with the fix, rather
-/// than fail on a person's data later.
+/// Installs the configured master keys (`event_store::master_key`) once they are known to
+/// include the key of every wrapped secret: a wrong or missing key stops the process here,
+/// with the fix, rather than fail on a person's data later.
 async fn install_master_key(config: &Config, pool: &PgPool) -> anyhow::Result<()> {
     let keys = config.master_keys()?;
     let mut conn = pool.acquire().await.context("database")?;
@@ -341,9 +341,10 @@ async fn install_master_key(config: &Config, pool: &PgPool) -> anyhow::Result<()
         .await
         .context("reading the stored secrets' master key ids")?
         .context(
-            "stored secrets (personal data keys, two-factor or signing secrets) were wrapped with another \
-             master key: set WORKLEDGER_MASTER_KEY (and WORKLEDGER_MASTER_KEY_PREVIOUS during a \
-             rotation) as the processes that wrote them had it",
+            "stored secrets (personal data keys, two-factor or signing secrets) were wrapped \
+             with another master key: set WORKLEDGER_MASTER_KEY (and \
+             WORKLEDGER_MASTER_KEY_PREVIOUS during a rotation) as the processes that wrote \
+             them had it",
         )?;
     anyhow::ensure!(
         master_key::install(keys),

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use event_schemas::personal::{PersonalKey, Unsealed, unseal};
 use lru::LruCache;
-
-use crate::master_key;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+use crate::master_key;
 
 /// Keys remembered for sealing, per process.
 const REMEMBERED: usize = 10_000;
@@ -42,7 +42,7 @@ pub enum SealError {
     #[error("reading or creating a personal data key failed")]
     Store(#[from] sqlx::Error),
     #[error("a personal data key does not open")]
-    Key(#[from] crate::master_key::MasterKeyError),
+    Key(#[from] master_key::MasterKeyError),
 }
 
 /// The sealing side of the key store, with the keys it used remembered.
