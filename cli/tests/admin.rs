@@ -561,6 +561,14 @@ async fn stored_secrets_are_wrapped_with_the_master_key_rotated_and_a_wrong_key_
     ));
     let ids = stored_key_ids(&db).await;
     assert_eq!(ids.iter().filter(|id| id.is_some()).count(), 1, "{ids:?}");
+    let status = ok(&workledger_with(&db, &with_old, &["status"]));
+    assert!(
+        status.contains(
+            "1 stored secrets wrapped with WORKLEDGER_MASTER_KEY, 0 with another key, 2 unwrapped \
+             (run `workledger admin wrap-secrets`)"
+        ),
+        "{status}"
+    );
     let out = ok(&workledger_with(&db, &with_old, &["admin", "wrap-secrets"]));
     assert!(
         out.contains("wrapped 1 personal data keys, 0 two-factor secrets and 1 server secrets"),
@@ -590,6 +598,16 @@ async fn stored_secrets_are_wrapped_with_the_master_key_rotated_and_a_wrong_key_
         &["admin", "users", "--tenant", "default"],
     ));
     assert!(users.contains("bob@example.com") && users.contains("carol@example.com"));
+    let status: serde_json::Value = serde_json::from_str(&ok(&workledger_with(
+        &db,
+        &with_old,
+        &["status", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        status["secrets"],
+        serde_json::json!({"wrapped_current": 3, "wrapped_other": 0, "unwrapped": 0})
+    );
 
     // without the key, or with another one, nothing starts
     for keys in [vec![], vec![("WORKLEDGER_MASTER_KEY", new)]] {
@@ -666,6 +684,13 @@ async fn stored_secrets_are_wrapped_with_the_master_key_rotated_and_a_wrong_key_
             .filter(|id| id.is_none())
             .count(),
         1
+    );
+    let status = ok(&workledger_with(&db, &opening, &["status"]));
+    assert!(
+        status.contains(
+            "0 stored secrets wrapped with WORKLEDGER_MASTER_KEY, 4 with another key, 1 unwrapped\n"
+        ),
+        "{status}"
     );
     let error = failed(
         &workledger_with(&db, &opening, &["admin", "wrap-secrets"]),

@@ -279,6 +279,47 @@ pub async fn check(
     })
 }
 
+/// How the stored secrets stand (`workledger status`): wrapped with the current key, wrapped
+/// with another one, or unwrapped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Census {
+    pub wrapped_current: i64,
+    pub wrapped_other: i64,
+    pub unwrapped: i64,
+}
+
+/// Counts the stored secrets (personal data keys, two-factor secrets, server secrets) by how
+/// they are wrapped, the current key being that of `keys`.
+pub async fn census(
+    conn: &mut PgConnection,
+    keys: Option<&MasterKeys>,
+) -> Result<Census, sqlx::Error> {
+    let rows: Vec<(Option<Vec<u8>>, i64)> = sqlx::query_as(
+        "select case when octet_length(s) >= $1 and substr(s, 1, 4) = $2 \
+                     then substr(s, 5, 8) end, count(*) \
+         from (select key as s from personal_keys where key is not null \
+               union all select secret from identity_two_factor \
+               union all select secret from auth_secrets) stored \
+         group by 1",
+    )
+    .bind(OVERHEAD as i32)
+    .bind(&MAGIC[..])
+    .fetch_all(conn)
+    .await?;
+    let current = keys.and_then(|keys| keys.current.as_ref()).map(|k| k.id);
+    let mut census = Census::default();
+    for (id, count) in rows {
+        match id {
+            None => census.unwrapped += count,
+            Some(id) if current.is_some_and(|current| current[..] == id[..]) => {
+                census.wrapped_current += count
+            }
+            Some(_) => census.wrapped_other += count,
+        }
+    }
+    Ok(census)
+}
+
 /// What [`wrap_stored`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Wrapped {

@@ -1,8 +1,9 @@
 //! `workledger status`: each projector's position, lag and error; the log's size; how many
-//! instances wait on an incident (an operator's retry).
+//! instances wait on an incident (an operator's retry); how the stored secrets are wrapped.
 
 use std::io::Write;
 
+use event_store::master_key;
 use projections::Projections;
 use sqlx::PgPool;
 
@@ -23,6 +24,7 @@ pub async fn run(pool: &PgPool, format: StatusFormat) -> anyhow::Result<()> {
         sqlx::query_scalar("select count(*) from workflow_instances where has_incident")
             .fetch_one(pool)
             .await?;
+    let secrets = master_key::census(&mut *pool.acquire().await?, master_key::installed()).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match format {
@@ -30,6 +32,7 @@ pub async fn run(pool: &PgPool, format: StatusFormat) -> anyhow::Result<()> {
             let body = serde_json::json!({
                 "events": events,
                 "instances_with_incidents": incidents,
+                "secrets": secrets,
                 "projectors": statuses,
             });
             serde_json::to_writer_pretty(&mut out, &body)?;
@@ -66,6 +69,19 @@ pub async fn run(pool: &PgPool, format: StatusFormat) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "{incidents} instances wait on an incident (GET /api/v1/workflow-instances?incident=true)"
+            )?;
+            let advice = if secrets.unwrapped + secrets.wrapped_other > 0
+                && master_key::installed().is_some_and(|keys| keys.wraps())
+            {
+                " (run `workledger admin wrap-secrets`)"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "{} stored secrets wrapped with WORKLEDGER_MASTER_KEY, {} with another key, {} \
+                 unwrapped{advice}",
+                secrets.wrapped_current, secrets.wrapped_other, secrets.unwrapped
             )?;
         }
     }
