@@ -318,6 +318,69 @@ async fn serve_runs_the_orchestrator_that_finishes_cascades_from_the_log() {
     }
 }
 
+#[tokio::test]
+async fn an_incident_is_counted_on_metrics_by_the_process_manager_of_serve() {
+    use domain::definition::Definition;
+    use domain::{Caller, Role};
+    use orchestrator::{RequestContext, Runtime, StaticDirectory};
+    use std::sync::Arc;
+
+    let app = spawn_app().await;
+    let writer = Runtime::new(
+        app._db.pool.clone(),
+        event_store::AppendNotifier::spawn(app._db.pool.clone()),
+        Arc::new(StaticDirectory::new()),
+    );
+    let ctx = |roles: Vec<Role>| RequestContext {
+        caller: Caller::user("acme", uuid::Uuid::now_v7(), roles, Vec::<String>::new()),
+        at: chrono::Utc::now(),
+        correlation_id: uuid::Uuid::now_v7(),
+        request_id: "test".into(),
+    };
+    // a decision on `amount` that a text cannot satisfy: the start raises an incident
+    let definition = Definition::from_json(
+        r#"{"key": "routed", "name": "Routed", "start": "check",
+            "steps": {"check": {"type": "decision", "rules": [{"when": "amount > 100", "next": "done"}],
+                                "default": "done"},
+                      "done": {"type": "end", "outcome": "ok"}}}"#,
+    )
+    .unwrap();
+    writer
+        .publish(&ctx(vec![Role::Designer]), definition)
+        .await
+        .unwrap();
+    let mut variables = serde_json::Map::new();
+    variables.insert("amount".into(), json!("lots"));
+    writer
+        .start(&ctx(vec![Role::Operator]), "routed", None, None, variables)
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = app
+            .client
+            .get(format!("{}/metrics", app.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text
+            .lines()
+            .any(|l| l == "workledger_incidents_raised_total 1")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the incident was never counted: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The bootstrap admin's login answer.
 async fn admin_login(app: &TestApp) -> Value {
     login(app, "admin@example.com", "a long enough password").await
