@@ -663,6 +663,10 @@ async fn stored_secrets_are_wrapped_with_the_master_key_rotated_and_a_wrong_key_
     assert!(users.contains("bob@example.com") && users.contains("dan@example.com"));
     let out = ok(&workledger_with(&db, &with_new, &["admin", "wrap-secrets"]));
     assert!(out.contains("wrapped 0 personal data keys"), "{out}");
+    assert!(
+        out.contains("every stored secret is wrapped with it now"),
+        "{out}"
+    );
     // a process given the key only to open (the first step of turning one on, or of a
     // rotation) reads what is wrapped and wraps nothing new
     let opening = [("WORKLEDGER_MASTER_KEY_PREVIOUS", new)];

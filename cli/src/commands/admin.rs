@@ -269,9 +269,18 @@ pub async fn run(pool: &PgPool, command: AdminCommand) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "wrapped {} personal data keys, {} two-factor secrets and {} server secrets with \
-                 the master key; every stored secret is wrapped with it now",
+                 the master key",
                 wrapped.personal_keys, wrapped.two_factor_secrets, wrapped.server_secrets
             )?;
+            // what a process that does not wrap yet wrote meanwhile is left as it is
+            let left = event_store::master_key::census(&mut conn, Some(keys)).await?;
+            anyhow::ensure!(
+                left.unwrapped + left.wrapped_other == 0,
+                "{} stored secrets are still not wrapped with WORKLEDGER_MASTER_KEY (written \
+                 meanwhile by processes without it): run this again once every process has it",
+                left.unwrapped + left.wrapped_other
+            );
+            writeln!(out, "every stored secret is wrapped with it now")?;
         }
     }
     Ok(())
