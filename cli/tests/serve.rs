@@ -12,7 +12,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use domain::definition::Definition;
+use domain::{Caller, Role};
 use event_store::testing::TestDatabase;
+use orchestrator::{RequestContext, Runtime, StaticDirectory};
 use projections::Projections;
 use projections::names::KAFKA_PUBLISHER;
 use projections::notifications::{Delivery, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
@@ -257,27 +260,30 @@ async fn serve_creates_a_missing_database_and_stops_gracefully() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn serve_runs_the_orchestrator_that_finishes_cascades_from_the_log() {
-    use domain::definition::Definition;
-    use domain::{Caller, Role};
-    use orchestrator::{RequestContext, Runtime, StaticDirectory};
-    use std::sync::Arc;
-
-    let app = spawn_app().await;
-    // a writer that does not cascade (as if it crashed right after its command)
-    let writer = Runtime::new(
+/// A runtime of its own on `app`'s database, writing beside `serve`.
+fn writer(app: &TestApp) -> Runtime {
+    Runtime::new(
         app._db.pool.clone(),
         event_store::AppendNotifier::spawn(app._db.pool.clone()),
         Arc::new(StaticDirectory::new()),
     )
-    .without_cascade();
-    let ctx = |roles: Vec<Role>| RequestContext {
+}
+
+/// A request of a user of tenant `acme` with `roles`.
+fn ctx(roles: Vec<Role>) -> RequestContext {
+    RequestContext {
         caller: Caller::user("acme", uuid::Uuid::now_v7(), roles, Vec::<String>::new()),
         at: chrono::Utc::now(),
         correlation_id: uuid::Uuid::now_v7(),
         request_id: "test".into(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_the_orchestrator_that_finishes_cascades_from_the_log() {
+    let app = spawn_app().await;
+    // a writer that does not cascade (as if it crashed right after its command)
+    let writer = writer(&app).without_cascade();
     let definition = Definition::from_json(
         r#"{"key": "one-task", "name": "One task", "start": "work",
             "steps": {"work": {"type": "task", "name": "Work", "candidate_groups": ["clerks"], "next": "done"},
@@ -320,23 +326,8 @@ async fn serve_runs_the_orchestrator_that_finishes_cascades_from_the_log() {
 
 #[tokio::test]
 async fn an_incident_is_counted_on_metrics_by_the_process_manager_of_serve() {
-    use domain::definition::Definition;
-    use domain::{Caller, Role};
-    use orchestrator::{RequestContext, Runtime, StaticDirectory};
-    use std::sync::Arc;
-
     let app = spawn_app().await;
-    let writer = Runtime::new(
-        app._db.pool.clone(),
-        event_store::AppendNotifier::spawn(app._db.pool.clone()),
-        Arc::new(StaticDirectory::new()),
-    );
-    let ctx = |roles: Vec<Role>| RequestContext {
-        caller: Caller::user("acme", uuid::Uuid::now_v7(), roles, Vec::<String>::new()),
-        at: chrono::Utc::now(),
-        correlation_id: uuid::Uuid::now_v7(),
-        request_id: "test".into(),
-    };
+    let writer = writer(&app);
     // a decision on `amount` that a text cannot satisfy: the start raises an incident
     let definition = Definition::from_json(
         r#"{"key": "routed", "name": "Routed", "start": "check",

@@ -11,7 +11,17 @@ use event_store::master_key::{self, MasterKey, MasterKeys};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use helpers::{PASSWORD, spawn};
+use helpers::{PASSWORD, TestApp, spawn};
+
+/// Signs in with a password and a one-time code.
+async fn sign_in(app: &TestApp, email: &str, code: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": PASSWORD, "one_time_code": code}))
+        .send()
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn stored_secrets_are_wrapped_with_the_master_key_and_still_serve() {
@@ -83,15 +93,7 @@ async fn stored_secrets_are_wrapped_with_the_master_key_and_still_serve() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let login = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .json(
-            &json!({"email": ann.email, "password": PASSWORD, "one_time_code": key.code(now + 30)}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let login = sign_in(&app, &ann.email, &key.code(now + 30)).await;
     assert_eq!(login.status(), StatusCode::OK);
 
     // a wrapped secret copied onto another person's row does not open
@@ -104,15 +106,7 @@ async fn stored_secrets_are_wrapped_with_the_master_key_and_still_serve() {
     .execute(&app.db.pool)
     .await
     .unwrap();
-    let login = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .json(
-            &json!({"email": bob.email, "password": PASSWORD, "one_time_code": key.code(now + 60)}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let login = sign_in(&app, &bob.email, &key.code(now + 60)).await;
     assert_ne!(
         login.status(),
         StatusCode::OK,

@@ -156,6 +156,14 @@ impl MasterKeys {
         out
     }
 
+    /// `stored` (for `owner`) wrapped with the current key; `None` when it is already.
+    pub fn rewrap(&self, stored: &[u8], owner: &[u8]) -> Result<Option<Vec<u8>>, MasterKeyError> {
+        if self.is_current(stored) {
+            return Ok(None);
+        }
+        Ok(Some(self.wrap(&self.unwrap(stored, owner)?, owner)))
+    }
+
     /// Whether `stored` is wrapped with the current key already.
     pub fn is_current(&self, stored: &[u8]) -> bool {
         self.current
@@ -258,25 +266,33 @@ pub async fn check(
     conn: &mut PgConnection,
     keys: Option<&MasterKeys>,
 ) -> Result<Result<(), MasterKeyError>, sqlx::Error> {
-    let ids: Vec<Vec<u8>> = sqlx::query_scalar(
-        "select distinct substr(key, 5, 8) from personal_keys \
-         where octet_length(key) >= $1 and substr(key, 1, 4) = $2 \
-         union \
-         select distinct substr(secret, 5, 8) from identity_two_factor \
-         where octet_length(secret) >= $1 and substr(secret, 1, 4) = $2 \
-         union \
-         select distinct substr(secret, 5, 8) from auth_secrets \
-         where octet_length(secret) >= $1 and substr(secret, 1, 4) = $2",
+    let ids = stored_key_ids(conn).await?;
+    let known = |id: &[u8]| keys.is_some_and(|keys| keys.all().any(|k| k.id[..] == *id));
+    Ok(
+        match ids.iter().flat_map(|(id, _)| id).all(|id| known(id)) {
+            true => Ok(()),
+            false => Err(MasterKeyError::Unknown),
+        },
+    )
+}
+
+/// The stored secrets (personal data keys, two-factor secrets, server secrets) counted by the
+/// key id they are wrapped with (`None`: unwrapped).
+async fn stored_key_ids(
+    conn: &mut PgConnection,
+) -> Result<Vec<(Option<Vec<u8>>, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select case when octet_length(s) >= $1 and substr(s, 1, 4) = $2 \
+                     then substr(s, 5, 8) end, count(*) \
+         from (select key as s from personal_keys where key is not null \
+               union all select secret from identity_two_factor \
+               union all select secret from auth_secrets) stored \
+         group by 1",
     )
     .bind(OVERHEAD as i32)
     .bind(&MAGIC[..])
     .fetch_all(conn)
-    .await?;
-    let known = |id: &[u8]| keys.is_some_and(|keys| keys.all().any(|k| k.id[..] == *id));
-    Ok(match ids.iter().all(|id| known(id)) {
-        true => Ok(()),
-        false => Err(MasterKeyError::Unknown),
-    })
+    .await
 }
 
 /// How the stored secrets stand (`workledger status`): wrapped with the current key, wrapped
@@ -294,18 +310,7 @@ pub async fn census(
     conn: &mut PgConnection,
     keys: Option<&MasterKeys>,
 ) -> Result<Census, sqlx::Error> {
-    let rows: Vec<(Option<Vec<u8>>, i64)> = sqlx::query_as(
-        "select case when octet_length(s) >= $1 and substr(s, 1, 4) = $2 \
-                     then substr(s, 5, 8) end, count(*) \
-         from (select key as s from personal_keys where key is not null \
-               union all select secret from identity_two_factor \
-               union all select secret from auth_secrets) stored \
-         group by 1",
-    )
-    .bind(OVERHEAD as i32)
-    .bind(&MAGIC[..])
-    .fetch_all(conn)
-    .await?;
+    let rows = stored_key_ids(conn).await?;
     let current = keys.and_then(|keys| keys.current.as_ref()).map(|k| k.id);
     let mut census = Census::default();
     for (id, count) in rows {
@@ -341,12 +346,9 @@ pub async fn wrap_stored(
             .fetch_all(&mut *conn)
             .await?;
     for (tenant_id, user_id, stored) in rows {
-        if keys.is_current(&stored) {
-            continue;
-        }
-        let owner = personal_key_owner(&tenant_id, user_id);
-        let secret = match keys.unwrap(&stored, &owner) {
-            Ok(secret) => secret,
+        let wrapped = match keys.rewrap(&stored, &personal_key_owner(&tenant_id, user_id)) {
+            Ok(Some(wrapped)) => wrapped,
+            Ok(None) => continue,
             Err(error) => return Ok(Err(error)),
         };
         // only if unchanged meanwhile (an erasure wins)
@@ -356,7 +358,7 @@ pub async fn wrap_stored(
         .bind(&tenant_id)
         .bind(user_id)
         .bind(&stored)
-        .bind(keys.wrap(&secret, &owner))
+        .bind(wrapped)
         .execute(&mut *conn)
         .await?;
         done.personal_keys += result.rows_affected();
@@ -366,12 +368,9 @@ pub async fn wrap_stored(
             .fetch_all(&mut *conn)
             .await?;
     for (user_id, stored) in rows {
-        if keys.is_current(&stored) {
-            continue;
-        }
-        let owner = two_factor_owner(user_id);
-        let secret = match keys.unwrap(&stored, &owner) {
-            Ok(secret) => secret,
+        let wrapped = match keys.rewrap(&stored, &two_factor_owner(user_id)) {
+            Ok(Some(wrapped)) => wrapped,
+            Ok(None) => continue,
             Err(error) => return Ok(Err(error)),
         };
         let result = sqlx::query(
@@ -379,7 +378,7 @@ pub async fn wrap_stored(
         )
         .bind(user_id)
         .bind(&stored)
-        .bind(keys.wrap(&secret, &owner))
+        .bind(wrapped)
         .execute(&mut *conn)
         .await?;
         done.two_factor_secrets += result.rows_affected();
@@ -388,19 +387,16 @@ pub async fn wrap_stored(
         .fetch_all(&mut *conn)
         .await?;
     for (name, stored) in rows {
-        if keys.is_current(&stored) {
-            continue;
-        }
-        let owner = signing_secret_owner(&name);
-        let secret = match keys.unwrap(&stored, &owner) {
-            Ok(secret) => secret,
+        let wrapped = match keys.rewrap(&stored, &signing_secret_owner(&name)) {
+            Ok(Some(wrapped)) => wrapped,
+            Ok(None) => continue,
             Err(error) => return Ok(Err(error)),
         };
         let result =
             sqlx::query("update auth_secrets set secret = $3 where name = $1 and secret = $2")
                 .bind(&name)
                 .bind(&stored)
-                .bind(keys.wrap(&secret, &owner))
+                .bind(wrapped)
                 .execute(&mut *conn)
                 .await?;
         done.server_secrets += result.rows_affected();
