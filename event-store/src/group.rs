@@ -25,7 +25,9 @@
 //!   it is told the store failed, as a command alone would be: it may have committed.
 //!
 //! The writers are tasks of their own, so a request that is given up (its client went away)
-//! never cancels a statement that carries other commands' appends.
+//! never cancels a statement that carries other commands' appends. One given up while its
+//! append still waits in the queue is dropped from it: nobody waits for its answer, and under
+//! overload the statements go to the commands still waiting.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -161,25 +163,33 @@ impl Group {
     /// one append, however large), in the order they came. An append to an aggregate that
     /// another append taken, or a statement under way, already appends to stays queued for a
     /// later statement: the two would race for the same sequence number, and the loser would
-    /// take its whole statement with it. Nothing taken when nothing can be: the writer has
-    /// stopped then (a writer with a statement under way takes what waits for it).
+    /// take its whole statement with it. An append whose command was given up while it waited
+    /// (its request's client went away, or the request timed out) is dropped: nobody is told of
+    /// it, so it never happens. Nothing taken when nothing can be: the writer has stopped then
+    /// (a writer with a statement under way takes what waits for it).
     fn take(&self) -> Taken {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let mut taken = Vec::new();
         let mut lost = Vec::new();
+        let mut given_up = 0u64;
         let mut events = 0;
         let mut touched: HashSet<u64> = HashSet::new();
         // the aggregates of appends left queued: a later append to one of them waits too,
         // rather than going first again and again
         let mut reserved: HashSet<u64> = HashSet::new();
-        let mut i = 0;
-        while let Some((appends, _)) = state.queue.get(i) {
-            if state.recent.lost(appends) {
-                lost.extend(state.queue.remove(i).map(|(_, reply)| reply));
+        let mut left = VecDeque::with_capacity(state.queue.len());
+        while let Some((appends, reply)) = state.queue.pop_front() {
+            if reply.is_closed() {
+                given_up += 1;
+                continue;
+            }
+            if state.recent.lost(&appends) {
+                lost.push(reply);
                 continue;
             }
             if !taken.is_empty() && events + appends.len() > MAX_EVENTS {
+                left.push_back((appends, reply));
                 break;
             }
             let aggregates: Vec<u64> = appends.events().map(|(ty, id, _)| hash((ty, id))).collect();
@@ -187,18 +197,23 @@ impl Group {
                 touched.contains(a) || reserved.contains(a) || state.in_flight.contains_key(a)
             }) {
                 reserved.extend(aggregates);
-                i += 1;
+                left.push_back((appends, reply));
                 continue;
             }
             touched.extend(aggregates);
             events += appends.len();
-            taken.extend(state.queue.remove(i));
+            taken.push((appends, reply));
         }
+        left.append(&mut state.queue);
+        state.queue = left;
         if taken.is_empty() {
             state.writing -= 1;
         }
         for aggregate in &touched {
             *state.in_flight.entry(*aggregate).or_default() += 1;
+        }
+        if given_up > 0 {
+            metrics::counter!("workledger_appends_given_up_total").increment(given_up);
         }
         Taken {
             appends: taken,
@@ -216,12 +231,12 @@ impl Group {
             state.release(aggregates);
             state.recent.note(committed);
             let mut lost = Vec::new();
-            let mut i = 0;
-            while let Some((appends, _)) = state.queue.get(i) {
-                if state.recent.lost(appends) {
-                    lost.extend(state.queue.remove(i).map(|(_, reply)| reply));
+            let queued = std::mem::take(&mut state.queue);
+            for (appends, reply) in queued {
+                if state.recent.lost(&appends) {
+                    lost.push(reply);
                 } else {
-                    i += 1;
+                    state.queue.push_back((appends, reply));
                 }
             }
             lost
@@ -401,7 +416,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use std::collections::HashMap;
 
-    use super::{Appends, Committed, RECENT, Recent};
+    use tokio::sync::oneshot;
+
+    use super::{Appends, Committed, Group, RECENT, Recent};
 
     fn append(id: &str, sequence: usize) -> Appends {
         let mut appends = Appends::new();
@@ -449,5 +466,59 @@ mod tests {
         assert!(recent.lost(&append("last", 1)));
         let remembered: usize = recent.last.values().map(HashMap::len).sum();
         assert!(remembered <= RECENT, "{remembered}");
+    }
+
+    #[test]
+    fn an_append_given_up_while_queued_is_dropped_and_the_others_are_taken_in_order() {
+        let group = Group::new(1);
+        let (kept_first, _first) = oneshot::channel();
+        let (given_up, gone) = oneshot::channel();
+        let (kept_last, _last) = oneshot::channel();
+        assert!(
+            group.enqueue(append("a", 1), kept_first),
+            "the first starts a writer"
+        );
+        assert!(!group.enqueue(append("b", 1), given_up));
+        assert!(!group.enqueue(append("c", 1), kept_last));
+        drop(gone);
+        let taken = group.take();
+        let ids: Vec<&str> = taken
+            .appends
+            .iter()
+            .flat_map(|(appends, _)| appends.events().map(|(_, id, _)| id))
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert!(taken.lost.is_empty());
+        let state = super::lock(&group.state);
+        assert!(
+            state.queue.is_empty(),
+            "the given-up append is not left queued"
+        );
+        assert_eq!(state.writing, 1);
+    }
+
+    #[test]
+    fn an_append_to_an_aggregate_already_taken_stays_queued_ahead_of_later_ones() {
+        let group = Group::new(1);
+        let mut replies = Vec::new();
+        for (id, sequence) in [("a", 1), ("a", 2), ("b", 1), ("a", 3)] {
+            let (reply, answer) = oneshot::channel();
+            replies.push(answer);
+            group.enqueue(append(id, sequence), reply);
+        }
+        let taken = group.take();
+        let ids: Vec<(&str, i64)> = taken
+            .appends
+            .iter()
+            .flat_map(|(appends, _)| appends.events().map(|(_, id, seq)| (id, seq)))
+            .collect();
+        assert_eq!(ids, [("a", 1), ("b", 1)]);
+        let state = super::lock(&group.state);
+        let left: Vec<(&str, i64)> = state
+            .queue
+            .iter()
+            .flat_map(|(appends, _)| appends.events().map(|(_, id, seq)| (id, seq)))
+            .collect();
+        assert_eq!(left, [("a", 2), ("a", 3)], "left in the order they came");
     }
 }
