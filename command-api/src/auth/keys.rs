@@ -7,6 +7,7 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
+use zeroize::Zeroizing;
 
 use crate::idempotency::Fingerprints;
 
@@ -52,7 +53,9 @@ pub async fn load_keys(pool: &PgPool, configured: Option<&SecretString>) -> Resu
     if let Some(secret) = configured {
         return Keys::from_secret(secret.expose_secret().as_bytes()).map_err(KeyError::Configured);
     }
-    let mut fresh = vec![0u8; 64];
+    // wiped when dropped, as the secret read back is (sqlx's own copy of the statement's
+    // arguments is not)
+    let mut fresh = Zeroizing::new(vec![0u8; 64]);
     OsRng.fill_bytes(&mut fresh);
     // never one that could be taken for a wrapped secret
     while fresh.starts_with(master_key::MAGIC) {
@@ -64,12 +67,14 @@ pub async fn load_keys(pool: &PgPool, configured: Option<&SecretString>) -> Resu
         "insert into auth_secrets (name, secret) values ($1, $2) on conflict (name) do nothing",
     )
     .bind(SIGNING_SECRET)
-    .bind(master_key::wrap(&fresh, &owner))
+    .bind(Zeroizing::new(master_key::wrap(&fresh, &owner)).as_slice())
     .execute(pool)
     .await?;
-    let stored: Vec<u8> = sqlx::query_scalar("select secret from auth_secrets where name = $1")
-        .bind(SIGNING_SECRET)
-        .fetch_one(pool)
-        .await?;
+    let stored: Zeroizing<Vec<u8>> =
+        sqlx::query_scalar::<_, Vec<u8>>("select secret from auth_secrets where name = $1")
+            .bind(SIGNING_SECRET)
+            .fetch_one(pool)
+            .await
+            .map(Zeroizing::new)?;
     Keys::from_secret(&master_key::unwrap(&stored, &owner)?).map_err(KeyError::Stored)
 }
