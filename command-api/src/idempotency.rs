@@ -8,6 +8,10 @@
 //! body, keyed from the token signing secret: see [`Fingerprints`]): the same key with another
 //! request is a 422 `idempotency_key_reused`.
 //!
+//! Once a request holds its key, the command and the storing of its answer run in a task of
+//! their own: a request given up by its client (or by the request timeout) still stores the
+//! answer of a command that took effect, so the retry replays it instead of running it again.
+//!
 //! Responses that decided something are stored and replayed with `Idempotent-Replayed: true`:
 //! successes and client errors. Answers that may change on retry (409 conflicts, 429, and
 //! every 5xx) release the key instead, so a retry runs the command.
@@ -23,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::extract::bearer;
@@ -145,10 +150,27 @@ pub async fn middleware(
         }
         Err(error) => return ApiError::from(error).into_response(),
     }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    finish(pool, &scope, response).await
+    // From here the command and the storing of its answer run to their end even when this
+    // request is given up (its client went away, or it timed out): a command that took effect
+    // with no answer stored would leave its key in progress, and the retry after the lease
+    // would run it a second time. A retry meanwhile is told the key is in progress, and then
+    // gets the stored answer.
+    let pool = pool.clone();
+    let run = tokio::spawn(
+        async move {
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            finish(&pool, &scope, response).await
+        }
+        .in_current_span(),
+    );
+    match run.await {
+        Ok(response) => response,
+        // the handler's panic goes on to the layer that answers panics, as without a key
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => ApiError::unavailable(&error).into_response(),
+    }
 }
 
 fn count(outcome: &'static str) {

@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -109,6 +111,58 @@ async fn a_duplicate_of_a_request_still_running_is_refused_not_executed() {
         .unwrap();
     let retry = with_key(&app, &app.admin.token, "busy", body).await;
     assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(app.count_events("TaskOpened").await, 1);
+}
+
+#[tokio::test]
+async fn a_request_given_up_while_its_command_runs_still_stores_the_answer_for_the_retry() {
+    let app = spawn().await;
+    let body = json!({"name": "Given up"});
+    // appends wait behind this lock, so the command is still running when its client gives up
+    let mut blocker = app.db.pool.begin().await.unwrap();
+    sqlx::query("lock table events in exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let given_up = app
+        .client
+        .post(app.url("/api/v1/tasks"))
+        .bearer_auth(&app.admin.token)
+        .header("idempotency-key", "given-up")
+        .json(&body)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(given_up.unwrap_err().is_timeout());
+    let meanwhile = problem(
+        with_key(&app, &app.admin.token, "given-up", body.clone()).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(meanwhile["code"], "idempotency_key_in_progress");
+    blocker.rollback().await.unwrap();
+
+    // the command goes on without its client and stores its answer
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored: Option<bool> = sqlx::query_scalar(
+            "select response_status is not null from idempotency_keys where key = 'given-up'",
+        )
+        .fetch_optional(&app.db.pool)
+        .await
+        .unwrap();
+        if stored == Some(true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the given-up request's answer was never stored (key row: {stored:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let retry = with_key(&app, &app.admin.token, "given-up", body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
     assert_eq!(app.count_events("TaskOpened").await, 1);
 }
 
