@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 
@@ -78,6 +79,9 @@ pub struct Application {
     /// publisher (`KAFKA_BROKERS`), the webhook notifier (`WORKLEDGER_WEBHOOK_URL`) and the
     /// email notifier (`WORKLEDGER_SMTP_URL`).
     reactors: Vec<Arc<dyn Projector>>,
+    /// Commands that run on for requests their clients gave up (see
+    /// `command_api::idempotency`): shutdown waits for them within its grace.
+    detached_commands: TaskTracker,
 }
 
 impl Application {
@@ -168,6 +172,7 @@ impl Application {
             roles,
             runtime: commands.runtime(),
             reactors,
+            detached_commands: commands.detached_commands(),
         })
     }
 
@@ -215,7 +220,15 @@ impl Application {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping_tx.send(());
         });
-        let server = async move { server.await.context("the HTTP server failed") };
+        // the in-flight requests, then the commands still running for requests their clients
+        // gave up (each stores its answer for its Idempotency-Key before the pool closes)
+        let detached = self.detached_commands.clone();
+        let server = async move {
+            let served = server.await.context("the HTTP server failed");
+            detached.close();
+            detached.wait().await;
+            served
+        };
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -226,7 +239,11 @@ impl Application {
         let served = tokio::select! {
             result = server => result,
             () = deadline => {
-                tracing::warn!(grace = ?grace, "in-flight requests outlived the shutdown grace");
+                tracing::warn!(
+                    grace = ?grace,
+                    commands = self.detached_commands.len(),
+                    "in-flight requests outlived the shutdown grace"
+                );
                 Ok(())
             }
         };

@@ -373,6 +373,89 @@ async fn an_incident_is_counted_on_metrics_by_the_process_manager_of_serve() {
 }
 
 /// The bootstrap admin's login answer.
+#[tokio::test]
+async fn shutdown_waits_for_a_command_whose_client_gave_up_to_store_its_answer() {
+    let db = TestDatabase::new().await;
+    let app = Application::build(config_for(&db.url()))
+        .await
+        .expect("app builds");
+    let address = format!("http://{}", app.address());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let pool = db.pool.clone();
+    let app = TestApp {
+        address,
+        client: reqwest::Client::new(),
+        stop: None,
+        _db: db,
+    };
+    let token = admin_login(&app).await["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+    // appends wait behind this lock, so the command is still running when its client gives up
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("lock table events in exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let client = tokio::spawn(
+        app.client
+            .post(format!("{}/api/v1/tasks", app.address))
+            .bearer_auth(token)
+            .header("idempotency-key", "at-shutdown")
+            .json(&json!({"name": "Opened while stopping"}))
+            .send(),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "select exists (select from idempotency_keys where key = 'at-shutdown') \
+                    and exists (select from pg_stat_activity \
+                                where datname = current_database() and wait_event_type = 'Lock')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the command never reached its append"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.abort();
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !running.is_finished(),
+        "stopped with a command still running"
+    );
+    blocker.rollback().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops once the command is done")
+        .unwrap()
+        .unwrap();
+    let stored: Option<i16> = sqlx::query_scalar(
+        "select response_status from idempotency_keys where key = 'at-shutdown'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, Some(201), "the answer is stored for the retry");
+    let opened: i64 =
+        sqlx::query_scalar("select count(*) from events where event_type = 'TaskOpened'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(opened, 1);
+}
+
 async fn admin_login(app: &TestApp) -> Value {
     login(app, "admin@example.com", "a long enough password").await
 }

@@ -10,7 +10,9 @@
 //!
 //! Once a request holds its key, the command and the storing of its answer run in a task of
 //! their own: a request given up by its client (or by the request timeout) still stores the
-//! answer of a command that took effect, so the retry replays it instead of running it again.
+//! answer of a command that took effect, so the retry replays it instead of running it again
+//! (a retry while it runs is told the key is in progress). That task is bounded to three
+//! quarters of the lease, and shutdown waits for it within its grace.
 //!
 //! Responses that decided something are stored and replayed with `Idempotent-Replayed: true`:
 //! successes and client errors. Answers that may change on retry (409 conflicts, 429, and
@@ -155,13 +157,31 @@ pub async fn middleware(
     // with no answer stored would leave its key in progress, and the retry after the lease
     // would run it a second time. A retry meanwhile is told the key is in progress, and then
     // gets the stored answer.
+    //
+    // Bounded well within the key's lease: a command still running when a retry may take the
+    // key over would run beside the retry and then overwrite or release the retry's key.
     let pool = pool.clone();
-    let run = tokio::spawn(
+    let bound = state.settings().idempotency_lease * 3 / 4;
+    let run = state.detached().spawn(
         async move {
-            let response = next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
-            finish(&pool, &scope, response).await
+            let request = Request::from_parts(parts, Body::from(bytes));
+            match tokio::time::timeout(bound, next.run(request)).await {
+                Ok(response) => finish(&pool, &scope, response).await,
+                // it may have taken effect: the key stays in progress until its lease ends
+                Err(_) => {
+                    tracing::error!(
+                        bound = ?bound,
+                        "a command with an Idempotency-Key outlived three quarters of the key's lease and was stopped"
+                    );
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "request_timeout",
+                        "the command took too long and was stopped; it may have taken effect: \
+                         retry with the same Idempotency-Key once the key's lease has ended",
+                    )
+                    .into_response()
+                }
+            }
         }
         .in_current_span(),
     );

@@ -49,6 +49,7 @@ use event_store::connections::Connections;
 use orchestrator::Runtime;
 use secrecy::SecretString;
 use sqlx::PgPool;
+use tokio_util::task::TaskTracker;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
@@ -148,6 +149,13 @@ impl CommandApi {
     /// The workflow runtime: give it to the process manager and the timer worker.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.state.runtime().clone()
+    }
+
+    /// The commands still running for requests their clients gave up, and any started from
+    /// here on: close it and wait for it at shutdown, before the pool closes, so that each of
+    /// them stores its answer for its `Idempotency-Key`.
+    pub fn detached_commands(&self) -> TaskTracker {
+        self.state.detached().clone()
     }
 
     /// The keys access tokens are signed with: the query API verifies with the same.

@@ -21,8 +21,9 @@ pub struct CommandSettings {
     /// kept (default 24 h).
     pub idempotency_ttl: Duration,
     /// How long a request that holds an `Idempotency-Key` may run before a retry with the same
-    /// key may take over (a crashed process leaves its key behind). Longer than the request
-    /// timeout (default 2 min).
+    /// key may take over (a crashed process leaves its key behind). Its command runs to its
+    /// end even when the request is given up, but is stopped after three quarters of this
+    /// (default 2 min: longer than the request timeout).
     pub idempotency_lease: Duration,
     /// `WORKLEDGER_BODY_LIMIT`: the largest request body buffered for idempotency checks.
     pub body_limit: usize,

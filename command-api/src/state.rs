@@ -11,6 +11,7 @@ use crate::auth::{Keys, Sessions, Throttle};
 use crate::idempotency::Fingerprints;
 use crate::identity::Identity;
 use crate::settings::CommandSettings;
+use tokio_util::task::TaskTracker;
 
 /// The command API's state: the database, the workflow runtime, identity, token keys and
 /// settings. Cheap to clone.
@@ -28,6 +29,9 @@ struct Inner {
     keys: TokenKeys,
     fingerprints: Fingerprints,
     settings: CommandSettings,
+    /// Commands that hold an `Idempotency-Key` run as tasks of their own, which outlive a
+    /// request given up by its client: shutdown waits for these too.
+    detached: TaskTracker,
 }
 
 impl std::fmt::Debug for CommandState {
@@ -63,6 +67,7 @@ impl CommandState {
                 keys: keys.tokens,
                 fingerprints: keys.fingerprints,
                 settings,
+                detached: TaskTracker::new(),
             }),
         }
     }
@@ -70,6 +75,11 @@ impl CommandState {
     /// The database.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// The commands running as tasks of their own (see [`crate::idempotency`]).
+    pub fn detached(&self) -> &TaskTracker {
+        &self.inner.detached
     }
 
     /// The workflow runtime (shared with the process manager and the timer worker).

@@ -231,12 +231,15 @@ impl Group {
             state.release(aggregates);
             state.recent.note(committed);
             let mut lost = Vec::new();
-            let queued = std::mem::take(&mut state.queue);
-            for (appends, reply) in queued {
-                if state.recent.lost(&appends) {
-                    lost.push(reply);
-                } else {
-                    state.queue.push_back((appends, reply));
+            if !state.queue.is_empty() {
+                let capacity = state.queue.len();
+                let queued = std::mem::replace(&mut state.queue, VecDeque::with_capacity(capacity));
+                for (appends, reply) in queued {
+                    if !state.recent.lost(&appends) {
+                        state.queue.push_back((appends, reply));
+                    } else if !reply.is_closed() {
+                        lost.push(reply);
+                    }
                 }
             }
             lost

@@ -143,9 +143,6 @@ impl GlobalLog {
                 taken.push(decode(row)?);
             }
         }
-        // no `order by` on the join (Postgres would copy and sort every row): SQL promises no
-        // order without one, so sorted here, one pass over a run already in order
-        taken.sort_by_key(|event| event.position);
         Ok((taken, last))
     }
 
@@ -201,7 +198,7 @@ impl GlobalLog {
         }
         // no `order by` on the join (Postgres would copy and sort every row): SQL promises no
         // order without one, so sorted here, one pass over a run already in order
-        taken.sort_by_key(|event| event.position);
+        taken.sort_unstable_by_key(|event| event.position);
         let last = if taken.len() as i64 >= limit {
             taken.last().map(|e| e.position)
         } else if head > after {

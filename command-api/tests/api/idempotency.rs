@@ -114,6 +114,19 @@ async fn a_duplicate_of_a_request_still_running_is_refused_not_executed() {
     assert_eq!(app.count_events("TaskOpened").await, 1);
 }
 
+/// Polls `done` until it holds, for at most 10 s.
+async fn wait_until<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(Instant::now() < deadline, "waited 10 s for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_request_given_up_while_its_command_runs_still_stores_the_answer_for_the_retry() {
     let app = spawn().await;
@@ -124,16 +137,29 @@ async fn a_request_given_up_while_its_command_runs_still_stores_the_answer_for_t
         .execute(&mut *blocker)
         .await
         .unwrap();
-    let given_up = app
+    let request = app
         .client
         .post(app.url("/api/v1/tasks"))
         .bearer_auth(&app.admin.token)
         .header("idempotency-key", "given-up")
         .json(&body)
-        .timeout(Duration::from_millis(500))
-        .send()
-        .await;
-    assert!(given_up.unwrap_err().is_timeout());
+        .send();
+    let client = tokio::spawn(request);
+    // the request holds its key and its append waits on the lock: then its client gives up
+    wait_until("the command to wait at its append", || async {
+        let waiting: bool = sqlx::query_scalar(
+            "select exists (select from idempotency_keys where key = 'given-up') \
+                    and exists (select from pg_stat_activity \
+                                where datname = current_database() and wait_event_type = 'Lock')",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        waiting
+    })
+    .await;
+    client.abort();
+    assert!(client.await.unwrap_err().is_cancelled());
     let meanwhile = problem(
         with_key(&app, &app.admin.token, "given-up", body.clone()).await,
         StatusCode::CONFLICT,
@@ -143,23 +169,16 @@ async fn a_request_given_up_while_its_command_runs_still_stores_the_answer_for_t
     blocker.rollback().await.unwrap();
 
     // the command goes on without its client and stores its answer
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until("the given-up request's answer to be stored", || async {
         let stored: Option<bool> = sqlx::query_scalar(
             "select response_status is not null from idempotency_keys where key = 'given-up'",
         )
         .fetch_optional(&app.db.pool)
         .await
         .unwrap();
-        if stored == Some(true) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the given-up request's answer was never stored (key row: {stored:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        stored == Some(true)
+    })
+    .await;
     let retry = with_key(&app, &app.admin.token, "given-up", body).await;
     assert_eq!(retry.status(), StatusCode::CREATED);
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
