@@ -524,4 +524,66 @@ mod tests {
             .collect();
         assert_eq!(left, [("a", 2), ("a", 3)], "left in the order they came");
     }
+
+    /// `events` events of one aggregate, sequences 1 to `events`.
+    fn cascade(id: &str, events: usize) -> Appends {
+        let mut appends = Appends::new();
+        for sequence in 1..=events {
+            appends.push(
+                "task",
+                id,
+                sequence,
+                "Commented".into(),
+                "1".into(),
+                serde_json::json!({}),
+                &HashMap::new(),
+            );
+        }
+        appends
+    }
+
+    fn ids(appends: &[(Appends, super::Reply)]) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for (appends, _) in appends {
+            if let Some((_, id, _)) = appends.events().next() {
+                ids.push(id.to_owned());
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn a_statement_stops_before_the_append_that_would_pass_the_limit_and_the_rest_wait_in_order() {
+        let group = Group::new(1);
+        let mut answers = Vec::new();
+        for (id, events) in [("a", 300), ("b", 300), ("c", 1), ("big", 600)] {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            group.enqueue(cascade(id, events), reply);
+        }
+        let first = group.take();
+        assert_eq!(
+            ids(&first.appends),
+            ["a"],
+            "b would pass {}",
+            super::MAX_EVENTS
+        );
+        group.finish(&first.aggregates, Committed::new());
+        let second = group.take();
+        assert_eq!(ids(&second.appends), ["b", "c"]);
+        group.finish(&second.aggregates, Committed::new());
+        let third = group.take();
+        assert_eq!(
+            ids(&third.appends),
+            ["big"],
+            "one append is taken however large"
+        );
+        group.finish(&third.aggregates, Committed::new());
+        assert!(group.take().appends.is_empty());
+        assert_eq!(
+            super::lock(&group.state).writing,
+            0,
+            "the writer has stopped"
+        );
+    }
 }
