@@ -172,7 +172,7 @@ impl Group {
         let state = &mut *guard;
         let mut taken = Vec::new();
         let mut lost = Vec::new();
-        let mut given_up = 0u64;
+        let mut given_up = 0;
         let mut events = 0;
         let mut touched: HashSet<u64> = HashSet::new();
         // the aggregates of appends left queued: a later append to one of them waits too,
@@ -212,9 +212,7 @@ impl Group {
         for aggregate in &touched {
             *state.in_flight.entry(*aggregate).or_default() += 1;
         }
-        if given_up > 0 {
-            metrics::counter!("workledger_appends_given_up_total").increment(given_up);
-        }
+        count_given_up(given_up);
         Taken {
             appends: taken,
             aggregates: touched.into_iter().collect(),
@@ -224,27 +222,38 @@ impl Group {
 
     /// A statement is over: its aggregates are no longer in flight, and an append still queued
     /// that takes a sequence number the statement committed is answered with the conflict it
-    /// would meet in Postgres, without going there.
+    /// would meet in Postgres, without going there (or dropped, when its request was given up).
     fn finish(&self, aggregates: &[u64], committed: Committed) {
         let lost: Vec<Reply> = {
             let mut state = lock(&self.state);
             state.release(aggregates);
             state.recent.note(committed);
             let mut lost = Vec::new();
+            let mut given_up = 0;
             if !state.queue.is_empty() {
                 let capacity = state.queue.len();
                 let queued = std::mem::replace(&mut state.queue, VecDeque::with_capacity(capacity));
                 for (appends, reply) in queued {
                     if !state.recent.lost(&appends) {
                         state.queue.push_back((appends, reply));
-                    } else if !reply.is_closed() {
+                    } else if reply.is_closed() {
+                        given_up += 1;
+                    } else {
                         lost.push(reply);
                     }
                 }
             }
+            count_given_up(given_up);
             lost
         };
         answer_lost(lost);
+    }
+}
+
+/// Counts appends dropped from the queue because their request was given up.
+fn count_given_up(appends: u64) {
+    if appends > 0 {
+        metrics::counter!("workledger_appends_given_up_total").increment(appends);
     }
 }
 
