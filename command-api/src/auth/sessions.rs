@@ -332,6 +332,25 @@ impl Sessions {
         Ok(ended)
     }
 
+    /// Refuses at once, in this process, the tokens of `user_id`'s sessions that ended in the
+    /// last minutes: those the identity projector has just ended for a command this process
+    /// answers (signed out everywhere, deactivated, password changed). Ending them in the
+    /// database announces them to every process, this one too, but the announcement may arrive
+    /// after the answer.
+    pub async fn refuse_recently_ended(&self, user_id: Uuid) -> Result<(), sqlx::Error> {
+        let ended: Vec<Uuid> = sqlx::query_scalar(
+            "select session_id from auth_sessions \
+             where revoked_at > now() - interval '5 minutes' and user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for session_id in ended {
+            self.keys.session_ended(session_id);
+        }
+        Ok(())
+    }
+
     /// Ends session `session_id`.
     pub async fn revoke(&self, session_id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;

@@ -217,11 +217,22 @@ async fn change_password(
                 expected,
             )
             .await?;
+        refuse_ended_sessions(&state, id).await;
         Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
     }
     .await;
     observe("change_password", &result);
     result
+}
+
+/// The sessions a command just ended (the identity projector ends them as it applies the
+/// command's event, before the answer) are refused here from now on, not only once the
+/// database's announcement arrives.
+async fn refuse_ended_sessions(state: &CommandState, user_id: uuid::Uuid) {
+    if let Err(error) = state.sessions().refuse_recently_ended(user_id).await {
+        tracing::warn!(error = %error, %user_id,
+            "could not read the sessions just ended; this process refuses them once announced");
+    }
 }
 
 /// Why (kept in the log and the audit trail).
@@ -378,12 +389,19 @@ async fn send(
     expected: Option<usize>,
     name: &'static str,
 ) -> Result<Accepted> {
+    let ends_sessions = matches!(
+        command,
+        UserCommand::EndSessions { .. } | UserCommand::Deactivate { .. }
+    );
     let result = async {
         let id = path_id(id, "user", "user_not_found")?;
         let outcome = state
             .identity()
             .user_command(&auth.context(), id, command, expected)
             .await?;
+        if ends_sessions {
+            refuse_ended_sessions(state, id).await;
+        }
         Ok(Accepted::of(state.pool(), AGGREGATE, outcome, false).await?)
     }
     .await;

@@ -670,6 +670,40 @@ async fn a_user_sees_their_sessions_and_ends_one_or_all_the_others() {
 }
 
 #[tokio::test]
+async fn the_process_that_ends_sessions_refuses_them_before_it_answers() {
+    let app = spawn().await;
+    // the announcement that tells every process of an ended session never comes: what is
+    // refused is what the answering process noted itself
+    sqlx::query("alter table auth_sessions disable trigger auth_sessions_ended")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let ann = app.user(&["member"], &[]).await;
+    let bob = app.user(&["member"], &[]).await;
+    let response = app
+        .post(
+            &format!("/api/v1/users/{}/sessions/revoke", ann.id),
+            &app.admin.token,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!accepted(&app, &ann.token).await);
+    let response = app
+        .post(
+            &format!("/api/v1/users/{}/deactivate", bob.id),
+            &app.admin.token,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        refusal(&app, &bob.token).await.as_deref(),
+        Some("session_ended")
+    );
+}
+
+#[tokio::test]
 async fn an_admin_ends_every_session_of_a_user_and_the_log_says_who_and_why() {
     let app = spawn().await;
     let ann = app.user(&["member"], &[]).await;
