@@ -310,15 +310,19 @@ async fn serve_runs_the_orchestrator_that_finishes_cascades_from_the_log() {
     );
 
     let task = domain::ids::step_child_id(started.id.parse().unwrap(), "work", 1);
+    eventually("serve to open the task", async || {
+        writer.load_task(task).await.unwrap().1 > 0
+    })
+    .await;
+}
+
+/// Polls `done` every 20 ms until it holds; fails naming `what` after 30 s.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, version) = writer.load_task(task).await.unwrap();
-        if version > 0 {
-            break;
-        }
+    while !done().await {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "serve never opened the task"
+            "waited 30 s for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -372,7 +376,6 @@ async fn an_incident_is_counted_on_metrics_by_the_process_manager_of_serve() {
     }
 }
 
-/// The bootstrap admin's login answer.
 #[tokio::test]
 async fn shutdown_waits_for_a_command_whose_client_gave_up_to_store_its_answer() {
     let db = TestDatabase::new().await;
@@ -409,25 +412,20 @@ async fn shutdown_waits_for_a_command_whose_client_gave_up_to_store_its_answer()
             .json(&json!({"name": "Opened while stopping"}))
             .send(),
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: bool = sqlx::query_scalar(
-            "select exists (select from idempotency_keys where key = 'at-shutdown') \
+    eventually(
+        "the command to hold its key and wait at its append",
+        async || {
+            sqlx::query_scalar(
+                "select exists (select from idempotency_keys where key = 'at-shutdown') \
                     and exists (select from pg_stat_activity \
                                 where datname = current_database() and wait_event_type = 'Lock')",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if waiting {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the command never reached its append"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
     client.abort();
     stop.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -456,6 +454,7 @@ async fn shutdown_waits_for_a_command_whose_client_gave_up_to_store_its_answer()
     assert_eq!(opened, 1);
 }
 
+/// The bootstrap admin's login answer.
 async fn admin_login(app: &TestApp) -> Value {
     login(app, "admin@example.com", "a long enough password").await
 }

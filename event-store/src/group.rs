@@ -432,19 +432,34 @@ mod tests {
 
     use super::{Appends, Committed, Group, RECENT, Recent};
 
-    fn append(id: &str, sequence: usize) -> Appends {
+    /// Events of one aggregate, with these sequence numbers.
+    fn events(id: &str, sequences: impl IntoIterator<Item = usize>) -> Appends {
         let mut appends = Appends::new();
-        let payload = serde_json::json!({});
-        appends.push(
-            "task",
-            id,
-            sequence,
-            "Commented".into(),
-            "1".into(),
-            payload,
-            &HashMap::new(),
-        );
+        for sequence in sequences {
+            appends.push(
+                "task",
+                id,
+                sequence,
+                "Commented".into(),
+                "1".into(),
+                serde_json::json!({}),
+                &HashMap::new(),
+            );
+        }
         appends
+    }
+
+    fn append(id: &str, sequence: usize) -> Appends {
+        events(id, [sequence])
+    }
+
+    /// The aggregate and sequence of every event of `appends`, in order.
+    fn staged<'a>(appends: impl IntoIterator<Item = &'a Appends>) -> Vec<(String, i64)> {
+        appends
+            .into_iter()
+            .flat_map(Appends::events)
+            .map(|(_, id, sequence)| (id.to_owned(), sequence))
+            .collect()
     }
 
     fn committed(ids: impl IntoIterator<Item = (String, i64)>) -> Committed {
@@ -494,12 +509,7 @@ mod tests {
         assert!(!group.enqueue(append("c", 1), kept_last));
         drop(gone);
         let taken = group.take();
-        let ids: Vec<&str> = taken
-            .appends
-            .iter()
-            .flat_map(|(appends, _)| appends.events().map(|(_, id, _)| id))
-            .collect();
-        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(ids(&taken.appends), ["a", "c"]);
         assert!(taken.lost.is_empty());
         let state = super::lock(&group.state);
         assert!(
@@ -519,43 +529,23 @@ mod tests {
             group.enqueue(append(id, sequence), reply);
         }
         let taken = group.take();
-        let ids: Vec<(&str, i64)> = taken
-            .appends
-            .iter()
-            .flat_map(|(appends, _)| appends.events().map(|(_, id, seq)| (id, seq)))
-            .collect();
-        assert_eq!(ids, [("a", 1), ("b", 1)]);
+        let taken = staged(taken.appends.iter().map(|(appends, _)| appends));
+        assert_eq!(taken, [("a".to_owned(), 1), ("b".to_owned(), 1)]);
         let state = super::lock(&group.state);
-        let left: Vec<(&str, i64)> = state
-            .queue
-            .iter()
-            .flat_map(|(appends, _)| appends.events().map(|(_, id, seq)| (id, seq)))
-            .collect();
-        assert_eq!(left, [("a", 2), ("a", 3)], "left in the order they came");
+        let left = staged(state.queue.iter().map(|(appends, _)| appends));
+        assert_eq!(
+            left,
+            [("a".to_owned(), 2), ("a".to_owned(), 3)],
+            "left in the order they came"
+        );
     }
 
-    /// `events` events of one aggregate, sequences 1 to `events`.
-    fn cascade(id: &str, events: usize) -> Appends {
-        let mut appends = Appends::new();
-        for sequence in 1..=events {
-            appends.push(
-                "task",
-                id,
-                sequence,
-                "Commented".into(),
-                "1".into(),
-                serde_json::json!({}),
-                &HashMap::new(),
-            );
-        }
-        appends
-    }
-
+    /// The aggregates of `appends`, each once, in order.
     fn ids(appends: &[(Appends, super::Reply)]) -> Vec<String> {
-        let mut ids: Vec<String> = Vec::new();
-        for (appends, _) in appends {
-            if let Some((_, id, _)) = appends.events().next() {
-                ids.push(id.to_owned());
+        let mut ids = Vec::new();
+        for (id, _) in staged(appends.iter().map(|(appends, _)| appends)) {
+            if ids.last() != Some(&id) {
+                ids.push(id);
             }
         }
         ids
@@ -565,10 +555,10 @@ mod tests {
     fn a_statement_stops_before_the_append_that_would_pass_the_limit_and_the_rest_wait_in_order() {
         let group = Group::new(1);
         let mut answers = Vec::new();
-        for (id, events) in [("a", 300), ("b", 300), ("c", 1), ("big", 600)] {
+        for (id, count) in [("a", 300), ("b", 300), ("c", 1), ("big", 600)] {
             let (reply, answer) = oneshot::channel();
             answers.push(answer);
-            group.enqueue(cascade(id, events), reply);
+            group.enqueue(events(id, 1..=count), reply);
         }
         let first = group.take();
         assert_eq!(
