@@ -27,8 +27,12 @@ export WORKLEDGER_LOG=warn
 export WORKLEDGER_DB_MAX_CONNECTIONS=16
 rounds=${ROUNDS:-3}
 
-# ROLE=command-api measures the command API alone (no projectors or workers in the process)
-"$bin"/workledger "${ROLE:-serve}" 2>/tmp/workledger-bench-serve.log &
+# The command API alone by default (no projectors or workers in the process), as DESIGN §1
+# deploys it; ROLE=serve runs everything in one process, whose projectors and workers hold
+# more connections: its pool is halved so that pgbench's 64 clients still fit.
+role=${ROLE:-command-api}
+if [ "$role" = serve ]; then export WORKLEDGER_DB_MAX_CONNECTIONS=8; fi
+"$bin"/workledger "$role" 2>/tmp/workledger-bench-serve.log &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in $(seq 1 100); do

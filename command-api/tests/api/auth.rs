@@ -701,6 +701,16 @@ async fn the_process_that_ends_sessions_refuses_them_before_it_answers() {
         refusal(&app, &bob.token).await.as_deref(),
         Some("session_ended")
     );
+    let cid = app.user(&["member"], &[]).await;
+    let response = app
+        .put(
+            &format!("/api/v1/users/{}/password", cid.id),
+            &cid.token,
+            json!({"password": "a brand new password", "current_password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!accepted(&app, &cid.token).await);
 }
 
 #[tokio::test]
