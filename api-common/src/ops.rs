@@ -1,14 +1,17 @@
 //! Operations endpoints: liveness, readiness, metrics, the OpenAPI document and its docs page.
 
-use std::sync::OnceLock;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRef, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 use sqlx::PgPool;
+use subtle::ConstantTimeEq as _;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{OpenApi as _, ToSchema};
@@ -71,17 +74,75 @@ pub fn base_openapi() -> OpenApi {
                 .build(),
         ),
     );
+    components.add_security_scheme(
+        "metrics_token",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }
 
+/// Who may read `/metrics`: with a token (`WORKLEDGER_METRICS_TOKEN`), a scraper that sends
+/// it as a bearer token, from anywhere; without one, clients on this machine only (their
+/// connection's own address, whatever a proxy's headers say).
+#[derive(Clone, Default)]
+pub struct MetricsAccess {
+    token: Option<Arc<SecretString>>,
+}
+
+impl std::fmt::Debug for MetricsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsAccess")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl MetricsAccess {
+    /// Scrapers must send `token`.
+    pub fn with_token(token: SecretString) -> Self {
+        Self {
+            token: Some(Arc::new(token)),
+        }
+    }
+
+    /// Whether a request with these headers, over a connection from `peer`, may read.
+    fn allows(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> bool {
+        match &self.token {
+            Some(token) => headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .is_some_and(|sent| bool::from(sent.ct_eq(token.expose_secret().as_bytes()))),
+            None => peer.is_some_and(|ip| ip.is_loopback()),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct OpsState {
+    pool: PgPool,
+    metrics: MetricsAccess,
+}
+
+impl FromRef<OpsState> for PgPool {
+    fn from_ref(state: &OpsState) -> Self {
+        state.pool.clone()
+    }
+}
+
+impl FromRef<OpsState> for MetricsAccess {
+    fn from_ref(state: &OpsState) -> Self {
+        state.metrics.clone()
+    }
+}
+
 /// `/healthz`, `/readyz` and `/metrics`.
-pub fn router(pool: PgPool) -> OpenApiRouter {
+pub fn router(pool: PgPool, metrics: MetricsAccess) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(prometheus))
-        .with_state(pool)
+        .with_state(OpsState { pool, metrics })
 }
 
 /// `/openapi.json` and `/docs` for a finished document.
@@ -130,10 +191,31 @@ async fn readyz(State(pool): State<PgPool>) -> Result<Json<Health>, ApiError> {
     }
 }
 
-/// Prometheus metrics in the text exposition format.
+/// Prometheus metrics in the text exposition format
+///
+/// With `WORKLEDGER_METRICS_TOKEN` set, for a scraper that sends it as a bearer token;
+/// without, for clients on the server's own machine only.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-async fn prometheus() -> Response {
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "No or a wrong metrics token, or (without a token configured) a client on another machine",
+         body = ApiError, content_type = "application/problem+json"),
+    ),
+    security(("metrics_token" = [])))]
+async fn prometheus(State(access): State<MetricsAccess>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    if !access.allows(request.headers(), peer) {
+        let detail = if access.token.is_some() {
+            "send the metrics token (WORKLEDGER_METRICS_TOKEN) as a bearer token"
+        } else {
+            "metrics are served to this machine only; set WORKLEDGER_METRICS_TOKEN to scrape \
+             from elsewhere"
+        };
+        return ApiError::unauthorized(detail).into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -142,4 +224,40 @@ async fn prometheus() -> Response {
         metrics_handle().render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn without_a_token_only_this_machine_reads_metrics() {
+        let open = MetricsAccess::default();
+        let none = HeaderMap::new();
+        assert!(open.allows(&none, Some("127.0.0.1".parse().unwrap())));
+        assert!(open.allows(&none, Some("::1".parse().unwrap())));
+        assert!(!open.allows(&none, Some("10.1.2.3".parse().unwrap())));
+        assert!(!open.allows(&bearer("anything"), Some("10.1.2.3".parse().unwrap())));
+        assert!(!open.allows(&none, None));
+    }
+
+    #[test]
+    fn with_a_token_only_its_bearer_reads_metrics_from_anywhere() {
+        let access = MetricsAccess::with_token("the scraper's token".into());
+        let far = Some("10.1.2.3".parse().unwrap());
+        assert!(access.allows(&bearer("the scraper's token"), far));
+        assert!(!access.allows(&bearer("the scraper's"), far));
+        assert!(!access.allows(&bearer("the scraper's token!"), far));
+        assert!(!access.allows(&HeaderMap::new(), Some("127.0.0.1".parse().unwrap())));
+        assert!(!format!("{access:?}").contains("scraper"));
+    }
 }

@@ -116,7 +116,11 @@ impl Application {
         {
             tracing::info!(user_id = %admin, "created the first admin in tenant `default`");
         }
-        let mut routes = ops::router(pool.clone());
+        let metrics = match &config.metrics_token {
+            Some(token) => ops::MetricsAccess::with_token(token.clone()),
+            None => ops::MetricsAccess::default(),
+        };
+        let mut routes = ops::router(pool.clone(), metrics);
         if roles.command_api {
             routes = routes.merge(commands.router());
         }

@@ -143,6 +143,9 @@ pub struct Config {
     /// `WORKLEDGER_KAFKA_SSL_CA_LOCATION`: a PEM file of the certificate authorities to trust
     /// (TLS protocols only; the system's when unset).
     pub kafka_ssl_ca_location: Option<PathBuf>,
+    /// `WORKLEDGER_METRICS_TOKEN`: the bearer token a scraper sends for `/metrics` (16+
+    /// bytes); when unset, `/metrics` answers clients on this machine only. A secret.
+    pub metrics_token: Option<SecretString>,
     /// `WORKLEDGER_WEBHOOK_URL`: when set, the workers notify it of work to do (tasks
     /// offered, assigned, overdue; approvals awaiting a decision).
     /// A secret: a webhook's path often holds a token.
@@ -364,6 +367,15 @@ impl Config {
         if self.request_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "WORKLEDGER_REQUEST_TIMEOUT must be longer than zero".into(),
+            ));
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().len() < 16)
+        {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_METRICS_TOKEN must be at least 16 bytes".into(),
             ));
         }
         self.validate_kafka()?;
@@ -948,6 +960,24 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn a_metrics_token_is_long_enough_and_never_printed() {
+        Jail::expect_with(|jail| {
+            assert!(load_in(jail).unwrap().metrics_token.is_none());
+            jail.set_env("WORKLEDGER_METRICS_TOKEN", "short one");
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(
+                error.contains("WORKLEDGER_METRICS_TOKEN") && !error.contains("short one"),
+                "{error}"
+            );
+            jail.set_env("WORKLEDGER_METRICS_TOKEN", "the scraper's own token");
+            let config = load_in(jail).unwrap();
+            assert!(config.metrics_token.is_some());
+            assert!(!format!("{config:?}").contains("scraper's own"));
+            Ok(())
+        });
     }
 
     #[test]

@@ -171,6 +171,39 @@ async fn unknown_routes_and_methods_are_problems() {
 }
 
 #[tokio::test]
+async fn with_a_metrics_token_metrics_need_it() {
+    let app = spawn_app_with(|config| {
+        config.metrics_token = Some("the scraper's own token".into());
+    })
+    .await;
+    let url = format!("{}/metrics", app.address);
+    for authorization in [
+        None,
+        Some("Bearer the wrong token"),
+        Some("the scraper's own token"),
+    ] {
+        let mut request = app.client.get(&url);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], "unauthorized");
+    }
+    let response = app
+        .client
+        .get(&url)
+        .bearer_auth("the scraper's own token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("# TYPE"));
+}
+
+#[tokio::test]
 async fn metrics_count_requests_by_route_template() {
     let app = spawn_app().await;
     app.client

@@ -74,6 +74,10 @@ pub enum SessionError {
     Database(#[from] sqlx::Error),
     #[error("could not sign the access token")]
     Signing(#[from] api_common::auth::TokenError),
+    /// Between the password check and the session, the user was deactivated or their password
+    /// changed: the sign-in is refused as if the password were wrong.
+    #[error("the account changed during sign-in")]
+    AccountChanged,
 }
 
 /// Issues, rotates and revokes tokens.
@@ -141,24 +145,46 @@ impl Sessions {
         &self.keys
     }
 
-    /// Starts a session for `principal` (after a successful sign-in) from `client`.
+    /// Starts a session for `principal` from `client`, after a sign-in that checked the
+    /// password against `password_hash`.
+    ///
+    /// The account is checked again under a lock on its rows: still active, and still with
+    /// that password hash. A password change stores the new hash and ends the user's sessions
+    /// under the same lock (`identity::store::replace_password`), and the identity projector
+    /// ends the sessions opened on an earlier version of the user when it applies a
+    /// deactivation (`user_version`, migration 0022): so a sign-in that checked the old
+    /// password, or an account about to be deactivated, either opens its session before the
+    /// change, which then ends it, or is refused with [`SessionError::AccountChanged`].
     pub async fn start(
         &self,
         principal: &Principal,
         client: &Client,
+        password_hash: &str,
     ) -> Result<IssuedTokens, SessionError> {
         let session_id = Uuid::now_v7();
         let refresh = new_refresh_token();
         let mut tx = self.pool.begin().await?;
+        let user_version: i64 = sqlx::query_scalar(
+            "select u.version from identity_users u join identity_credentials c using (user_id) \
+             where u.user_id = $1 and u.status = 'active' and c.password_hash = $2 \
+             for share",
+        )
+        .bind(principal.user_id)
+        .bind(password_hash)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(SessionError::AccountChanged)?;
         sqlx::query(
-            "insert into auth_sessions (session_id, user_id, tenant_id, client_address, user_agent) \
-             values ($1, $2, $3, $4, $5)",
+            "insert into auth_sessions \
+               (session_id, user_id, tenant_id, client_address, user_agent, user_version) \
+             values ($1, $2, $3, $4, $5, $6)",
         )
         .bind(session_id)
         .bind(principal.user_id)
         .bind(&principal.tenant_id)
         .bind(client.address.map(|a| a.to_string()))
         .bind(client.user_agent.as_deref())
+        .bind(user_version)
         .execute(&mut *tx)
         .await?;
         self.store_refresh(&mut tx, session_id, &refresh).await?;

@@ -264,7 +264,7 @@ async fn apply_user(
             .bind(changed_at)
             .execute(&mut *conn)
             .await?;
-            end_sessions_before(conn, user_id, recorded_at, "password changed").await?;
+            end_sessions_before(conn, user_id, version, recorded_at, "password changed").await?;
         }
         UserEvent::UserDeactivated { deactivated_at, .. } => {
             update(
@@ -274,7 +274,7 @@ async fn apply_user(
             .bind(deactivated_at)
             .execute(&mut *conn)
             .await?;
-            end_sessions_before(conn, user_id, recorded_at, "user deactivated").await?;
+            end_sessions_before(conn, user_id, version, recorded_at, "user deactivated").await?;
         }
         UserEvent::UserReactivated { reactivated_at, .. } => {
             update(
@@ -308,7 +308,7 @@ async fn apply_user(
                 .bind(ended_at)
                 .execute(&mut *conn)
                 .await?;
-            end_sessions_before(conn, user_id, recorded_at, "sessions ended").await?;
+            end_sessions_before(conn, user_id, version, recorded_at, "sessions ended").await?;
         }
         UserEvent::UserNotificationsChanged {
             email, changed_at, ..
@@ -396,18 +396,25 @@ async fn erase(
     Ok(())
 }
 
+/// Ends the sessions of `user_id` opened on a version of the user before `version` (the
+/// event's): those opened between the event's append and now too, and none opened after it
+/// when the projection is rebuilt. A session from before migration 0022 knows no version and
+/// is cut at the event's `recorded_at`.
 async fn end_sessions_before(
     conn: &mut PgConnection,
     user_id: Uuid,
-    before: DateTime<Utc>,
+    version: i64,
+    recorded_at: DateTime<Utc>,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     let ended = sqlx::query(
-        "update auth_sessions set revoked_at = now(), revoked_reason = $3 \
-         where user_id = $1 and revoked_at is null and created_at <= $2",
+        "update auth_sessions set revoked_at = now(), revoked_reason = $4 \
+         where user_id = $1 and revoked_at is null \
+           and (user_version < $2 or (user_version is null and created_at <= $3))",
     )
     .bind(user_id)
-    .bind(before)
+    .bind(version)
+    .bind(recorded_at)
     .bind(reason)
     .execute(conn)
     .await?;

@@ -94,10 +94,15 @@ pub async fn set_password<'c>(
     Ok(())
 }
 
-/// Replaces the password hash of an existing user, unless they were erased meanwhile:
-/// `false` then, and nothing is stored. The user's row is locked as the identity projector's
-/// erasure locks it, so a hash stored just before an erasure is deleted by it and none is
-/// stored just after.
+/// Replaces the password hash of an existing user and ends their sessions, unless they were
+/// erased meanwhile: `false` then, and nothing is stored. The user's row is locked as the
+/// identity projector's erasure locks it, so a hash stored just before an erasure is deleted
+/// by it and none is stored just after.
+///
+/// The sessions are ended here as well as by the projector (which ends those opened before
+/// the change's event): a sign-in that checked the old password just before the new one was
+/// stored opens its session under a lock on the same row (`Sessions::start`), so it is either
+/// open by now, and ended here, or refused.
 pub async fn replace_password(
     pool: &PgPool,
     user_id: Uuid,
@@ -114,7 +119,18 @@ pub async fn replace_password(
         return Ok(false);
     }
     set_password(&mut *tx, user_id, hash).await?;
+    let ended = sqlx::query(
+        "update auth_sessions set revoked_at = now(), revoked_reason = 'password changed' \
+         where user_id = $1 and revoked_at is null",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
+    if ended.rows_affected() > 0 {
+        tracing::info!(user_id = %user_id, sessions = ended.rows_affected(),
+            "ended the sessions of a changed password");
+    }
     Ok(true)
 }
 

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::sessions::IssuedTokens;
+use crate::auth::sessions::{IssuedTokens, SessionError};
 use crate::auth::throttle::Admission;
 use crate::auth::{Client, RefreshError, SessionInfo, ThrottleKey};
 use crate::error::{CommandError, Result, too_many_attempts};
@@ -165,10 +165,10 @@ async fn login(
         let verified = state
             .identity()
             .passwords()
-            .verify(&body.password, hash)
+            .verify(&body.password, hash.clone())
             .await
             .map_err(|e| ApiError::internal(&e))?;
-        let Some(principal) = principal.filter(|_| verified) else {
+        let (Some(principal), Some(hash)) = (principal.filter(|_| verified), hash) else {
             state.throttle().failed(attempt);
             return Err(invalid_credentials());
         };
@@ -197,11 +197,16 @@ async fn login(
             .increment(1);
         state.throttle().succeeded(attempt).await?;
         tracing::Span::current().record("user_id", tracing::field::display(principal.user_id));
-        let issued = state
+        let issued = match state
             .sessions()
-            .start(&principal, &client(address, &headers))
+            .start(&principal, &client(address, &headers), &hash)
             .await
-            .map_err(|e| ApiError::internal(&e))?;
+        {
+            Ok(issued) => issued,
+            // deactivated, or the password changed, while it was being checked
+            Err(SessionError::AccountChanged) => return Err(invalid_credentials()),
+            Err(error) => return Err(ApiError::internal(&error).into()),
+        };
         tracing::info!("signed in");
         Ok(Json(Tokens::from(issued)))
     }

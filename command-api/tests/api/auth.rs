@@ -3,6 +3,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use command_api::auth::Client;
+use command_api::auth::sessions::SessionError;
+use command_api::identity::store;
+use domain::identity::{DEFAULT_TENANT, email_key};
+
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, TestApp, problem, spawn, spawn_with};
 
 async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
@@ -711,6 +716,105 @@ async fn the_process_that_ends_sessions_refuses_them_before_it_answers() {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(!accepted(&app, &cid.token).await);
+}
+
+/// An admin sets a new password for `user_id`.
+async fn reset_password(app: &TestApp, user_id: uuid::Uuid) {
+    let reset = app
+        .put(
+            &format!("/api/v1/users/{user_id}/password"),
+            &app.admin.token,
+            json!({"password": "a brand new password"}),
+        )
+        .await;
+    assert_eq!(reset.status(), StatusCode::OK);
+}
+
+/// A sign-in checks the password, then opens its session: a password change or a deactivation
+/// in between either ends the session or refuses it, never leaves it open.
+#[tokio::test]
+async fn a_sign_in_racing_a_password_change_or_a_deactivation_keeps_no_session() {
+    let app = spawn().await;
+    let sessions = app.api.state().sessions();
+    let client = Client {
+        address: None,
+        user_agent: None,
+    };
+    let read = |email: String| {
+        let pool = app.db.pool.clone();
+        async move {
+            store::find_login(&pool, DEFAULT_TENANT, &email_key(&email))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let live = |user_id: uuid::Uuid| {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from auth_sessions where user_id = $1 and revoked_at is null",
+        )
+        .bind(user_id)
+        .fetch_one(&app.db.pool)
+    };
+
+    // the password changes after the sign-in read the old hash: no session is opened
+    let ann = app.user(&["member"], &[]).await;
+    let before = read(ann.email.clone()).await;
+    let old_hash = before.password_hash.clone().unwrap();
+    reset_password(&app, ann.id).await;
+    assert!(matches!(
+        sessions.start(&before.principal, &client, &old_hash).await,
+        Err(SessionError::AccountChanged)
+    ));
+    assert_eq!(live(ann.id).await.unwrap(), 0);
+
+    // a session opened with the old hash after the change was projected, just before the new
+    // hash was stored (its user version is the change's, so the projector left it): the new
+    // hash ends it
+    let bob = app.user(&["member"], &[]).await;
+    let record = read(bob.email.clone()).await;
+    let hash = record.password_hash.clone().unwrap();
+    let opened = sessions
+        .start(&record.principal, &client, &hash)
+        .await
+        .unwrap();
+    sqlx::query("update auth_sessions set user_version = 1000 where session_id = $1")
+        .bind(opened.session_id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    reset_password(&app, bob.id).await;
+    assert_eq!(live(bob.id).await.unwrap(), 0);
+    assert!(!accepted(&app, &opened.access_token).await);
+
+    // a session opened between a deactivation's append and its projection (after the event's
+    // time, on the version before it) is ended by the projection
+    let cid = app.user(&["member"], &[]).await;
+    sqlx::query(
+        "update auth_sessions set created_at = now() + interval '1 minute' where user_id = $1",
+    )
+    .bind(cid.id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let record = read(cid.email.clone()).await;
+    let response = app
+        .post(
+            &format!("/api/v1/users/{}/deactivate", cid.id),
+            &app.admin.token,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(live(cid.id).await.unwrap(), 0);
+    assert!(!accepted(&app, &cid.token).await);
+    // and one whose sign-in read the account before it was deactivated is refused
+    assert!(matches!(
+        sessions
+            .start(&record.principal, &client, &record.password_hash.unwrap())
+            .await,
+        Err(SessionError::AccountChanged)
+    ));
 }
 
 #[tokio::test]

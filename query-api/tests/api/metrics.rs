@@ -41,12 +41,14 @@ async fn running_projectors_report_their_position_lag_and_activity_on_metrics() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // served on /metrics by the operations router
-    let body = api_common::ops::router(app.pool().clone())
+    let access = api_common::ops::MetricsAccess::with_token("scraper's token".into());
+    let body = api_common::ops::router(app.pool().clone(), access)
         .split_for_parts()
         .0;
     let response = tower::ServiceExt::oneshot(
         body,
         axum::http::Request::get("/metrics")
+            .header("authorization", "Bearer scraper's token")
             .body(axum::body::Body::empty())
             .unwrap(),
     )
