@@ -190,17 +190,19 @@ pub async fn release_user(
     Ok(())
 }
 
-/// Those of `user_ids` that are not active users of `tenant_id`.
-pub async fn unknown_users<'c>(
+/// Of `user_ids`, those that are not active users of `tenant_id` (`Unknown`) and those that
+/// are but may not work tasks and approvals, being neither members nor admins
+/// (`CannotWork`).
+pub async fn users_who_cannot_work<'c>(
     executor: impl PgExecutor<'c>,
     tenant_id: &str,
     user_ids: &[Uuid],
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<(Uuid, NotAWorker)>, sqlx::Error> {
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let known: Vec<Uuid> = sqlx::query_scalar(
-        "select user_id from identity_users \
+    let found: Vec<(Uuid, bool)> = sqlx::query_as(
+        "select user_id, roles && array['member', 'admin'] from identity_users \
          where tenant_id = $1 and user_id = any($2) and status = 'active'",
     )
     .bind(tenant_id)
@@ -209,9 +211,21 @@ pub async fn unknown_users<'c>(
     .await?;
     Ok(user_ids
         .iter()
-        .filter(|id| !known.contains(id))
-        .copied()
+        .filter_map(|id| match found.iter().find(|(user, _)| user == id) {
+            None => Some((*id, NotAWorker::Unknown)),
+            Some((_, false)) => Some((*id, NotAWorker::CannotWork)),
+            Some((_, true)) => None,
+        })
         .collect())
+}
+
+/// Why a user cannot be handed work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAWorker {
+    /// Not an active user of the tenant.
+    Unknown,
+    /// Neither a member nor an admin.
+    CannotWork,
 }
 
 /// The active members of `group` in `tenant_id`, by user id.

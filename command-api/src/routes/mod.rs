@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::error::CommandError;
-use crate::identity::store;
+use crate::identity::store::{self, NotAWorker};
 use crate::response::CommandAccepted;
 use crate::state::CommandState;
 
@@ -121,27 +121,38 @@ where
     }
 }
 
-/// Refuses user ids that are not active users of the caller's tenant (422 naming `field`).
+/// Refuses user ids that are not active users of the caller's tenant, or that may not work
+/// tasks and approvals (neither members nor admins): a task or a vote handed to them would
+/// be stuck, as they could not act on it. 422 naming `field`.
 pub(crate) async fn ensure_users(
     state: &CommandState,
     caller: &Caller,
     users: &[(String, Uuid)],
 ) -> Result<(), CommandError> {
     let ids: Vec<Uuid> = users.iter().map(|(_, id)| *id).collect();
-    let unknown = store::unknown_users(state.pool(), &caller.tenant_id, &ids).await?;
-    if unknown.is_empty() {
+    let refused = store::users_who_cannot_work(state.pool(), &caller.tenant_id, &ids).await?;
+    if refused.is_empty() {
         return Ok(());
     }
     Err(ApiError::validation(
         users
             .iter()
-            .filter(|(_, id)| unknown.contains(id))
-            .map(|(field, id)| {
-                FieldError::new(
-                    field.clone(),
-                    "unknown_user",
-                    format!("{id} is not an active user of this tenant"),
-                )
+            .filter_map(|(field, id)| {
+                let (_, why) = refused.iter().find(|(user, _)| user == id)?;
+                Some(match why {
+                    NotAWorker::Unknown => FieldError::new(
+                        field.clone(),
+                        "unknown_user",
+                        format!("{id} is not an active user of this tenant"),
+                    ),
+                    NotAWorker::CannotWork => FieldError::new(
+                        field.clone(),
+                        "not_a_member",
+                        format!(
+                            "{id} is neither a member nor an admin, so could not work on it"
+                        ),
+                    ),
+                })
             })
             .collect(),
     )

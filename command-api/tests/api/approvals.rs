@@ -88,6 +88,14 @@ async fn an_approver_delegates_their_vote_to_an_active_user() {
     )
     .await;
     assert_eq!(unknown["errors"][0]["code"], "unknown_user");
+    let auditor = app.user(&["auditor"], &[]).await;
+    let refused = problem(
+        app.post(&path, &ann.token, json!({"user_id": auditor.id}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(refused["errors"][0]["code"], "not_a_member");
     let delegated = app
         .post(&path, &ann.token, json!({"user_id": carl.id}))
         .await;

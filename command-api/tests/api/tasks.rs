@@ -137,6 +137,33 @@ async fn assigning_delegating_and_releasing_name_active_users_of_the_tenant() {
     .await;
     assert_eq!(unknown["errors"][0]["code"], "unknown_user");
     assert_eq!(fields(&unknown), ["user_id"]);
+    // a designer could not work on it: the task would be stuck with them
+    let designer = app.user(&["designer"], &[]).await;
+    for path in ["assign", "delegate"] {
+        let refused = problem(
+            app.post(
+                &format!("/api/v1/tasks/{id}/{path}"),
+                &app.admin.token,
+                json!({"user_id": designer.id}),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(refused["errors"][0]["code"], "not_a_member", "{path}");
+        assert_eq!(fields(&refused), ["user_id"]);
+    }
+    let created = problem(
+        app.post(
+            "/api/v1/tasks",
+            &app.admin.token,
+            json!({"name": "Check", "candidate_users": [ann.id, designer.id]}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(fields(&created), ["candidate_users[1]"]);
 
     let assigned = app
         .post(
