@@ -144,8 +144,17 @@ fn rejection_to_problem(rejection: JsonRejection) -> ApiError {
                 "required"
             } else if message.starts_with("unknown field") {
                 "unknown_field"
+            } else if message.starts_with("duplicate field") {
+                "duplicate_field"
             } else {
                 "invalid"
+            };
+            // a missing or repeated field is reported at the object that lacks or repeats it:
+            // the field is named in the message
+            let field = match (code, named_field(&message)) {
+                ("required" | "duplicate_field", Some(name)) if field == "." => name.to_owned(),
+                ("required" | "duplicate_field", Some(name)) => format!("{field}.{name}"),
+                _ => field,
             };
             ApiError::validation(vec![FieldError::new(field, code, message)])
         }
@@ -160,6 +169,13 @@ fn rejection_to_problem(rejection: JsonRejection) -> ApiError {
         ),
         other => ApiError::new(other.status(), "bad_body", other.body_text()),
     }
+}
+
+/// The field a serde message names between backquotes (`` missing field `email` ``).
+fn named_field(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once('`')?;
+    let (name, _) = rest.split_once('`')?;
+    Some(name).filter(|n| !n.is_empty())
 }
 
 fn source_text(error: &dyn std::error::Error) -> String {
@@ -184,6 +200,52 @@ mod tests {
         assert!(!has_nul_escape(br#"{"a": "x\\u0000"}"#));
         assert!(has_nul_escape(br#"{"a": "x\\\u0000"}"#));
         assert!(!has_nul_escape(br#"{"a": "\u0001"}"#));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // only deserialized
+    struct Body {
+        email: String,
+        inner: Inner,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        name: String,
+    }
+
+    fn refused(body: &str) -> (String, String) {
+        let rejection = axum::Json::<Body>::from_bytes(body.as_bytes()).unwrap_err();
+        let problem = rejection_to_problem(rejection);
+        let error = &problem.errors[0];
+        (error.field.clone(), error.code.clone())
+    }
+
+    #[test]
+    fn a_missing_or_repeated_field_is_named_where_it_belongs() {
+        let named = |field: &str, code: &str| (field.to_owned(), code.to_owned());
+        assert_eq!(
+            refused(r#"{"inner": {"name": "a"}}"#),
+            named("email", "required")
+        );
+        assert_eq!(
+            refused(r#"{"email": "a", "inner": {}}"#),
+            named("inner.name", "required")
+        );
+        assert_eq!(
+            refused(r#"{"email": "a", "email": "b", "inner": {"name": "a"}}"#),
+            named("email", "duplicate_field")
+        );
+        assert_eq!(
+            refused(r#"{"email": 1, "inner": {"name": "a"}}"#),
+            named("email", "invalid")
+        );
+        assert_eq!(
+            refused(r#"{"email": "a", "inner": {"name": "a"}, "extra": 1}"#),
+            named("extra", "unknown_field")
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 pub struct FieldError {
     /// The field's path in the body (`variables.amount`), or the step id of a definition.
     pub field: String,
-    /// A stable machine code (`required`, `invalid_type`, `unknown_target`, ...).
+    /// A stable machine code (`required`, `invalid`, `unknown_field`, `unknown_user`, ...).
     pub code: String,
     pub message: String,
 }

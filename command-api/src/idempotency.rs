@@ -117,12 +117,16 @@ pub async fn middleware(
         user_id: claims.sub,
         key,
     };
+    // the query too: an upload's file name is in it (a request without one has the
+    // fingerprint it had before the query counted)
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |target| target.as_str());
     let fingerprint = Fingerprint {
-        keyed: state
-            .fingerprints()
-            .of(&parts.method, parts.uri.path(), &bytes),
+        keyed: state.fingerprints().of(&parts.method, target, &bytes),
         method: &parts.method,
-        path: parts.uri.path(),
+        path: target,
         body: &bytes,
     };
     let pool = state.pool();
@@ -261,7 +265,7 @@ impl Fingerprints {
     }
 }
 
-/// What a fingerprint covers: `METHOD \n PATH \n BODY`.
+/// What a fingerprint covers: `METHOD \n PATH?QUERY \n BODY` (the body byte for byte).
 fn request_parts<'a>(method: &'a Method, path: &'a str, body: &'a [u8]) -> [&'a [u8]; 5] {
     [
         method.as_str().as_bytes(),

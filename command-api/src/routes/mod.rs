@@ -148,9 +148,7 @@ pub(crate) async fn ensure_users(
                     NotAWorker::CannotWork => FieldError::new(
                         field.clone(),
                         "not_a_member",
-                        format!(
-                            "{id} is neither a member nor an admin, so could not work on it"
-                        ),
+                        format!("{id} is neither a member nor an admin, so could not work on it"),
                     ),
                 })
             })

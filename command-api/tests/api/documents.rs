@@ -317,6 +317,20 @@ async fn an_instances_starter_and_operators_attach_to_it_and_a_retried_upload_at
     let replayed: Value = replayed.json().await.unwrap();
     assert_eq!(replayed["document_id"], first["document_id"]);
     assert_eq!(app.count_events("InstanceDocumentAttached").await, 1);
+    // the same key and file under another name is another request
+    let renamed = app
+        .client
+        .post(app.url(&path))
+        .query(&[("name", "other.txt")])
+        .bearer_auth(&app.admin.token)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("idempotency-key", "upload-1")
+        .body("signed".as_bytes().to_vec())
+        .send()
+        .await
+        .unwrap();
+    let renamed = problem(renamed, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(renamed["code"], "idempotency_key_reused");
     assert_eq!(first["media_type"], "text/plain; charset=utf-8");
 
     let remove = format!(
