@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::server;
 
 /// Which parts of Workledger one process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,11 +216,9 @@ impl Application {
             );
         }
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        // the peer address feeds the per-address login throttle
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
+        // each request carries its peer's address: it feeds the per-address login throttle
+        let header_timeout = self.config.header_timeout;
+        let server = server::serve(self.listener, self.router, header_timeout, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping_tx.send(());
@@ -228,10 +227,9 @@ impl Application {
         // gave up (each stores its answer for its Idempotency-Key before the pool closes)
         let detached = self.detached_commands.clone();
         let server = async move {
-            let served = server.await.context("the HTTP server failed");
+            server.await;
             detached.close();
             detached.wait().await;
-            served
         };
         let deadline = async move {
             if stopping_rx.await.is_ok() {
@@ -240,21 +238,19 @@ impl Application {
                 std::future::pending::<()>().await;
             }
         };
-        let served = tokio::select! {
-            result = server => result,
+        tokio::select! {
+            () = server => {}
             () = deadline => {
                 tracing::warn!(
                     grace = ?grace,
                     commands = self.detached_commands.len(),
                     "in-flight requests outlived the shutdown grace"
                 );
-                Ok(())
             }
-        };
+        }
         // workers finish the batch they are in (it commits or rolls back as a whole)
         workers.cancel();
         while background.join_next().await.is_some() {}
-        served?;
         self.pool.close().await;
         tracing::info!("stopped");
         Ok(())

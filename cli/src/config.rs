@@ -49,6 +49,10 @@ pub struct Config {
     /// `WORKLEDGER_REQUEST_TIMEOUT`: e.g. `30s`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// `WORKLEDGER_HEADER_TIMEOUT`: how long a client may take to send a request's head, and a
+    /// keep-alive connection may sit idle, before its connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// `WORKLEDGER_BODY_LIMIT`: the largest request body, in bytes.
     pub body_limit: usize,
     /// `WORKLEDGER_DOCUMENT_LIMIT`: the largest file a document upload takes, in bytes.
@@ -180,6 +184,7 @@ struct Defaults {
     db_command_connections: usize,
     db_append_writers: usize,
     request_timeout: &'static str,
+    header_timeout: &'static str,
     body_limit: usize,
     document_limit: usize,
     cors_origins: &'static str,
@@ -217,6 +222,7 @@ const DEFAULTS: Defaults = Defaults {
     db_command_connections: event_store::connections::KEPT_CONNECTIONS,
     db_append_writers: event_store::connections::APPEND_WRITERS,
     request_timeout: "30s",
+    header_timeout: "30s",
     body_limit: 1024 * 1024,
     document_limit: 25 * 1024 * 1024,
     cors_origins: "",
@@ -362,6 +368,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "WORKLEDGER_POLL_INTERVAL and WORKLEDGER_TIMER_INTERVAL must be longer than zero"
                     .into(),
+            ));
+        }
+        if self.header_timeout < Duration::from_secs(1)
+            || self.header_timeout > Duration::from_secs(600)
+        {
+            return Err(ConfigError::Invalid(
+                "WORKLEDGER_HEADER_TIMEOUT must be 1s to 10m".into(),
             ));
         }
         if self.request_timeout.is_zero() {
@@ -724,6 +737,7 @@ mod tests {
             assert_eq!(config.database_url.expose_secret(), DEFAULT_DATABASE_URL);
             assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
             assert_eq!(config.request_timeout, Duration::from_secs(30));
+            assert_eq!(config.header_timeout, Duration::from_secs(30));
             assert_eq!(config.db_command_connections, 16);
             assert_eq!(config.db_append_writers, 2);
             Ok(())

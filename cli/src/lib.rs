@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 mod commands;
 pub mod config;
+pub mod server;
 pub mod telemetry;
 
 use std::process::ExitCode;

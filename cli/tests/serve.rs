@@ -293,6 +293,52 @@ async fn serve_creates_a_missing_database_and_stops_gracefully() {
         .unwrap();
 }
 
+/// A client that sends half a request head holds nothing for long: its connection is closed
+/// after the header timeout, and a shutdown meanwhile waits for it no longer than that, not
+/// for the whole grace.
+#[tokio::test]
+async fn a_half_sent_request_is_cut_off_after_the_header_timeout_shutdown_or_not() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let db = TestDatabase::new().await;
+    let mut config = config_for(&db.url());
+    config.header_timeout = Duration::from_secs(1);
+    config.shutdown_grace = Duration::from_secs(30);
+    let app = Application::build(config).await.unwrap();
+    let address = app.address();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let half_sent = || async {
+        let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        socket
+    };
+
+    let mut socket = half_sent().await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed after the header timeout")
+        .unwrap();
+
+    let _held = half_sent().await;
+    let ready = reqwest::get(format!("http://{address}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops once the half-sent request is cut off, well within its grace")
+        .unwrap()
+        .unwrap();
+}
+
 /// A runtime of its own on `app`'s database, writing beside `serve`.
 fn writer(app: &TestApp) -> Runtime {
     Runtime::new(
