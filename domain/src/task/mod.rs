@@ -407,14 +407,15 @@ impl Task {
         if !caller.acts_as(Role::Member) {
             return Err(WORK);
         }
+        // who is not offered the task learns nothing of its state or assignee
+        if self.assignee != Some(user) && !self.is_candidate(caller) && !caller.is_privileged() {
+            return Err(TaskError::NotACandidate);
+        }
         self.ensure_open()?;
         match self.assignee {
             Some(assignee) if assignee == user => return Ok(Vec::new()),
             Some(assignee) => return Err(TaskError::AlreadyAssigned { assignee }),
             None => {}
-        }
-        if !self.is_candidate(caller) && !caller.is_privileged() {
-            return Err(TaskError::NotACandidate);
         }
         Ok(vec![TaskEvent::TaskClaimed {
             user_id: user,

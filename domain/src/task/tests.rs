@@ -275,6 +275,14 @@ fn a_member_who_is_not_a_candidate_cannot_claim() {
 }
 
 #[test]
+fn a_member_who_is_not_a_candidate_learns_nothing_of_the_assignee() {
+    Given::with(())
+        .given(vec![opened(), claimed(ANN)])
+        .when(cmd(bob(), TaskCommand::Claim))
+        .then_expect_error(TaskError::NotACandidate);
+}
+
+#[test]
 fn claiming_a_task_assigned_to_someone_else_is_a_conflict_and_to_oneself_a_no_op() {
     Given::with(())
         .given(vec![opened(), claimed(BOB)])
