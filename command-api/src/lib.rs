@@ -43,7 +43,10 @@ pub mod state;
 use std::sync::Arc;
 
 use api_common::TokenKeys;
-use axum::middleware;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse as _, Response};
 use event_store::AppendNotifier;
 use event_store::connections::Connections;
 use orchestrator::Runtime;
@@ -61,8 +64,8 @@ pub use settings::{CommandSettings, PasswordHashing, ThrottleSettings};
 pub use state::CommandState;
 
 /// Every command route, documented, with `state`. Serve it behind
-/// `api_common::layers::apply`, with connect info (`into_make_service_with_connect_info::
-/// <SocketAddr>()`) so sign-in can be throttled per client address.
+/// `api_common::layers::apply`, with each request's peer as `ConnectInfo<SocketAddr>` (as
+/// `workledger serve` does) so sign-in can be throttled per client address.
 pub fn router(state: CommandState) -> OpenApiRouter {
     let commands = OpenApiRouter::new()
         .merge(routes::tenants::router())
@@ -80,7 +83,39 @@ pub fn router(state: CommandState) -> OpenApiRouter {
     OpenApiRouter::new()
         .merge(routes::auth::router())
         .merge(commands)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_declared_oversize,
+        ))
         .with_state(state)
+}
+
+/// A body whose declared `Content-Length` is over the route's limit is a 413 at once, before
+/// the server waits for bytes it would refuse anyway (or answers `Expect: 100-continue`).
+async fn refuse_declared_oversize(
+    State(state): State<CommandState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = if routes::documents::is_upload(request.method(), request.uri().path()) {
+        state.settings().document_limit
+    } else {
+        state.settings().body_limit
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return api_common::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than this route accepts ({limit} bytes)"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Why the command API could not be built.

@@ -364,3 +364,26 @@ async fn an_ad_hoc_task_takes_a_new_v7_id_once_and_never_a_workflow_steps_id() {
     assert_eq!(app.events("task", &id.to_string()).await.len(), 1);
     assert!(app.events("task", &step.to_string()).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_body_declared_over_the_limit_is_refused_before_it_is_sent() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let app = spawn().await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 99999999\r\n\r\n{{",
+        app.admin.token
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 512];
+    // the rest of the body never comes: the answer must not wait for it
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
