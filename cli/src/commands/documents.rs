@@ -26,7 +26,8 @@ pub fn parse_day_or_time(text: &str) -> Result<DateTime<Utc>, String> {
 
 /// The contents to delete, with why: `unreferenced` (no document) or `removed` (every
 /// document with it removed before the cut-off). `$1`: the grace in seconds; `$2`: the
-/// cut-off, or null.
+/// cut-off, or null. The document events are read through the partial index of migration
+/// 0023, whose predicate is these four event types.
 const PRUNABLE: &str = "\
     with attached as ( \
         select metadata->>'tenant_id' as tenant_id, \
