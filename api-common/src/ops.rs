@@ -111,9 +111,15 @@ impl MetricsAccess {
         match &self.token {
             Some(token) => headers
                 .get(header::AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .map(HeaderValue::as_bytes)
+                .and_then(|value| {
+                    // the scheme's name is case-insensitive (RFC 9110)
+                    let (scheme, sent) = value.split_at_checked(7)?;
+                    scheme.eq_ignore_ascii_case(b"bearer ").then_some(sent)
+                })
                 .is_some_and(|sent| bool::from(sent.ct_eq(token.expose_secret().as_bytes()))),
-            None => peer.is_some_and(|ip| ip.is_loopback()),
+            // an IPv4 client of a dual-stack listener comes as ::ffff:127.0.0.1
+            None => peer.is_some_and(|ip| ip.to_canonical().is_loopback()),
         }
     }
 }
@@ -245,6 +251,8 @@ mod tests {
         let none = HeaderMap::new();
         assert!(open.allows(&none, Some("127.0.0.1".parse().unwrap())));
         assert!(open.allows(&none, Some("::1".parse().unwrap())));
+        assert!(open.allows(&none, Some("::ffff:127.0.0.1".parse().unwrap())));
+        assert!(!open.allows(&none, Some("::ffff:10.1.2.3".parse().unwrap())));
         assert!(!open.allows(&none, Some("10.1.2.3".parse().unwrap())));
         assert!(!open.allows(&bearer("anything"), Some("10.1.2.3".parse().unwrap())));
         assert!(!open.allows(&none, None));
@@ -255,6 +263,12 @@ mod tests {
         let access = MetricsAccess::with_token("the scraper's token".into());
         let far = Some("10.1.2.3".parse().unwrap());
         assert!(access.allows(&bearer("the scraper's token"), far));
+        let mut lower = HeaderMap::new();
+        lower.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer the scraper's token"),
+        );
+        assert!(access.allows(&lower, far));
         assert!(!access.allows(&bearer("the scraper's"), far));
         assert!(!access.allows(&bearer("the scraper's token!"), far));
         assert!(!access.allows(&HeaderMap::new(), Some("127.0.0.1".parse().unwrap())));

@@ -222,7 +222,7 @@ const DEFAULTS: Defaults = Defaults {
     db_command_connections: event_store::connections::KEPT_CONNECTIONS,
     db_append_writers: event_store::connections::APPEND_WRITERS,
     request_timeout: "30s",
-    header_timeout: "30s",
+    header_timeout: "75s",
     body_limit: 1024 * 1024,
     document_limit: 25 * 1024 * 1024,
     cors_origins: "",
@@ -737,7 +737,7 @@ mod tests {
             assert_eq!(config.database_url.expose_secret(), DEFAULT_DATABASE_URL);
             assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
             assert_eq!(config.request_timeout, Duration::from_secs(30));
-            assert_eq!(config.header_timeout, Duration::from_secs(30));
+            assert_eq!(config.header_timeout, Duration::from_secs(75));
             assert_eq!(config.db_command_connections, 16);
             assert_eq!(config.db_append_writers, 2);
             Ok(())

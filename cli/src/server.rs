@@ -3,9 +3,10 @@
 //! `axum::serve` gives hyper no timer, so a client that sends half a request head keeps its
 //! connection (and a task) for as long as it likes, and keeps a graceful shutdown waiting
 //! until its grace runs out. Here a request's head must arrive within the header timeout
-//! (`WORKLEDGER_HEADER_TIMEOUT`, 30 s by default); the connection is closed otherwise. The
+//! (`WORKLEDGER_HEADER_TIMEOUT`, 75 s by default); the connection is closed otherwise. The
 //! same limit closes a keep-alive connection that sat idle that long (clients open a new
-//! one).
+//! one); the default is above the idle timeouts of the usual reverse proxies, which should
+//! close first.
 //!
 //! The handlers' own time limit is `WORKLEDGER_REQUEST_TIMEOUT` (`api_common::layers`).
 
@@ -42,7 +43,13 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    accept_failed(&error).await;
+                    if !passing(&error) {
+                        tracing::error!(%error, "accepting a connection failed; retrying in a second");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            () = &mut shutdown => break,
+                        }
+                    }
                     continue;
                 }
             },
@@ -67,17 +74,13 @@ pub async fn serve(
     connections.shutdown().await;
 }
 
-/// After a failed accept: a connection the client gave up on is nothing; anything else (out
-/// of file descriptors, say) is logged and waited out for a moment rather than retried at
-/// once in a busy loop.
-async fn accept_failed(error: &std::io::Error) {
+/// Whether a failed accept is only a connection its client gave up on. Anything else (out of
+/// file descriptors, say) is logged and waited out for a moment rather than retried at once
+/// in a busy loop.
+fn passing(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
+    matches!(
         error.kind(),
         ConnectionAborted | ConnectionRefused | ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(%error, "accepting a connection failed; retrying in a second");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    )
 }

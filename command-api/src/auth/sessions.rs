@@ -153,8 +153,8 @@ impl Sessions {
     /// under the same lock (`identity::store::replace_password`), and the identity projector
     /// ends the sessions opened on an earlier version of the user when it applies a
     /// deactivation (`user_version`, migration 0022): so a sign-in that checked the old
-    /// password, or an account about to be deactivated, either opens its session before the
-    /// change, which then ends it, or is refused with [`SessionError::AccountChanged`].
+    /// password, or of an account about to be deactivated, either opens its session before
+    /// the change, which then ends it, or is refused with [`SessionError::AccountChanged`].
     pub async fn start(
         &self,
         principal: &Principal,

@@ -264,7 +264,10 @@ async fn apply_user(
             .bind(changed_at)
             .execute(&mut *conn)
             .await?;
-            end_sessions_before(conn, user_id, version, recorded_at, "password changed").await?;
+            // the sessions of the old password; `replace_password` ended, with the new hash,
+            // any opened since with the old one, and one opened since with the new password
+            // stays
+            end_sessions_before(conn, user_id, None, recorded_at, "password changed").await?;
         }
         UserEvent::UserDeactivated { deactivated_at, .. } => {
             update(
@@ -274,7 +277,16 @@ async fn apply_user(
             .bind(deactivated_at)
             .execute(&mut *conn)
             .await?;
-            end_sessions_before(conn, user_id, version, recorded_at, "user deactivated").await?;
+            // also those opened after the event, before this projection showed the user
+            // deactivated: sign-in checks the status here
+            end_sessions_before(
+                conn,
+                user_id,
+                Some(version),
+                recorded_at,
+                "user deactivated",
+            )
+            .await?;
         }
         UserEvent::UserReactivated { reactivated_at, .. } => {
             update(
@@ -308,7 +320,8 @@ async fn apply_user(
                 .bind(ended_at)
                 .execute(&mut *conn)
                 .await?;
-            end_sessions_before(conn, user_id, version, recorded_at, "sessions ended").await?;
+            // the sessions open when it was asked; signing in again right after is a new one
+            end_sessions_before(conn, user_id, None, recorded_at, "sessions ended").await?;
         }
         UserEvent::UserNotificationsChanged {
             email, changed_at, ..
@@ -396,21 +409,23 @@ async fn erase(
     Ok(())
 }
 
-/// Ends the sessions of `user_id` opened on a version of the user before `version` (the
-/// event's): those opened between the event's append and now too, and none opened after it
-/// when the projection is rebuilt. A session from before migration 0022 knows no version and
-/// is cut at the event's `recorded_at`.
+/// Ends the sessions of `user_id` opened before the event: with `version` (the event's), those
+/// opened on an earlier version of the user, which includes any opened between the event's
+/// append and its projection, and none opened after it when the projection is rebuilt past
+/// it; without, those opened before the event's `recorded_at`. A session from before
+/// migration 0022 knows no version and is always cut at `recorded_at`.
 async fn end_sessions_before(
     conn: &mut PgConnection,
     user_id: Uuid,
-    version: i64,
+    version: Option<i64>,
     recorded_at: DateTime<Utc>,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     let ended = sqlx::query(
         "update auth_sessions set revoked_at = now(), revoked_reason = $4 \
          where user_id = $1 and revoked_at is null \
-           and (user_version < $2 or (user_version is null and created_at <= $3))",
+           and (user_version < $2::bigint \
+                or ((user_version is null or $2::bigint is null) and created_at <= $3))",
     )
     .bind(user_id)
     .bind(version)
