@@ -89,6 +89,11 @@ impl From<IdentityError> for CommandError {
             IdentityError::TwoFactorNotStarted => {
                 ApiError::conflict("two_factor_not_started", error.to_string())
             }
+            IdentityError::TwoFactorRequiredByTenant => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "two_factor_required_by_tenant",
+                error.to_string(),
+            ),
             IdentityError::WrongOneTimeCode => {
                 let mut problem = ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

@@ -49,8 +49,12 @@ impl Auth {
 
 /// The request id the middleware assigned (or a new one when the router runs without it).
 pub fn request_id(parts: &Parts) -> String {
-    parts
-        .headers
+    request_id_of(&parts.headers)
+}
+
+/// [`request_id`] from a request's headers.
+pub fn request_id_of(headers: &HeaderMap) -> String {
+    headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)

@@ -294,6 +294,12 @@ pub(crate) fn samples() -> Vec<(&'static str, &'static str, Value)> {
             "tenant_id": "acme", "name": "Acme Corp", "created_by": user, "created_at": AT}}),
         ),
         (
+            "tenant",
+            "TenantTwoFactorPolicyChanged",
+            json!({"TenantTwoFactorPolicyChanged": {
+            "required": true, "changed_by": user, "changed_at": AT}}),
+        ),
+        (
             "user",
             "UserCreated",
             json!({"UserCreated": {

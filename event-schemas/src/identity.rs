@@ -33,10 +33,18 @@ pub enum TenantEvent {
         created_by: Actor,
         created_at: DateTime<Utc>,
     },
+    /// Whether the tenant's users must sign in with a second factor: with `required`, a user
+    /// without one enrols before their next sign-in, and cannot turn it off themself.
+    TenantTwoFactorPolicyChanged {
+        required: bool,
+        changed_by: Actor,
+        changed_at: DateTime<Utc>,
+    },
 }
 
 event_names!(TenantEvent {
     TenantCreated => "1",
+    TenantTwoFactorPolicyChanged => "1",
 });
 
 /// Which notifications a user wants by email.

@@ -57,6 +57,10 @@ pub enum RefreshError {
     Revoked,
     #[error("the user is deactivated")]
     UserInactive,
+    /// The tenant requires two-factor sign-in and the user has no authenticator: the session
+    /// has ended; they enrol and sign in again.
+    #[error("the tenant requires two-factor sign-in and the user has no authenticator")]
+    TwoFactorRequired,
     /// The user's roles or groups changed and the identity read model has not caught up with
     /// the change yet: the refresh token was not used; try again in a moment.
     #[error("the user's latest change of roles or groups is still being recorded")]
@@ -261,6 +265,12 @@ impl Sessions {
             self.keys.session_ended(session_id);
             return Err(RefreshError::UserInactive);
         };
+        if crate::identity::store::needs_second_factor(&mut *tx, user_id).await? {
+            revoke_in(&mut tx, session_id, "two-factor sign-in required").await?;
+            tx.commit().await?;
+            self.keys.session_ended(session_id);
+            return Err(RefreshError::TwoFactorRequired);
+        }
         if self.keys.access_outdated(user_id, principal.access_version) {
             // the transaction is rolled back: the token stays unused
             return Err(RefreshError::Behind);

@@ -58,6 +58,11 @@ pub enum IdentityError {
     /// Confirming two-factor sign-in without having started an enrolment.
     #[error("no two-factor enrolment is waiting for confirmation; start one first")]
     TwoFactorNotStarted,
+    /// Turning one's own second factor off where the tenant requires one.
+    #[error(
+        "this tenant requires two-factor sign-in: it cannot be turned off (an admin can, for a lost authenticator)"
+    )]
+    TwoFactorRequiredByTenant,
     /// The one-time code given to confirm an authenticator is not its current one.
     #[error("the one-time code is not correct (or has expired)")]
     WrongOneTimeCode,

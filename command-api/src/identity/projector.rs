@@ -143,7 +143,7 @@ async fn apply(conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), Pro
         _ => return Ok(()),
     };
     match decoded {
-        Some(AnyEvent::Tenant(tenant)) => apply_tenant(conn, tenant).await,
+        Some(AnyEvent::Tenant(tenant)) => apply_tenant(conn, &event.aggregate_id, tenant).await,
         Some(AnyEvent::User(user)) => {
             let user_id =
                 Uuid::parse_str(&event.aggregate_id).map_err(|_| ProjectionError::BadId {
@@ -156,7 +156,11 @@ async fn apply(conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), Pro
     }
 }
 
-async fn apply_tenant(conn: &mut PgConnection, event: TenantEvent) -> Result<(), ProjectionError> {
+async fn apply_tenant(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    event: TenantEvent,
+) -> Result<(), ProjectionError> {
     match event {
         TenantEvent::TenantCreated {
             tenant_id,
@@ -171,6 +175,24 @@ async fn apply_tenant(conn: &mut PgConnection, event: TenantEvent) -> Result<(),
             .bind(tenant_id)
             .bind(name)
             .bind(created_at)
+            .execute(conn)
+            .await?;
+        }
+        TenantEvent::TenantTwoFactorPolicyChanged {
+            required,
+            changed_at,
+            ..
+        } => {
+            // the default tenant may have no row (no `TenantCreated` in logs from before it
+            // had one): named after its id, as the tenant list shows it
+            sqlx::query(
+                "insert into identity_tenants (tenant_id, name, created_at, two_factor_required) \
+                 values ($1, $1, $3, $2) \
+                 on conflict (tenant_id) do update set two_factor_required = excluded.two_factor_required",
+            )
+            .bind(tenant_id)
+            .bind(required)
+            .bind(changed_at)
             .execute(conn)
             .await?;
         }

@@ -260,3 +260,34 @@ pub async fn tenant_has_users<'c>(
     .fetch_one(executor)
     .await
 }
+
+/// Whether `tenant_id` requires a second factor at every sign-in.
+pub async fn two_factor_required<'c>(
+    executor: impl PgExecutor<'c>,
+    tenant_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let required: Option<bool> =
+        sqlx::query_scalar("select two_factor_required from identity_tenants where tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(executor)
+            .await?;
+    Ok(required.unwrap_or(false))
+}
+
+/// Whether `user_id`'s tenant requires a second factor and they have no authenticator.
+pub async fn needs_second_factor<'c>(
+    executor: impl PgExecutor<'c>,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let needs: Option<bool> = sqlx::query_scalar(
+        "select t.two_factor_required and not exists ( \
+             select 1 from identity_two_factor f \
+             where f.user_id = u.user_id and f.confirmed_at is not null) \
+         from identity_users u join identity_tenants t using (tenant_id) \
+         where u.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(executor)
+    .await?;
+    Ok(needs.unwrap_or(false))
+}

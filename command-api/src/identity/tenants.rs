@@ -1,4 +1,4 @@
-//! Creating tenants, each with its first admin.
+//! Creating tenants, each with its first admin, and their sign-in policy.
 
 use domain::identity::{DEFAULT_TENANT, TenantCommand, TenantError, valid_tenant_id};
 use domain::{Caller, Command, Issue, IssueCode, Role};
@@ -83,5 +83,44 @@ impl Identity {
             .create_user_as(ctx, provisioner, admin, "admin_email")
             .await?;
         Ok(TenantCreated { tenant, admin })
+    }
+    /// Requires (or stops requiring) a second factor at every sign-in of the caller's tenant
+    /// (its admins). Another tenant's id is not found.
+    pub async fn set_two_factor_policy(
+        &self,
+        ctx: &RequestContext,
+        tenant_id: &str,
+        required: bool,
+        expected_version: Option<usize>,
+    ) -> Result<Outcome, IdentityError> {
+        if tenant_id != ctx.caller.tenant_id {
+            return Err(rejected(TenantError::NotFound));
+        }
+        let command = Command::new(
+            ctx.caller.clone(),
+            ctx.at,
+            TenantCommand::SetTwoFactorPolicy {
+                tenant_id: tenant_id.to_owned(),
+                required,
+            },
+        );
+        let executed = self
+            .inner
+            .tenants
+            .execute(
+                tenant_id,
+                command,
+                &metadata(ctx, tenant_id),
+                expected_version,
+                &(),
+            )
+            .await?;
+        self.project(executed.position).await;
+        Ok(Outcome {
+            id: tenant_id.to_owned(),
+            version: executed.version,
+            position: executed.position,
+            appended: executed.events.len(),
+        })
     }
 }

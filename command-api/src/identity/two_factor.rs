@@ -184,9 +184,29 @@ impl Identity {
         self.precheck(ctx, user_id, UserCommand::EnableTwoFactor)
             .await?;
         let current = required_password(current_password)?;
-        let tenant_id = &ctx.caller.tenant_id;
-        self.check_current_password(throttle, tenant_id, user_id, &current)
+        self.check_current_password(throttle, &ctx.caller.tenant_id, user_id, &current)
             .await?;
+        self.start_enrolment(ctx, user_id).await
+    }
+
+    /// [`Identity::begin_two_factor`] for a caller whose password was checked already (a
+    /// sign-in's check, `POST /api/v1/auth/two-factor`).
+    pub(crate) async fn begin_two_factor_signed_in(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+    ) -> Result<Enrolment, IdentityError> {
+        self.precheck(ctx, user_id, UserCommand::EnableTwoFactor)
+            .await?;
+        self.start_enrolment(ctx, user_id).await
+    }
+
+    async fn start_enrolment(
+        &self,
+        ctx: &RequestContext,
+        user_id: Uuid,
+    ) -> Result<Enrolment, IdentityError> {
+        let tenant_id = &ctx.caller.tenant_id;
         let key = TotpKey::generate();
         let stored = sqlx::query(
             "insert into identity_two_factor (user_id, secret) values ($1, $2) \
@@ -320,6 +340,9 @@ impl Identity {
         let command = UserCommand::DisableTwoFactor { reason };
         self.precheck(ctx, user_id, command.clone()).await?;
         if ctx.caller.person() == Some(user_id) {
+            if store::two_factor_required(&self.inner.pool, &ctx.caller.tenant_id).await? {
+                return Err(IdentityError::TwoFactorRequiredByTenant);
+            }
             let current = required_password(current_password)?;
             self.check_current_password(throttle, &ctx.caller.tenant_id, user_id, &current)
                 .await?;

@@ -5,7 +5,9 @@ use api_common::{ApiError, Json};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use domain::Caller;
 use domain::identity::{DEFAULT_TENANT, email_key};
+use orchestrator::RequestContext;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
@@ -14,12 +16,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::sessions::{IssuedTokens, SessionError};
-use crate::auth::throttle::Admission;
+use crate::auth::sessions::{IssuedTokens, Principal, SessionError};
+use crate::auth::throttle::{Admission, Attempt};
 use crate::auth::{Client, RefreshError, SessionInfo, ThrottleKey};
 use crate::error::{CommandError, Result, too_many_attempts};
-use crate::extract::{Auth, ClientAddr, bearer};
+use crate::extract::{Auth, ClientAddr, bearer, request_id_of};
 use crate::identity::{SecondFactor, second_factor, store};
+use crate::response::Accepted;
+use crate::routes::observe;
+use crate::routes::two_factor::{TwoFactorEnrolment, WithRecoveryCodes, with_codes};
 use crate::state::CommandState;
 
 /// This module's routes.
@@ -31,6 +36,8 @@ pub fn router() -> OpenApiRouter<CommandState> {
         .routes(routes!(list_sessions))
         .routes(routes!(end_session))
         .routes(routes!(end_other_sessions))
+        .routes(routes!(enrol_two_factor))
+        .routes(routes!(confirm_two_factor))
 }
 
 /// Credentials.
@@ -108,6 +115,72 @@ fn two_factor_required() -> CommandError {
     .into()
 }
 
+fn two_factor_enrolment_required() -> CommandError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "two_factor_enrolment_required",
+        "this tenant requires two-factor sign-in: add an authenticator with your email address \
+         and password (POST /api/v1/auth/two-factor, then .../two-factor/confirm), then sign in \
+         with its code",
+    )
+    .into()
+}
+
+/// An account whose password was just checked.
+pub(crate) struct Checked {
+    pub principal: Principal,
+    /// Counted as a failure until reported otherwise.
+    pub attempt: Attempt,
+    /// The hash the password was checked against.
+    pub hash: String,
+}
+
+/// Checks `email` and `password` in `tenant` as a sign-in does: throttled per account and
+/// client address (429 past the limit), the same 401 for an unknown account, a deactivated
+/// one and a wrong password, in the same time.
+pub(crate) async fn check_password(
+    state: &CommandState,
+    address: Option<std::net::IpAddr>,
+    tenant: &str,
+    email: &str,
+    password: &SecretString,
+) -> Result<Checked> {
+    let account = ThrottleKey::Account {
+        tenant_id: tenant.to_owned(),
+        email_key: email_key(email),
+    };
+    let mut keys = vec![account];
+    keys.extend(address.map(ThrottleKey::Address));
+    // counted before the password is checked, so concurrent attempts cannot pass the limit
+    let attempt = match state.throttle().admit(&keys).await? {
+        Admission::Admitted(attempt) => attempt,
+        Admission::Locked(wait) => {
+            return Err(too_many_attempts(wait, "failed sign-ins").into());
+        }
+    };
+    let record = store::find_login(state.pool(), tenant, &email_key(email)).await?;
+    // unknown and deactivated accounts verify against a dummy hash: same time, same answer
+    let (principal, hash) = match record {
+        Some(record) if record.active => (Some(record.principal), record.password_hash),
+        _ => (None, None),
+    };
+    let verified = state
+        .identity()
+        .passwords()
+        .verify(password, hash.clone())
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let (Some(principal), Some(hash)) = (principal.filter(|_| verified), hash) else {
+        state.throttle().failed(attempt);
+        return Err(invalid_credentials());
+    };
+    Ok(Checked {
+        principal,
+        attempt,
+        hash,
+    })
+}
+
 fn invalid_one_time_code() -> CommandError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -143,35 +216,11 @@ async fn login(
     let result = async {
         let tenant = body.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned());
         tracing::Span::current().record("tenant", tenant.as_str());
-        let account = ThrottleKey::Account {
-            tenant_id: tenant.clone(),
-            email_key: email_key(&body.email),
-        };
-        let mut keys = vec![account];
-        keys.extend(address.map(ThrottleKey::Address));
-        // counted before the password is checked, so concurrent attempts cannot pass the limit
-        let attempt = match state.throttle().admit(&keys).await? {
-            Admission::Admitted(attempt) => attempt,
-            Admission::Locked(wait) => {
-                return Err(too_many_attempts(wait, "failed sign-ins").into());
-            }
-        };
-        let record = store::find_login(state.pool(), &tenant, &email_key(&body.email)).await?;
-        // unknown and deactivated accounts verify against a dummy hash: same time, same answer
-        let (principal, hash) = match record {
-            Some(record) if record.active => (Some(record.principal), record.password_hash),
-            _ => (None, None),
-        };
-        let verified = state
-            .identity()
-            .passwords()
-            .verify(&body.password, hash.clone())
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        let (Some(principal), Some(hash)) = (principal.filter(|_| verified), hash) else {
-            state.throttle().failed(attempt);
-            return Err(invalid_credentials());
-        };
+        let Checked {
+            principal,
+            attempt,
+            hash,
+        } = check_password(&state, address, &tenant, &body.email, &body.password).await?;
         let factor = second_factor(
             state.pool(),
             principal.user_id,
@@ -180,6 +229,10 @@ async fn login(
         )
         .await?;
         match factor {
+            SecondFactor::NotEnrolled if store::two_factor_required(state.pool(), &tenant).await? => {
+                state.throttle().withdrawn(attempt).await?;
+                return Err(two_factor_enrolment_required());
+            }
             SecondFactor::NotEnrolled | SecondFactor::Totp => {}
             SecondFactor::Recovery { remaining } => {
                 tracing::warn!(user_id = %principal.user_id, remaining, "signed in with a recovery code");
@@ -292,6 +345,7 @@ async fn refresh(
             error.to_string(),
         )
         .into()),
+        Err(RefreshError::TwoFactorRequired) => Err(two_factor_enrolment_required()),
         Err(RefreshError::Behind) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "identity_behind",
@@ -484,4 +538,164 @@ async fn end_other_sessions(State(state): State<CommandState>, auth: Auth) -> Re
         .await?;
     tracing::info!(sessions = ended.len(), "other sessions ended by their user");
     Ok(Json(Ended { ended: ended.len() }))
+}
+
+/// Credentials, to add an authenticator before signing in.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Enrol {
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    /// `default` when left out.
+    pub tenant: Option<String>,
+}
+
+impl std::fmt::Debug for Enrol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrol")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Credentials and the new authenticator's first code.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmEnrolment {
+    pub email: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    pub tenant: Option<String>,
+    /// Six digits.
+    #[schema(value_type = String, format = Password, example = "492039")]
+    pub one_time_code: SecretString,
+}
+
+impl std::fmt::Debug for ConfirmEnrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfirmEnrolment")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks `email` and `password` in `tenant` (the default when `None`) as a sign-in does, for
+/// a request that acts as that user without a token: the user and the context they act in.
+async fn sign_in_for(
+    state: &CommandState,
+    address: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+    tenant: Option<String>,
+    email: &str,
+    password: &SecretString,
+) -> Result<(Uuid, RequestContext)> {
+    let tenant = tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned());
+    tracing::Span::current().record("tenant", tenant.as_str());
+    let Checked {
+        principal, attempt, ..
+    } = check_password(state, address, &tenant, email, password).await?;
+    state.throttle().succeeded(attempt).await?;
+    let user_id = principal.user_id;
+    tracing::Span::current().record("user_id", tracing::field::display(user_id));
+    let ctx = RequestContext {
+        caller: Caller::user(
+            principal.tenant_id,
+            user_id,
+            principal.roles,
+            principal.groups,
+        ),
+        at: chrono::Utc::now(),
+        correlation_id: Uuid::now_v7(),
+        request_id: request_id_of(headers),
+    };
+    Ok((user_id, ctx))
+}
+
+/// Add an authenticator before signing in
+///
+/// For an account of a tenant that requires two-factor sign-in and has none yet (sign-in
+/// answers 403 `two_factor_enrolment_required`), or anyone who prefers to: with the email
+/// address and password, checked and throttled as a sign-in, returns a new authenticator key.
+/// `POST /api/v1/auth/two-factor/confirm` with its first code turns it on; then sign in with
+/// a code.
+#[utoipa::path(post, path = "/api/v1/auth/two-factor", operation_id = "enrol_two_factor", tag = "auth",
+    request_body = Enrol,
+    responses(
+        (status = 200, description = "The new key; confirm it with a code", body = TwoFactorEnrolment),
+        (status = 401, description = "Wrong email, password or tenant (`invalid_credentials`)", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "The account has two-factor sign-in already", body = ApiError, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed attempts; see `Retry-After`", body = ApiError, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+#[instrument(skip_all, fields(tenant, user_id))]
+async fn enrol_two_factor(
+    State(state): State<CommandState>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    Json(body): Json<Enrol>,
+) -> Result<Json<TwoFactorEnrolment>> {
+    let result = async {
+        let (user_id, ctx) = sign_in_for(
+            &state,
+            address,
+            &headers,
+            body.tenant,
+            &body.email,
+            &body.password,
+        )
+        .await?;
+        let enrolment = state
+            .identity()
+            .begin_two_factor_signed_in(&ctx, user_id)
+            .await?;
+        Ok(Json(TwoFactorEnrolment::from(enrolment)))
+    }
+    .await;
+    observe("enrol_two_factor", &result);
+    result
+}
+
+/// Turn on the authenticator added before signing in
+///
+/// Confirms the key of `POST /api/v1/auth/two-factor` with its current code, with the email
+/// address and password again. From now on signing in takes a one-time code too. Answers the
+/// first recovery codes, shown only here.
+#[utoipa::path(post, path = "/api/v1/auth/two-factor/confirm", operation_id = "confirm_two_factor_enrolment", tag = "auth",
+    request_body = ConfirmEnrolment,
+    responses(
+        (status = 200, description = "Two-factor sign-in is on", body = WithRecoveryCodes),
+        (status = 401, description = "Wrong email, password or tenant (`invalid_credentials`)", body = ApiError, content_type = "application/problem+json"),
+        (status = 409, description = "No enrolment was started (`two_factor_not_started`), or the account has two-factor sign-in already", body = ApiError, content_type = "application/problem+json"),
+        (status = 422, description = "A wrong or expired code (`invalid_one_time_code`)", body = ApiError, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed attempts; see `Retry-After`", body = ApiError, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+#[instrument(skip_all, fields(tenant, user_id))]
+async fn confirm_two_factor(
+    State(state): State<CommandState>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    Json(body): Json<ConfirmEnrolment>,
+) -> Result<Accepted<WithRecoveryCodes>> {
+    let result = async {
+        let (user_id, ctx) = sign_in_for(
+            &state,
+            address,
+            &headers,
+            body.tenant,
+            &body.email,
+            &body.password,
+        )
+        .await?;
+        let (outcome, codes) = state
+            .identity()
+            .confirm_two_factor(&ctx, user_id, &body.one_time_code, None)
+            .await?;
+        with_codes(&state, outcome, codes).await
+    }
+    .await;
+    observe("confirm_two_factor_enrolment", &result);
+    result
 }

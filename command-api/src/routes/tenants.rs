@@ -1,7 +1,7 @@
-//! `/api/v1/tenants`: creating tenants, each with its first admin.
+//! `/api/v1/tenants`: creating tenants, each with its first admin, and their sign-in policy.
 
 use api_common::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
@@ -9,16 +9,18 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Problems, observe};
+use super::{Applied, Problems, observe};
 use crate::error::Result;
-use crate::extract::{Auth, CommandHeaders};
+use crate::extract::{Auth, CommandHeaders, IfMatch};
 use crate::identity::NewUser;
 use crate::response::{self, Accepted};
 use crate::state::CommandState;
 
 /// This module's routes.
 pub fn router() -> OpenApiRouter<CommandState> {
-    OpenApiRouter::new().routes(routes!(create))
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(set_two_factor_policy))
 }
 
 /// A new tenant and its first admin.
@@ -104,5 +106,50 @@ async fn create(
     }
     .await;
     observe("create_tenant", &result);
+    result
+}
+
+/// Whether the tenant's users must sign in with a second factor.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TwoFactorPolicy {
+    pub required: bool,
+}
+
+/// Require two-factor sign-in
+///
+/// With `required`, every sign-in of the tenant's users needs a one-time code: a user without
+/// an authenticator enrols with their password first (`POST /api/v1/auth/two-factor`), a
+/// refresh of a session without one is refused, and users cannot turn their own off (an admin
+/// still can, for someone who lost theirs: they enrol again at their next sign-in). The
+/// tenant's admins; another tenant's id is a 404.
+#[utoipa::path(put, path = "/api/v1/tenants/{id}/two-factor-policy",
+    operation_id = "set_tenant_two_factor_policy", tag = "tenants",
+    request_body = TwoFactorPolicy,
+    params(("id" = String, Path, description = "The tenant"), CommandHeaders),
+    responses(Applied, Problems), security(("bearer" = [])))]
+#[instrument(skip_all, fields(tenant_id = %id))]
+async fn set_two_factor_policy(
+    State(state): State<CommandState>,
+    auth: Auth,
+    IfMatch(expected): IfMatch,
+    Path(id): Path<String>,
+    Json(body): Json<TwoFactorPolicy>,
+) -> Result<Accepted> {
+    let result = async {
+        let outcome = state
+            .identity()
+            .set_two_factor_policy(&auth.context(), &id, body.required, expected)
+            .await?;
+        Ok(Accepted::of(
+            state.pool(),
+            event_schemas::identity::TENANT_AGGREGATE_TYPE,
+            outcome,
+            false,
+        )
+        .await?)
+    }
+    .await;
+    observe("set_tenant_two_factor_policy", &result);
     result
 }

@@ -79,6 +79,18 @@ pub struct TwoFactorEnrolment {
     pub period: i64,
 }
 
+impl From<crate::identity::Enrolment> for TwoFactorEnrolment {
+    fn from(enrolment: crate::identity::Enrolment) -> Self {
+        TwoFactorEnrolment {
+            secret: enrolment.secret,
+            otpauth_uri: enrolment.uri,
+            algorithm: "SHA1",
+            digits: DIGITS,
+            period: STEP_SECONDS,
+        }
+    }
+}
+
 /// Recovery codes: each signs in once in place of the authenticator's code. Shown only now.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WithRecoveryCodes {
@@ -125,13 +137,7 @@ async fn begin(
             .identity()
             .begin_two_factor(&auth.context(), state.throttle(), id, body.current_password)
             .await?;
-        Ok(Json(TwoFactorEnrolment {
-            secret: enrolment.secret,
-            otpauth_uri: enrolment.uri,
-            algorithm: "SHA1",
-            digits: DIGITS,
-            period: STEP_SECONDS,
-        }))
+        Ok(Json(TwoFactorEnrolment::from(enrolment)))
     }
     .await;
     observe("begin_two_factor", &result);
@@ -187,7 +193,7 @@ async fn confirm(
     result
 }
 
-async fn with_codes(
+pub(crate) async fn with_codes(
     state: &CommandState,
     outcome: orchestrator::Outcome,
     codes: Vec<SecretString>,

@@ -422,3 +422,133 @@ async fn wrong_codes_count_against_the_account_and_the_password_alone_does_not_r
     let response = login_with(&app, &ann, Some(&key.code(now() + 30))).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn a_tenant_that_requires_two_factor_sign_in_has_its_users_enrol_before_they_sign_in() {
+    let app = spawn().await;
+    let ann = app.user(&["member"], &[]).await;
+    let policy = "/api/v1/tenants/default/two-factor-policy";
+    // its admins only; another tenant's is not found
+    let not_admin = problem(
+        app.put(policy, &ann.token, json!({"required": true})).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(not_admin["code"], "forbidden");
+    let other = problem(
+        app.put(
+            "/api/v1/tenants/acme/two-factor-policy",
+            &app.admin.token,
+            json!({"required": true}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(other["code"], "tenant_not_found");
+    let set = app
+        .put(policy, &app.admin.token, json!({"required": true}))
+        .await;
+    assert_eq!(set.status(), StatusCode::OK);
+    let events = app.events("tenant", "default").await;
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "TenantTwoFactorPolicyChanged");
+    assert_eq!(last["payload"]["required"], true);
+    assert_eq!(
+        last["payload"]["changed_by"],
+        format!("user:{}", app.admin.id)
+    );
+    // the same again changes nothing
+    let again = app
+        .put(policy, &app.admin.token, json!({"required": true}))
+        .await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(app.events("tenant", "default").await.len(), events.len());
+
+    // without an authenticator: no sign-in, and the session's refresh ends it
+    let response = login_with(&app, &ann, None).await;
+    let body = problem(response, StatusCode::FORBIDDEN).await;
+    assert_eq!(body["code"], "two_factor_enrolment_required");
+    let refreshed = app
+        .client
+        .post(app.url("/api/v1/auth/refresh"))
+        .json(&json!({"refresh_token": ann.refresh_token}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(refreshed, StatusCode::FORBIDDEN).await;
+    assert_eq!(body["code"], "two_factor_enrolment_required");
+    let sessions = app
+        .client
+        .get(app.url("/api/v1/auth/sessions"))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sessions.status(), StatusCode::UNAUTHORIZED);
+
+    // enrolling takes the password, checked as a sign-in
+    let credentials = json!({"email": ann.email, "password": PASSWORD});
+    let wrong = app
+        .client
+        .post(app.url("/api/v1/auth/two-factor"))
+        .json(&json!({"email": ann.email, "password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(wrong, StatusCode::UNAUTHORIZED).await["code"],
+        "invalid_credentials"
+    );
+    let enrolment: Value = app
+        .client
+        .post(app.url("/api/v1/auth/two-factor"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = TotpKey::from_base32(enrolment["secret"].as_str().unwrap()).unwrap();
+    let mut confirm = credentials.clone();
+    confirm["one_time_code"] = json!(key.code(now()));
+    let confirmed = app
+        .client
+        .post(app.url("/api/v1/auth/two-factor/confirm"))
+        .json(&confirm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), StatusCode::OK);
+    let confirmed: Value = confirmed.json().await.unwrap();
+    assert_eq!(confirmed["recovery_codes"].as_array().unwrap().len(), 10);
+    let signed_in = login_with(&app, &ann, Some(&key.code(now() + 30))).await;
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    let token: Value = signed_in.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+
+    // nor can they turn it off themselves while the tenant requires it
+    let off = refused(
+        &app,
+        &path(&ann, "/disable"),
+        token,
+        json!({"current_password": PASSWORD}),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(off["code"], "two_factor_required_by_tenant");
+    // once no longer required, they can
+    let unset = app
+        .put(policy, &app.admin.token, json!({"required": false}))
+        .await;
+    assert_eq!(unset.status(), StatusCode::OK);
+    let off = app
+        .post(
+            &path(&ann, "/disable"),
+            token,
+            json!({"current_password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(off.status(), StatusCode::OK);
+}

@@ -18,6 +18,9 @@ use crate::text;
 pub enum TenantCommand {
     /// Create the tenant `tenant_id` (the aggregate id) named `name`.
     Create { tenant_id: String, name: String },
+    /// Require (or stop requiring) a second factor at every sign-in of the users of tenant
+    /// `tenant_id` (the aggregate id).
+    SetTwoFactorPolicy { tenant_id: String, required: bool },
 }
 
 /// Why a tenant command was rejected.
@@ -25,6 +28,10 @@ pub enum TenantCommand {
 pub enum TenantError {
     #[error("only admins of the default tenant may create tenants")]
     Forbidden,
+    #[error("only the tenant's admins may change its sign-in policy")]
+    NotItsAdmin,
+    #[error("no such tenant")]
+    NotFound,
     #[error("a tenant with this id already exists")]
     AlreadyExists,
     #[error("the command is invalid: {}", crate::error::first_issue(.issues))]
@@ -34,7 +41,8 @@ pub enum TenantError {
 impl Rejection for TenantError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Forbidden => ErrorKind::Forbidden,
+            Self::Forbidden | Self::NotItsAdmin => ErrorKind::Forbidden,
+            Self::NotFound => ErrorKind::NotFound,
             Self::AlreadyExists => ErrorKind::Conflict,
             Self::Invalid { .. } => ErrorKind::Validation,
         }
@@ -42,7 +50,8 @@ impl Rejection for TenantError {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::Forbidden => "forbidden",
+            Self::Forbidden | Self::NotItsAdmin => "forbidden",
+            Self::NotFound => "tenant_not_found",
             Self::AlreadyExists => "tenant_exists",
             Self::Invalid { .. } => "invalid_command",
         }
@@ -62,6 +71,9 @@ pub struct Tenant {
     id: Option<String>,
     name: String,
     created_at: Option<DateTime<Utc>>,
+    /// Whether every sign-in needs a second factor.
+    #[serde(default)]
+    two_factor_required: bool,
 }
 
 impl Tenant {
@@ -73,6 +85,11 @@ impl Tenant {
     /// The display name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether every sign-in needs a second factor.
+    pub fn two_factor_required(&self) -> bool {
+        self.two_factor_required
     }
 
     /// Decides a command: the events it causes, or why it is rejected.
@@ -108,6 +125,30 @@ impl Tenant {
                     name,
                     created_by: caller.actor,
                     created_at: at,
+                }])
+            }
+            TenantCommand::SetTwoFactorPolicy {
+                tenant_id,
+                required,
+            } => {
+                // another tenant's is not found, not forbidden: nothing of it is told. The
+                // default tenant exists from the first admin on, also in logs from before it
+                // had a `TenantCreated` of its own
+                let exists = self.id.as_deref() == Some(tenant_id.as_str())
+                    || (self.id.is_none() && tenant_id == DEFAULT_TENANT);
+                if !exists || caller.tenant_id != tenant_id {
+                    return Err(TenantError::NotFound);
+                }
+                if !caller.acts_as(Role::Admin) {
+                    return Err(TenantError::NotItsAdmin);
+                }
+                if self.two_factor_required == required {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![TenantEvent::TenantTwoFactorPolicyChanged {
+                    required,
+                    changed_by: caller.actor,
+                    changed_at: at,
                 }])
             }
         }
@@ -150,6 +191,9 @@ impl Aggregate for Tenant {
                 self.id = Some(tenant_id);
                 self.name = name;
                 self.created_at = Some(created_at);
+            }
+            TenantEvent::TenantTwoFactorPolicyChanged { required, .. } => {
+                self.two_factor_required = required;
             }
         }
     }

@@ -604,3 +604,44 @@ fn email_addresses_are_checked_loosely_and_compared_ignoring_case() {
     }
     assert_eq!(email_key(" Ann@Example.COM "), "ann@example.com");
 }
+
+#[test]
+fn a_tenants_own_admins_require_two_factor_sign_in() {
+    let created = TenantEvent::TenantCreated {
+        tenant_id: "acme".into(),
+        name: "Acme".into(),
+        created_by: admin().actor,
+        created_at: T0,
+    };
+    let set = |tenant_id: &str, required| TenantCommand::SetTwoFactorPolicy {
+        tenant_id: tenant_id.into(),
+        required,
+    };
+    let changed = |caller: Caller| TenantEvent::TenantTwoFactorPolicyChanged {
+        required: true,
+        changed_by: caller.actor,
+        changed_at: T0,
+    };
+    GivenTenant::with(())
+        .given(vec![created.clone()])
+        .when(cmd(admin(), set("acme", true)))
+        .then_expect_events(vec![changed(admin())]);
+    GivenTenant::with(())
+        .given(vec![created.clone(), changed(admin())])
+        .when(cmd(admin(), set("acme", true)))
+        .then_expect_events(vec![]);
+    GivenTenant::with(())
+        .given(vec![created.clone()])
+        .when(cmd(ann(), set("acme", true)))
+        .then_expect_error(TenantError::NotItsAdmin);
+    // another tenant's, even for the default tenant's admins, is not found
+    GivenTenant::with(())
+        .given(vec![created])
+        .when(cmd(default_admin(), set("acme", true)))
+        .then_expect_error(TenantError::NotFound);
+    // the default tenant, in a log from before it had a `TenantCreated`
+    GivenTenant::with(())
+        .given_no_previous_events()
+        .when(cmd(default_admin(), set(DEFAULT_TENANT, true)))
+        .then_expect_events(vec![changed(default_admin())]);
+}

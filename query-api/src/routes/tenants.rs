@@ -31,6 +31,9 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
     /// Its users, deactivated ones included.
     pub users: i64,
+    /// Whether every sign-in needs a second factor
+    /// (`PUT /api/v1/tenants/{id}/two-factor-policy`).
+    pub two_factor_required: bool,
 }
 
 /// Every tenant, by id. The default tenant, which has no `TenantCreated` of its own, is one
@@ -38,12 +41,12 @@ pub struct Tenant {
 pub async fn all_tenants(pool: &PgPool) -> Result<Vec<Tenant>, sqlx::Error> {
     sqlx::query_as(
         "with tenants as ( \
-             select tenant_id, name, created_at from identity_tenants \
+             select tenant_id, name, created_at, two_factor_required from identity_tenants \
              union all \
-             select $1, $1, min(created_at) from identity_users where tenant_id = $1 \
+             select $1, $1, min(created_at), false from identity_users where tenant_id = $1 \
              having count(*) > 0 \
                 and not exists (select from identity_tenants where tenant_id = $1)) \
-         select t.tenant_id as id, t.name, t.created_at, \
+         select t.tenant_id as id, t.name, t.created_at, t.two_factor_required, \
                 (select count(*) from identity_users u where u.tenant_id = t.tenant_id) as users \
          from tenants t order by t.tenant_id",
     )
