@@ -184,10 +184,12 @@ async fn apply_tenant(
             ..
         } => {
             // the default tenant may have no row (no `TenantCreated` in logs from before it
-            // had one): named after its id, as the tenant list shows it
+            // had one): named after its id and dated by its first user, as the tenant list
+            // shows it
             sqlx::query(
                 "insert into identity_tenants (tenant_id, name, created_at, two_factor_required) \
-                 values ($1, $1, $3, $2) \
+                 values ($1, $1, coalesce((select min(created_at) from identity_users \
+                                           where tenant_id = $1), $3), $2) \
                  on conflict (tenant_id) do update set two_factor_required = excluded.two_factor_required",
             )
             .bind(tenant_id)

@@ -196,12 +196,15 @@ fn invalid_one_time_code() -> CommandError {
 /// changes) and per client address; past the limit the answer is 429 with `Retry-After`
 /// (whether or not the account exists). An account with two-factor sign-in also needs
 /// `one_time_code`: without it the answer is 401 `two_factor_required` (not counted as a
-/// failure), with a wrong or used one 401 `invalid_one_time_code` (counted).
+/// failure), with a wrong or used one 401 `invalid_one_time_code` (counted). In a tenant that
+/// requires two-factor sign-in, an account without an authenticator is refused with 403
+/// `two_factor_enrolment_required` (not counted): add one with `POST /api/v1/auth/two-factor`.
 #[utoipa::path(post, path = "/api/v1/auth/login", operation_id = "login", tag = "auth",
     request_body = Login,
     responses(
         (status = 200, description = "Signed in", body = Tokens),
         (status = 401, description = "Wrong email, password or tenant (`invalid_credentials`, the same answer for each); the account needs a one-time code (`two_factor_required`); a wrong, expired or used one (`invalid_one_time_code`)", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant requires two-factor sign-in and the account has no authenticator yet (`two_factor_enrolment_required`)", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A malformed body", body = ApiError, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed attempts; see `Retry-After`", body = ApiError, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -268,6 +271,7 @@ async fn login(
         Ok(_) => "success",
         Err(e) if e.problem().status == StatusCode::TOO_MANY_REQUESTS => "throttled",
         Err(e) if e.problem().code == "two_factor_required" => "second_factor_required",
+        Err(e) if e.problem().code == "two_factor_enrolment_required" => "enrolment_required",
         Err(e) if e.problem().status == StatusCode::UNAUTHORIZED => "failure",
         Err(_) => "error",
     };
@@ -311,6 +315,7 @@ impl std::fmt::Debug for Refresh {
     responses(
         (status = 200, description = "New tokens; the presented refresh token is used up", body = Tokens),
         (status = 401, description = "Unknown, expired, revoked or reused refresh token (`refresh_token_reused` revoked the session)", body = ApiError, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant requires two-factor sign-in and the user has no authenticator (`two_factor_enrolment_required`): the session has ended", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A malformed body", body = ApiError, content_type = "application/problem+json"),
         (status = 503, description = "The user's roles or groups just changed and are still being recorded (`identity_behind`): the refresh token was not used; retry after `Retry-After`", body = ApiError, content_type = "application/problem+json",
          headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -596,7 +601,9 @@ async fn sign_in_for(
     let Checked {
         principal, attempt, ..
     } = check_password(state, address, &tenant, email, password).await?;
-    state.throttle().succeeded(attempt).await?;
+    // not a sign-in: the attempt's own count is given back and earlier failures stay (wrong
+    // one-time codes among them), as for a sign-in that still lacks its code
+    state.throttle().withdrawn(attempt).await?;
     let user_id = principal.user_id;
     tracing::Span::current().record("user_id", tracing::field::display(user_id));
     let ctx = RequestContext {
@@ -624,6 +631,7 @@ async fn sign_in_for(
     request_body = Enrol,
     responses(
         (status = 200, description = "The new key; confirm it with a code", body = TwoFactorEnrolment),
+        (status = 422, description = "A malformed body", body = ApiError, content_type = "application/problem+json"),
         (status = 401, description = "Wrong email, password or tenant (`invalid_credentials`)", body = ApiError, content_type = "application/problem+json"),
         (status = 409, description = "The account has two-factor sign-in already", body = ApiError, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed attempts; see `Retry-After`", body = ApiError, content_type = "application/problem+json",
@@ -666,6 +674,7 @@ async fn enrol_two_factor(
     request_body = ConfirmEnrolment,
     responses(
         (status = 200, description = "Two-factor sign-in is on", body = WithRecoveryCodes),
+        (status = 422, description = "A malformed body", body = ApiError, content_type = "application/problem+json"),
         (status = 401, description = "Wrong email, password or tenant (`invalid_credentials`)", body = ApiError, content_type = "application/problem+json"),
         (status = 409, description = "No enrolment was started (`two_factor_not_started`), or the account has two-factor sign-in already", body = ApiError, content_type = "application/problem+json"),
         (status = 422, description = "A wrong or expired code (`invalid_one_time_code`)", body = ApiError, content_type = "application/problem+json"),

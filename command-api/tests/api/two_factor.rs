@@ -412,8 +412,17 @@ async fn wrong_codes_count_against_the_account_and_the_password_alone_does_not_r
             "invalid_one_time_code"
         );
     }
-    // the right password without a code neither fails nor forgets the two failures
+    // the right password without a code neither fails nor forgets the two failures, at
+    // sign-in nor at the enrolment routes that take a password
     assert_eq!(refused_login(&app, &ann, None).await, "two_factor_required");
+    let enrol = app
+        .client
+        .post(app.url("/api/v1/auth/two-factor"))
+        .json(&json!({"email": ann.email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enrol.status(), StatusCode::CONFLICT);
     // the third failure is admitted and locks the account
     assert_eq!(
         refused_login(&app, &ann, Some(&wrong)).await,
