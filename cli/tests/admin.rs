@@ -265,10 +265,11 @@ async fn an_operator_finds_users_and_tenants_and_resets_deactivates_and_reactiva
         .expect("acme is listed");
     assert_eq!(acme["name"], "Acme");
     assert_eq!(acme["users"], 3);
+    assert_eq!(acme["two_factor_required"], false);
     assert!(
         ok(&admin(&db, "tenants"))
             .lines()
-            .any(|l| l.starts_with("acme "))
+            .any(|l| l.starts_with("acme ") && l.contains(" optional "))
     );
     // the default tenant (the bootstrap admin's) is one from its first user on
     ok(&admin(

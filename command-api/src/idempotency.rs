@@ -96,7 +96,8 @@ pub async fn middleware(
         return next.run(request).await;
     };
     let (parts, body) = request.into_parts();
-    let limit = if crate::routes::documents::is_upload(&parts.method, parts.uri.path()) {
+    let upload = crate::routes::documents::is_upload(&parts.method, parts.uri.path());
+    let limit = if upload {
         state.settings().document_limit
     } else {
         state.settings().body_limit
@@ -118,15 +119,27 @@ pub async fn middleware(
         key,
     };
     // the query too: an upload's file name is in it (a request without one has the
-    // fingerprint it had before the query counted)
-    let target = parts
+    // fingerprint it had before the query counted); and an upload's media type, which is
+    // its `Content-Type` (a JSON command's is always JSON, and is left out)
+    let mut target = parts
         .uri
         .path_and_query()
-        .map_or(parts.uri.path(), |target| target.as_str());
+        .map_or(parts.uri.path(), |target| target.as_str())
+        .to_owned();
+    if upload {
+        target.push('\n');
+        target.push_str(
+            parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        );
+    }
     let fingerprint = Fingerprint {
-        keyed: state.fingerprints().of(&parts.method, target, &bytes),
+        keyed: state.fingerprints().of(&parts.method, &target, &bytes),
         method: &parts.method,
-        path: target,
+        path: &target,
         body: &bytes,
     };
     let pool = state.pool();
@@ -265,7 +278,8 @@ impl Fingerprints {
     }
 }
 
-/// What a fingerprint covers: `METHOD \n PATH?QUERY \n BODY` (the body byte for byte).
+/// What a fingerprint covers: `METHOD \n PATH?QUERY \n BODY` (the body byte for byte; an
+/// upload's `Content-Type` follows its path).
 fn request_parts<'a>(method: &'a Method, path: &'a str, body: &'a [u8]) -> [&'a [u8]; 5] {
     [
         method.as_str().as_bytes(),

@@ -393,18 +393,24 @@ async fn list_tenants(
             }
         }
         OutputFormat::Table => {
-            let rows: Vec<[String; 4]> = tenants
+            let rows: Vec<[String; 5]> = tenants
                 .iter()
                 .map(|t| {
                     [
                         t.id.clone(),
                         t.name.clone(),
                         t.created_at.to_rfc3339(),
+                        if t.two_factor_required {
+                            "required"
+                        } else {
+                            "optional"
+                        }
+                        .to_owned(),
                         t.users.to_string(),
                     ]
                 })
                 .collect();
-            let header = ["ID", "NAME", "CREATED", "USERS"].map(str::to_owned);
+            let header = ["ID", "NAME", "CREATED", "TWO-FACTOR", "USERS"].map(str::to_owned);
             write_table(out, &header, &rows)?;
         }
     }

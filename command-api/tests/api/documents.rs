@@ -298,16 +298,17 @@ async fn an_instances_starter_and_operators_attach_to_it_and_a_retried_upload_at
     .await;
     assert_eq!(refused["code"], "forbidden");
 
-    let send = || {
+    let send_as = |name: &str, media_type: &str| {
         app.client
             .post(app.url(&path))
-            .query(&[("name", "contract.txt")])
+            .query(&[("name", name)])
             .bearer_auth(&app.admin.token)
-            .header("content-type", "text/plain; charset=utf-8")
+            .header("content-type", media_type)
             .header("idempotency-key", "upload-1")
             .body("signed".as_bytes().to_vec())
             .send()
     };
+    let send = || send_as("contract.txt", "text/plain; charset=utf-8");
     let first = send().await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
     let first: Value = first.json().await.unwrap();
@@ -317,20 +318,21 @@ async fn an_instances_starter_and_operators_attach_to_it_and_a_retried_upload_at
     let replayed: Value = replayed.json().await.unwrap();
     assert_eq!(replayed["document_id"], first["document_id"]);
     assert_eq!(app.count_events("InstanceDocumentAttached").await, 1);
-    // the same key and file under another name is another request
-    let renamed = app
-        .client
-        .post(app.url(&path))
-        .query(&[("name", "other.txt")])
-        .bearer_auth(&app.admin.token)
-        .header("content-type", "text/plain; charset=utf-8")
-        .header("idempotency-key", "upload-1")
-        .body("signed".as_bytes().to_vec())
-        .send()
-        .await
-        .unwrap();
-    let renamed = problem(renamed, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(renamed["code"], "idempotency_key_reused");
+    // the same key and file under another name, or as another media type, is another request
+    for (name, media_type) in [
+        ("other.txt", "text/plain; charset=utf-8"),
+        ("contract.txt", "application/pdf"),
+    ] {
+        let other = problem(
+            send_as(name, media_type).await.unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(
+            other["code"], "idempotency_key_reused",
+            "{name} {media_type}"
+        );
+    }
     assert_eq!(first["media_type"], "text/plain; charset=utf-8");
 
     let remove = format!(
