@@ -172,7 +172,8 @@ impl FromRequestParts<CommandState> for ClientAddr {
         if peer.is_none() && !NO_CONNECT_INFO.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "the server runs without connect info: sign-in is throttled per account only \
-                 (serve with into_make_service_with_connect_info::<SocketAddr>())"
+                 (give each request its peer as ConnectInfo<SocketAddr>, as `workledger serve` \
+                 does)"
             );
         }
         Ok(ClientAddr(peer))
