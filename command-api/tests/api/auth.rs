@@ -11,12 +11,8 @@ use domain::identity::{DEFAULT_TENANT, email_key};
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, TestApp, problem, spawn, spawn_with};
 
 async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
-    app.client
-        .post(app.url("/api/v1/auth/refresh"))
-        .json(&json!({"refresh_token": token}))
-        .send()
+    app.post_anonymous("/api/v1/auth/refresh", &json!({"refresh_token": token}))
         .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -119,17 +119,22 @@ impl TestApp {
         self.send(Method::PUT, path, token, body).await
     }
 
+    /// `POST path` with a JSON `body` and no token (sign-in, refresh, enrolment).
+    pub async fn post_anonymous(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn login(&self, email: &str, password: &str, tenant: Option<&str>) -> Response {
         let mut body = json!({"email": email, "password": password});
         if let Some(tenant) = tenant {
             body["tenant"] = json!(tenant);
         }
-        self.client
-            .post(self.url("/api/v1/auth/login"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.post_anonymous("/api/v1/auth/login", &body).await
     }
 
     pub async fn sign_in(&self, email: &str, password: &str, tenant: Option<&str>) -> User {

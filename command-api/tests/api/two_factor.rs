@@ -416,12 +416,11 @@ async fn wrong_codes_count_against_the_account_and_the_password_alone_does_not_r
     // sign-in nor at the enrolment routes that take a password
     assert_eq!(refused_login(&app, &ann, None).await, "two_factor_required");
     let enrol = app
-        .client
-        .post(app.url("/api/v1/auth/two-factor"))
-        .json(&json!({"email": ann.email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+        .post_anonymous(
+            "/api/v1/auth/two-factor",
+            &json!({"email": ann.email, "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(enrol.status(), StatusCode::CONFLICT);
     // the third failure is admitted and locks the account
     assert_eq!(
@@ -479,12 +478,11 @@ async fn a_tenant_that_requires_two_factor_sign_in_has_its_users_enrol_before_th
     let body = problem(response, StatusCode::FORBIDDEN).await;
     assert_eq!(body["code"], "two_factor_enrolment_required");
     let refreshed = app
-        .client
-        .post(app.url("/api/v1/auth/refresh"))
-        .json(&json!({"refresh_token": ann.refresh_token}))
-        .send()
-        .await
-        .unwrap();
+        .post_anonymous(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": ann.refresh_token}),
+        )
+        .await;
     let body = problem(refreshed, StatusCode::FORBIDDEN).await;
     assert_eq!(body["code"], "two_factor_enrolment_required");
     let sessions = app
@@ -499,23 +497,18 @@ async fn a_tenant_that_requires_two_factor_sign_in_has_its_users_enrol_before_th
     // enrolling takes the password, checked as a sign-in
     let credentials = json!({"email": ann.email, "password": PASSWORD});
     let wrong = app
-        .client
-        .post(app.url("/api/v1/auth/two-factor"))
-        .json(&json!({"email": ann.email, "password": "not the password"}))
-        .send()
-        .await
-        .unwrap();
+        .post_anonymous(
+            "/api/v1/auth/two-factor",
+            &json!({"email": ann.email, "password": "not the password"}),
+        )
+        .await;
     assert_eq!(
         problem(wrong, StatusCode::UNAUTHORIZED).await["code"],
         "invalid_credentials"
     );
     let enrolment: Value = app
-        .client
-        .post(app.url("/api/v1/auth/two-factor"))
-        .json(&credentials)
-        .send()
+        .post_anonymous("/api/v1/auth/two-factor", &credentials)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -523,12 +516,8 @@ async fn a_tenant_that_requires_two_factor_sign_in_has_its_users_enrol_before_th
     let mut confirm = credentials.clone();
     confirm["one_time_code"] = json!(key.code(now()));
     let confirmed = app
-        .client
-        .post(app.url("/api/v1/auth/two-factor/confirm"))
-        .json(&confirm)
-        .send()
-        .await
-        .unwrap();
+        .post_anonymous("/api/v1/auth/two-factor/confirm", &confirm)
+        .await;
     assert_eq!(confirmed.status(), StatusCode::OK);
     let confirmed: Value = confirmed.json().await.unwrap();
     assert_eq!(confirmed["recovery_codes"].as_array().unwrap().len(), 10);
